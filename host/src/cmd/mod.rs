@@ -1,0 +1,42 @@
+//! Subcommands of the `xsched` binary.
+
+mod probe;
+mod profile;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// A system-wide process scheduler that spans virtual machines.
+#[derive(Debug, Parser)]
+#[command(name = "xsched", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Find the guest kernel in a domain and print where it is.
+    Probe(probe::ProbeArgs),
+    /// Kernel layout profiles.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Probe(args) => probe::run(&args),
+        Command::Profile(command) => profile::run(command),
+    }
+}
+
+/// Where the kernel profiles are: `--kernels`, else `$XSCHED_KERNELS`, else `./kernels`, else the
+/// system directory, else the source tree this binary was built from.
+fn kernels_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("XSCHED_KERNELS").map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from("kernels")).filter(|p| p.is_dir()))
+        .or_else(|| Some(PathBuf::from("/usr/share/xsched/kernels")).filter(|p| p.is_dir()))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../kernels")))
+}

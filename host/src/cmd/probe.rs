@@ -1,0 +1,68 @@
+//! `xsched probe`: find the guest kernel in a domain and print where it is.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use xsched::domain::DomainSpec;
+use xsched::linux::locate::locate;
+use xsched::profile::Profile;
+
+/// Arguments of `xsched probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The domain, as NAME=qemu:RAMFILE[,qmp=SOCK] | NAME=core:FILE | NAME=xen:DOMID.
+    #[arg(long)]
+    domain: DomainSpec,
+    /// Directory of kernel profiles [default: $XSCHED_KERNELS, ./kernels, /usr/share/xsched/kernels].
+    #[arg(long)]
+    kernels: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Probes the domain: pauses it (when it can be paused), locates the kernel, resumes it.
+pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
+    let kernels = super::kernels_dir(args.kernels.clone());
+    let profiles: Vec<Profile> = Profile::load_dir(&kernels)?.into_iter().map(|(_, p)| p).collect();
+    let mut mem = args.domain.open().with_context(|| format!("domain {}", args.domain.name))?;
+    let pausable = mem.pause().is_ok();
+    let started = Instant::now();
+    let attached = locate(mem.as_ref(), &profiles);
+    let elapsed = started.elapsed();
+    if pausable {
+        mem.resume().with_context(|| format!("domain {}: resume", args.domain.name))?;
+    }
+    let location = attached.with_context(|| format!("domain {}", args.domain.name))?;
+    log::info!("probe took {elapsed:?}");
+    let l = &location;
+    if args.json {
+        let report = json!({
+            "domain": args.domain.name,
+            "release": l.release,
+            "banner_gpa": l.banner.raw(),
+            "phys_text": l.phys_text.raw(),
+            "virt_text": l.virt_text.raw(),
+            "phys_shift": l.phys_shift,
+            "virt_shift": l.virt_shift,
+            "paging_levels": l.page_tables.mode.levels(),
+            "page_tables": l.page_tables.root.raw(),
+            "page_offset_base": l.page_offset_base.raw(),
+            "nr_cpu_ids": l.nr_cpu_ids,
+            "online_cpus": l.online_cpus,
+        });
+        println!("{report}");
+    } else {
+        println!("domain:           {}", args.domain.name);
+        println!("kernel release:   {}", l.release);
+        println!("physical shift:   {:#x} (_text at physical {})", l.phys_shift, l.phys_text);
+        println!("virtual shift:    {:#x} (_text at {})", l.virt_shift, l.virt_text);
+        println!("paging:           {} (root table at {})", l.page_tables.mode, l.page_tables.root);
+        println!("direct map base:  {}", l.page_offset_base);
+        println!("CPUs:             {} online of {} possible", l.online_cpus.len(), l.nr_cpu_ids);
+    }
+    Ok(())
+}

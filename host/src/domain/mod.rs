@@ -1,0 +1,145 @@
+//! Domains: the guests xsched watches, named on the command line as `NAME=KIND:ARGS`.
+//!
+//! - `u1=qemu:/dev/shm/u1.ram,qmp=/run/u1.qmp[,machine=q35|pc]`: a QEMU guest's shared RAM file and
+//!   its QMP socket (without `qmp=` the guest can be read but not paused);
+//! - `old=core:/var/crash/u1.core`: an ELF core dump (read-only);
+//! - `u2=xen:12`: Xen domain 12 (needs the `xen` feature).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::memory::core::CoreMemory;
+use crate::memory::qemu::{MachineType, QemuMemory};
+use crate::memory::{GuestMemory, MemoryError};
+
+/// A domain's stable id: its position on the command line, starting at 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainId(pub u32);
+
+impl fmt::Display for DomainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a domain's memory comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A QEMU guest.
+    Qemu {
+        /// The shared RAM file.
+        ram_file: PathBuf,
+        /// The QMP socket, for pause/resume.
+        qmp: Option<PathBuf>,
+        /// The machine type (RAM layout around the PCI hole).
+        machine: MachineType,
+    },
+    /// An ELF core dump.
+    Core {
+        /// The core file.
+        path: PathBuf,
+    },
+    /// A Xen domain.
+    Xen {
+        /// The Xen domain id.
+        domid: u32,
+    },
+}
+
+/// A named domain as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainSpec {
+    /// The user's name for the domain.
+    pub name: String,
+    /// Where its memory comes from.
+    pub backend: Backend,
+}
+
+impl FromStr for DomainSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, rest) = s.split_once('=').ok_or_else(|| format!("domain {s:?}: expected NAME=KIND:ARGS"))?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("domain {s:?}: the name must be letters, digits, '-' or '_'"));
+        }
+        let (kind, args) = rest.split_once(':').ok_or_else(|| format!("domain {s:?}: expected KIND:ARGS after '='"))?;
+        let mut parts = args.split(',');
+        let target = parts.next().filter(|t| !t.is_empty()).ok_or_else(|| format!("domain {s:?}: missing {kind} target"))?;
+        let options: Vec<(&str, &str)> = parts
+            .map(|p| p.split_once('=').ok_or_else(|| format!("domain {s:?}: option {p:?} is not KEY=VALUE")))
+            .collect::<Result<_, _>>()?;
+        let backend = match kind {
+            "qemu" => {
+                let mut qmp = None;
+                let mut machine = MachineType::default();
+                for (key, value) in options {
+                    match key {
+                        "qmp" => qmp = Some(PathBuf::from(value)),
+                        "machine" => machine = value.parse().map_err(|e| format!("domain {s:?}: {e}"))?,
+                        _ => return Err(format!("domain {s:?}: unknown qemu option {key:?} (known: qmp, machine)")),
+                    }
+                }
+                Backend::Qemu { ram_file: PathBuf::from(target), qmp, machine }
+            }
+            "core" | "xen" if !options.is_empty() => return Err(format!("domain {s:?}: {kind} takes no options")),
+            "core" => Backend::Core { path: PathBuf::from(target) },
+            "xen" => Backend::Xen { domid: target.parse().map_err(|_| format!("domain {s:?}: {target:?} is not a Xen domain id"))? },
+            other => return Err(format!("domain {s:?}: unknown kind {other:?} (known: qemu, core, xen)")),
+        };
+        Ok(Self { name: name.to_string(), backend })
+    }
+}
+
+impl DomainSpec {
+    /// Opens the domain's memory.
+    pub fn open(&self) -> Result<Box<dyn GuestMemory>, MemoryError> {
+        Ok(match &self.backend {
+            Backend::Qemu { ram_file, qmp, machine } => Box::new(QemuMemory::open(ram_file, qmp.as_deref(), *machine)?),
+            Backend::Core { path } => Box::new(CoreMemory::open(path)?),
+            #[cfg(feature = "xen")]
+            Backend::Xen { domid } => Box::new(crate::memory::xen::XenMemory::open(*domid)?),
+            #[cfg(not(feature = "xen"))]
+            Backend::Xen { .. } => {
+                return Err(MemoryError::Unsupported { backend: format!("domain {}", self.name), action: "use Xen: this xsched was built without the `xen` feature" })
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        let spec: DomainSpec = "u1=qemu:/dev/shm/r,qmp=/tmp/q,machine=pc".parse().expect("qemu");
+        assert_eq!(
+            spec,
+            DomainSpec {
+                name: "u1".into(),
+                backend: Backend::Qemu { ram_file: "/dev/shm/r".into(), qmp: Some("/tmp/q".into()), machine: MachineType::Pc }
+            }
+        );
+        assert_eq!("old=core:/x".parse::<DomainSpec>().expect("core").backend, Backend::Core { path: "/x".into() });
+        assert_eq!("u2=xen:12".parse::<DomainSpec>().expect("xen").backend, Backend::Xen { domid: 12 });
+    }
+
+    #[test]
+    fn bad_specs_say_why() {
+        for (spec, why) in [
+            ("u1", "NAME=KIND"),
+            ("u 1=qemu:/r", "name must be"),
+            ("u1=qemu", "KIND:ARGS"),
+            ("u1=qemu:", "missing qemu target"),
+            ("u1=qemu:/r,bogus=1", "unknown qemu option"),
+            ("u1=qemu:/r,machine=virt", "unknown QEMU machine"),
+            ("u1=xen:abc", "not a Xen domain id"),
+            ("u1=vmware:/r", "unknown kind"),
+        ] {
+            let err = spec.parse::<DomainSpec>().expect_err(spec);
+            assert!(err.contains(why), "{spec}: {err}");
+        }
+    }
+}

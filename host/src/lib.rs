@@ -1,0 +1,10 @@
+//! xsched: a system-wide process scheduler that spans virtual machines.
+//!
+//! The data path, one module per stage: a domain's guest-physical [`memory`] → the [`arch`] page-table
+//! walk → the kernel layout [`profile`] → the [`linux`] kernel reader.
+
+pub mod arch;
+pub mod domain;
+pub mod linux;
+pub mod memory;
+pub mod profile;

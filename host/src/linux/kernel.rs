@@ -1,0 +1,106 @@
+//! A located guest kernel: its memory, its profile, and kernel-virtual reads.
+
+use crate::memory::{Gpa, GuestMemory, Gva};
+use crate::profile::Profile;
+
+use super::locate::KernelLocation;
+use super::LinuxError;
+
+/// A guest kernel that [`super::locate::locate`] found, ready to be read by virtual address.
+///
+/// Two address ranges translate without a page walk, because the kernel maps them linearly by
+/// construction: the kernel image (`_text` .. `_end`) and the direct map of physical memory
+/// (`page_offset_base` + physical address). Everything else walks the page tables.
+pub struct Kernel {
+    mem: Box<dyn GuestMemory>,
+    profile: Profile,
+    location: KernelLocation,
+    /// Highest physical address of RAM plus one: the direct map's extent.
+    ram_end: u64,
+}
+
+impl Kernel {
+    /// Finds the kernel in `mem` among `profiles` and keeps the one that matched.
+    pub fn attach(mem: Box<dyn GuestMemory>, mut profiles: Vec<Profile>) -> Result<Self, LinuxError> {
+        let location = super::locate::locate(mem.as_ref(), &profiles)?;
+        let profile = profiles.swap_remove(location.profile_index);
+        let ram_end = mem.ranges().iter().map(|r| r.end()).max().unwrap_or(0);
+        Ok(Self { mem, profile, location, ram_end })
+    }
+
+    /// The profile of the running kernel.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// Where the kernel is.
+    pub fn location(&self) -> &KernelLocation {
+        &self.location
+    }
+
+    /// The guest's memory.
+    pub fn memory(&self) -> &dyn GuestMemory {
+        self.mem.as_ref()
+    }
+
+    /// The guest's memory, for writes and pause/resume.
+    pub fn memory_mut(&mut self) -> &mut dyn GuestMemory {
+        self.mem.as_mut()
+    }
+
+    /// The run-time address of the image symbol `name`.
+    pub fn symbol(&self, name: &str) -> Result<Gva, LinuxError> {
+        Ok(Gva(self.profile.symbol(name)?.wrapping_add(self.location.virt_shift)))
+    }
+
+    /// The address of per-CPU symbol `name` in CPU `cpu`'s area.
+    pub fn per_cpu(&self, name: &str, cpu: u32) -> Result<Gva, LinuxError> {
+        let offset = self.location.per_cpu_offsets.get(cpu as usize).ok_or_else(|| LinuxError::Inconsistent {
+            release: self.location.release.clone(),
+            what: format!("CPU {cpu} is beyond nr_cpu_ids ({})", self.location.nr_cpu_ids),
+        })?;
+        Ok(Gva(offset.wrapping_add(self.profile.symbol(name)?)))
+    }
+
+    /// Translates a kernel-virtual address to a guest-physical one.
+    pub fn translate(&self, va: Gva) -> Result<Gpa, LinuxError> {
+        let loc = &self.location;
+        if let Some(offset) = va.checked_offset_from(loc.virt_text).filter(|&o| o < loc.image_size) {
+            return Ok(Gpa(loc.phys_text.raw() + offset));
+        }
+        if let Some(pa) = va.checked_offset_from(loc.page_offset_base).filter(|&pa| pa < self.ram_end) {
+            return Ok(Gpa(pa));
+        }
+        Ok(loc.page_tables.translate(self.mem.as_ref(), va)?)
+    }
+
+    /// Reads `buf.len()` bytes at kernel-virtual `va`, page by page.
+    pub fn read(&self, va: Gva, buf: &mut [u8]) -> Result<(), LinuxError> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = va.checked_add(done as u64).ok_or_else(|| LinuxError::Inconsistent {
+                release: self.location.release.clone(),
+                what: format!("read at {va} wraps around the address space"),
+            })?;
+            let in_page = (crate::memory::PAGE_SIZE - at.page_offset()) as usize;
+            let n = in_page.min(buf.len() - done);
+            self.mem.read_phys(self.translate(at)?, &mut buf[done..done + n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads a `u64` at kernel-virtual `va`.
+    pub fn read_u64(&self, va: Gva) -> Result<u64, LinuxError> {
+        let mut b = [0u8; 8];
+        self.read(va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads a `u32` at kernel-virtual `va`.
+    pub fn read_u32(&self, va: Gva) -> Result<u32, LinuxError> {
+        let mut b = [0u8; 4];
+        self.read(va, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+}

@@ -1,0 +1,11 @@
+//! Reading a guest Linux kernel: finding it in guest memory and translating its addresses.
+//!
+//! [`locate`] matches a guest against the layout profiles (banner, KASLR shifts, page tables,
+//! per-CPU areas); [`kernel::Kernel`] then reads kernel-virtual memory through that location.
+
+mod error;
+pub mod kernel;
+pub mod locate;
+
+pub use error::LinuxError;
+pub use kernel::Kernel;

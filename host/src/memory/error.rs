@@ -1,0 +1,66 @@
+//! Errors of the guest-memory layer.
+
+use std::path::PathBuf;
+
+use super::Gpa;
+
+/// What went wrong while reading, writing, pausing or resuming a domain's memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The access touches bytes that are not guest RAM.
+    #[error("guest-physical access {gpa}+{len:#x} is outside guest RAM")]
+    OutOfRange {
+        /// First address of the access.
+        gpa: Gpa,
+        /// Length of the access in bytes.
+        len: u64,
+    },
+    /// The backend cannot be written (a core dump).
+    #[error("{backend} is read-only: writes are refused")]
+    ReadOnly {
+        /// The backend's description.
+        backend: String,
+    },
+    /// The backend cannot pause or resume (a core dump is always still).
+    #[error("{backend} cannot {action}")]
+    Unsupported {
+        /// The backend's description.
+        backend: String,
+        /// What was asked: "pause", "resume".
+        action: &'static str,
+    },
+    /// A file could not be opened, mapped or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file is not what the backend expects.
+    #[error("{path}: {reason}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The QEMU monitor failed or refused a command.
+    #[error("QMP {socket}: {reason}")]
+    Qmp {
+        /// The QMP socket path.
+        socket: PathBuf,
+        /// What happened.
+        reason: String,
+    },
+    /// A Xen control call failed.
+    #[error("Xen domain {domid}: {call} failed: {source}")]
+    Xen {
+        /// The Xen domain id.
+        domid: u32,
+        /// The library call that failed.
+        call: &'static str,
+        /// The error it set.
+        source: std::io::Error,
+    },
+}

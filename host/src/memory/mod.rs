@@ -1,0 +1,123 @@
+//! A domain's guest-physical memory: one small trait and its backends.
+//!
+//! [`GuestMemory`] reads and writes physical bytes at any offset and length (crossing pages freely),
+//! reports which physical ranges are RAM, and pauses and resumes the domain so that a reader sees a
+//! consistent guest and a writer never races a running vCPU. Typed reads are default methods over
+//! the two raw ones. Backends:
+//!
+//! - [`qemu::QemuMemory`]: QEMU's shared RAM file, mapped once, plus QMP `stop`/`cont`;
+//! - [`core::CoreMemory`]: an ELF core file from QEMU's `dump-guest-memory`, read-only;
+//! - `xen::XenMemory` (cargo feature `xen`): Xen foreign mapping and domain pause/unpause.
+
+mod addr;
+pub mod core;
+mod error;
+mod image;
+mod segments;
+pub mod qemu;
+pub mod qmp;
+#[cfg(feature = "xen")]
+pub mod xen;
+
+pub use addr::{Gpa, Gva};
+pub use error::MemoryError;
+pub use image::ImageMemory;
+
+/// Size of a guest page (x86-64 base pages).
+pub const PAGE_SIZE: u64 = 4096;
+
+/// A contiguous range of guest-physical RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhysRange {
+    /// First address of the range.
+    pub start: Gpa,
+    /// Length in bytes (never zero).
+    pub len: u64,
+}
+
+impl PhysRange {
+    /// One past the last address, saturating at the top of the address space.
+    pub fn end(&self) -> u64 {
+        self.start.raw().saturating_add(self.len)
+    }
+
+    /// Whether `[gpa, gpa + len)` lies wholly inside this range.
+    pub fn contains(&self, gpa: Gpa, len: u64) -> bool {
+        gpa >= self.start && gpa.raw().checked_add(len).is_some_and(|end| end <= self.end())
+    }
+}
+
+/// A domain's guest-physical memory.
+///
+/// Reads and writes are all-or-nothing: a request that touches any byte outside RAM fails with
+/// [`MemoryError::OutOfRange`] and transfers nothing.
+pub trait GuestMemory: Send {
+    /// A short human description of the backend, used in messages ("qemu:/dev/shm/ram (256 MiB)").
+    fn describe(&self) -> String;
+
+    /// The guest-physical ranges backed by RAM, sorted and disjoint.
+    fn ranges(&self) -> &[PhysRange];
+
+    /// Reads `buf.len()` bytes starting at `gpa`.
+    fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError>;
+
+    /// Writes `data` starting at `gpa`. Read-only backends refuse with [`MemoryError::ReadOnly`].
+    fn write_phys(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), MemoryError>;
+
+    /// Stops every vCPU of the domain; returns once none runs.
+    fn pause(&mut self) -> Result<(), MemoryError>;
+
+    /// Lets the domain's vCPUs run again.
+    fn resume(&mut self) -> Result<(), MemoryError>;
+
+    /// Total bytes of RAM.
+    fn ram_size(&self) -> u64 {
+        self.ranges().iter().map(|r| r.len).sum()
+    }
+
+    /// Reads a little-endian `u64`.
+    fn read_u64(&self, gpa: Gpa) -> Result<u64, MemoryError> {
+        let mut b = [0u8; 8];
+        self.read_phys(gpa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads a little-endian `u32`.
+    fn read_u32(&self, gpa: Gpa) -> Result<u32, MemoryError> {
+        let mut b = [0u8; 4];
+        self.read_phys(gpa, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Writes a little-endian `u64`.
+    fn write_u64(&mut self, gpa: Gpa, value: u64) -> Result<(), MemoryError> {
+        self.write_phys(gpa, &value.to_le_bytes())
+    }
+}
+
+/// Checks that `[gpa, gpa + len)` lies inside one of `ranges`.
+pub(crate) fn check_access(ranges: &[PhysRange], gpa: Gpa, len: usize) -> Result<&PhysRange, MemoryError> {
+    let len64 = len as u64;
+    ranges
+        .iter()
+        .find(|r| r.contains(gpa, len64))
+        .ok_or(MemoryError::OutOfRange { gpa, len: len64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_must_fit_one_range() {
+        let ranges = [
+            PhysRange { start: Gpa(0), len: 0x8000 },
+            PhysRange { start: Gpa(0x1_0000_0000), len: 0x1000 },
+        ];
+        assert!(check_access(&ranges, Gpa(0x7ff8), 8).is_ok());
+        assert!(check_access(&ranges, Gpa(0x7ff9), 8).is_err());
+        assert!(check_access(&ranges, Gpa(0x1_0000_0ff8), 8).is_ok());
+        assert!(check_access(&ranges, Gpa(u64::MAX - 2), 8).is_err());
+        assert!(check_access(&ranges, Gpa(0x9000), 1).is_err());
+    }
+}

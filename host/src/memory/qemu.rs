@@ -1,0 +1,189 @@
+//! The QEMU backend: guest RAM from QEMU's shared memory-backend file, pause/resume over QMP.
+//!
+//! QEMU is started with `-object memory-backend-file,mem-path=FILE,share=on`; mapping the same
+//! file shared gives this process the guest's physical memory. The file holds RAM in order, but
+//! the guest sees it split around the PCI hole below 4 GiB: the first part at 0, the rest at 4 GiB
+//! ([`MachineType::split`]).
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use memmap2::MmapRaw;
+
+use super::qmp::QmpClient;
+use super::segments::{Segment, SegmentMap};
+use super::{Gpa, GuestMemory, MemoryError, PhysRange};
+
+/// Start of RAM above the PCI hole.
+const FOUR_GIB: u64 = 1 << 32;
+
+/// The QEMU machine type, which decides where RAM is split around the PCI hole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MachineType {
+    /// `-machine q35` (QEMU's `pc_q35_init`): at 2.75 GiB or more, 2 GiB stay below 4 GiB.
+    #[default]
+    Q35,
+    /// `-machine pc` (i440fx, `pc_init1` with gigabyte alignment): at 3.5 GiB or more, 3 GiB stay below.
+    Pc,
+}
+
+impl MachineType {
+    /// How many bytes of a `ram_size`-byte guest sit below 4 GiB; the rest starts at 4 GiB.
+    pub fn split(self, ram_size: u64) -> u64 {
+        let (threshold, below) = match self {
+            Self::Q35 => (0xb000_0000, 0x8000_0000),
+            Self::Pc => (0xe000_0000, 0xc000_0000),
+        };
+        if ram_size >= threshold {
+            below
+        } else {
+            ram_size
+        }
+    }
+}
+
+impl FromStr for MachineType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "q35" => Ok(Self::Q35),
+            "pc" | "i440fx" => Ok(Self::Pc),
+            other => Err(format!("unknown QEMU machine type {other:?} (expected q35 or pc)")),
+        }
+    }
+}
+
+/// A QEMU guest's RAM file, mapped shared, and its QMP socket.
+#[derive(Debug)]
+pub struct QemuMemory {
+    path: PathBuf,
+    map: MmapRaw,
+    segments: SegmentMap,
+    qmp: Option<QmpClient>,
+}
+
+impl QemuMemory {
+    /// Maps the RAM file at `ram_file` and, if given, connects to the QMP socket for pause/resume.
+    pub fn open(ram_file: &Path, qmp_socket: Option<&Path>, machine: MachineType) -> Result<Self, MemoryError> {
+        let io = |source| MemoryError::Io { path: ram_file.to_path_buf(), source };
+        let file = OpenOptions::new().read(true).write(true).open(ram_file).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        if size == 0 || size % super::PAGE_SIZE != 0 {
+            return Err(MemoryError::BadFile {
+                path: ram_file.to_path_buf(),
+                reason: format!("size {size} is not a positive multiple of the page size: not a QEMU RAM file"),
+            });
+        }
+        let map = MmapRaw::map_raw(&file).map_err(io)?;
+        let below = machine.split(size);
+        let mut segments = vec![Segment { range: PhysRange { start: Gpa(0), len: below }, file_offset: 0 }];
+        if size > below {
+            segments.push(Segment { range: PhysRange { start: Gpa(FOUR_GIB), len: size - below }, file_offset: below });
+        }
+        let segments = SegmentMap::new(segments, size)
+            .map_err(|reason| MemoryError::BadFile { path: ram_file.to_path_buf(), reason })?;
+        let qmp = qmp_socket.map(QmpClient::connect).transpose()?;
+        Ok(Self { path: ram_file.to_path_buf(), map, segments, qmp })
+    }
+
+    fn qmp(&mut self, action: &'static str) -> Result<&mut QmpClient, MemoryError> {
+        let backend = self.describe();
+        self.qmp.as_mut().ok_or(MemoryError::Unsupported { backend, action })
+    }
+}
+
+impl GuestMemory for QemuMemory {
+    fn describe(&self) -> String {
+        format!("qemu:{} ({} MiB)", self.path.display(), self.map.len() >> 20)
+    }
+
+    fn ranges(&self) -> &[PhysRange] {
+        self.segments.ranges()
+    }
+
+    fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let base = self.map.as_ptr();
+        self.segments.for_each_piece(gpa, buf.len(), |file_offset, start, end| {
+            // SAFETY: `for_each_piece` checked that `file_offset..file_offset + (end - start)` lies
+            // inside the file, which is mapped whole; `buf[start..end]` is in bounds. The guest may
+            // change these bytes at any time; a byte copy through raw pointers never forms a Rust
+            // reference to them.
+            unsafe { std::ptr::copy_nonoverlapping(base.add(file_offset as usize), buf[start..end].as_mut_ptr(), end - start) }
+        })
+    }
+
+    fn write_phys(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), MemoryError> {
+        let base = self.map.as_mut_ptr();
+        self.segments.for_each_piece(gpa, data.len(), |file_offset, start, end| {
+            // SAFETY: as in `read_phys`: the destination lies inside the shared mapping, the source
+            // inside `data`, and the two cannot overlap.
+            unsafe { std::ptr::copy_nonoverlapping(data[start..end].as_ptr(), base.add(file_offset as usize), end - start) }
+        })
+    }
+
+    fn pause(&mut self) -> Result<(), MemoryError> {
+        self.qmp("pause")?.stop()
+    }
+
+    fn resume(&mut self) -> Result<(), MemoryError> {
+        self.qmp("resume")?.cont()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_is_split_around_the_pci_hole() {
+        assert_eq!(MachineType::Q35.split(256 << 20), 256 << 20);
+        assert_eq!(MachineType::Q35.split(0xb000_0000), 0x8000_0000);
+        assert_eq!(MachineType::Pc.split(3 << 30), 3 << 30);
+        assert_eq!(MachineType::Pc.split(4 << 30), 0xc000_0000);
+    }
+
+    fn temp_ram(size: u64) -> (PathBuf, QemuMemory) {
+        let path = std::env::temp_dir().join(format!("xsched-qemu-test-{}-{size}", std::process::id()));
+        let file = std::fs::File::create(&path).expect("create");
+        file.set_len(size).expect("size");
+        let mem = QemuMemory::open(&path, None, MachineType::Q35).expect("open");
+        (path, mem)
+    }
+
+    #[test]
+    fn reads_and_writes_cross_pages() {
+        let (path, mut mem) = temp_ram(4 * 4096);
+        let data: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        mem.write_phys(Gpa(4096 - 7), &data).expect("write across pages");
+        let mut back = vec![0u8; 5000];
+        mem.read_phys(Gpa(4096 - 7), &mut back).expect("read across pages");
+        assert_eq!(back, data);
+        let on_disk = std::fs::read(&path).expect("file");
+        assert_eq!(&on_disk[4096 - 7..4096 - 7 + 5000], &data[..]);
+        assert!(matches!(mem.read_phys(Gpa(4 * 4096 - 4), &mut [0u8; 8]), Err(MemoryError::OutOfRange { .. })));
+        assert!(matches!(mem.pause(), Err(MemoryError::Unsupported { .. })));
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn ram_above_the_hole_sits_at_four_gib() {
+        // A sparse 3 GiB file: q35 puts 2 GiB low and 1 GiB at 4 GiB.
+        let (path, mut mem) = temp_ram(3 << 30);
+        assert_eq!(
+            mem.ranges(),
+            &[PhysRange { start: Gpa(0), len: 2 << 30 }, PhysRange { start: Gpa(FOUR_GIB), len: 1 << 30 }]
+        );
+        mem.write_u64(Gpa(FOUR_GIB + 8), 0x1122_3344_5566_7788).expect("write high");
+        assert_eq!(mem.read_u64(Gpa(FOUR_GIB + 8)).expect("read high"), 0x1122_3344_5566_7788);
+        assert!(mem.read_u64(Gpa(3 << 30)).is_err(), "the hole is not RAM");
+        let mut b = [0u8; 8];
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path).expect("open");
+        f.seek(SeekFrom::Start((2 << 30) + 8)).expect("seek");
+        f.read_exact(&mut b).expect("read");
+        assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788, "high RAM follows low RAM in the file");
+        std::fs::remove_file(path).expect("cleanup");
+    }
+}

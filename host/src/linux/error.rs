@@ -18,6 +18,9 @@ pub enum LinuxError {
         /// What does not check out.
         what: String,
     },
+    /// A walk of a guest list or tree met something a valid kernel cannot contain.
+    #[error("{0}")]
+    Walk(String),
     /// The profile lacks something.
     #[error(transparent)]
     Profile(#[from] ProfileError),

@@ -4,6 +4,7 @@ use crate::memory::{Gpa, GuestMemory, Gva};
 use crate::profile::Profile;
 
 use super::locate::KernelLocation;
+use super::virt::KernelMemory;
 use super::LinuxError;
 
 /// A guest kernel that [`super::locate::locate`] found, ready to be read by virtual address.
@@ -73,9 +74,11 @@ impl Kernel {
         }
         Ok(loc.page_tables.translate(self.mem.as_ref(), va)?)
     }
+}
 
-    /// Reads `buf.len()` bytes at kernel-virtual `va`, page by page.
-    pub fn read(&self, va: Gva, buf: &mut [u8]) -> Result<(), LinuxError> {
+impl KernelMemory for Kernel {
+    /// Reads page by page: consecutive virtual pages need not be physically consecutive.
+    fn read_virt(&self, va: Gva, buf: &mut [u8]) -> Result<(), LinuxError> {
         let mut done = 0usize;
         while done < buf.len() {
             let at = va.checked_add(done as u64).ok_or_else(|| LinuxError::Inconsistent {
@@ -88,19 +91,5 @@ impl Kernel {
             done += n;
         }
         Ok(())
-    }
-
-    /// Reads a `u64` at kernel-virtual `va`.
-    pub fn read_u64(&self, va: Gva) -> Result<u64, LinuxError> {
-        let mut b = [0u8; 8];
-        self.read(va, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    /// Reads a `u32` at kernel-virtual `va`.
-    pub fn read_u32(&self, va: Gva) -> Result<u32, LinuxError> {
-        let mut b = [0u8; 4];
-        self.read(va, &mut b)?;
-        Ok(u32::from_le_bytes(b))
     }
 }

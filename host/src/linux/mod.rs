@@ -6,6 +6,8 @@
 mod error;
 pub mod kernel;
 pub mod locate;
+pub mod virt;
+pub mod walk;
 
 pub use error::LinuxError;
 pub use kernel::Kernel;

@@ -1,0 +1,66 @@
+//! Kernel-virtual reads: the one capability the kernel walkers need.
+
+use crate::memory::{Gpa, GuestMemory, Gva};
+
+use super::LinuxError;
+
+/// Reads guest kernel-virtual memory. Implemented by [`super::Kernel`] (a located guest kernel)
+/// and by [`DirectMapped`] (a synthetic image seen through a linear map).
+pub trait KernelMemory {
+    /// Reads `buf.len()` bytes at `va`.
+    fn read_virt(&self, va: Gva, buf: &mut [u8]) -> Result<(), LinuxError>;
+
+    /// Reads a `u64` at `va`.
+    fn read_u64(&self, va: Gva) -> Result<u64, LinuxError> {
+        let mut b = [0u8; 8];
+        self.read_virt(va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads a `u32` at `va`.
+    fn read_u32(&self, va: Gva) -> Result<u32, LinuxError> {
+        let mut b = [0u8; 4];
+        self.read_virt(va, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Reads a pointer at `va`.
+    fn read_ptr(&self, va: Gva) -> Result<Gva, LinuxError> {
+        self.read_u64(va).map(Gva)
+    }
+}
+
+/// Guest memory seen through one linear map, `va = base + pa`: the shape of the kernel's direct
+/// map. Synthetic images for tests, fuzzing and benchmarks are read through it.
+#[derive(Debug)]
+pub struct DirectMapped<M> {
+    mem: M,
+    base: Gva,
+}
+
+impl<M: GuestMemory> DirectMapped<M> {
+    /// Views `mem` at virtual `base`.
+    pub fn new(mem: M, base: Gva) -> Self {
+        Self { mem, base }
+    }
+
+    /// The virtual address of physical `gpa`.
+    pub fn va(&self, gpa: Gpa) -> Gva {
+        Gva(self.base.raw().wrapping_add(gpa.raw()))
+    }
+
+    /// The underlying memory.
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
+}
+
+impl<M: GuestMemory> KernelMemory for DirectMapped<M> {
+    fn read_virt(&self, va: Gva, buf: &mut [u8]) -> Result<(), LinuxError> {
+        let gpa = va.checked_offset_from(self.base).ok_or(crate::memory::MemoryError::OutOfRange {
+            gpa: Gpa(va.raw()),
+            len: buf.len() as u64,
+        })?;
+        Ok(self.mem.read_phys(Gpa(gpa), buf)?)
+    }
+}

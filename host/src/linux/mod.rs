@@ -5,7 +5,10 @@
 
 mod error;
 pub mod kernel;
+pub mod layout;
 pub mod locate;
+pub mod runqueue;
+pub mod tasks;
 pub mod virt;
 pub mod walk;
 

@@ -1,0 +1,302 @@
+//! The guest's tasks: every thread of every process, from `init_task.tasks` and each process's
+//! `signal->thread_head` list.
+
+use crate::memory::Gva;
+use crate::profile::Profile;
+
+use super::layout::{Field, StructBuf};
+use super::virt::KernelMemory;
+use super::walk::{list_for_each, ListHeadLayout};
+use super::LinuxError;
+
+/// No kernel has more tasks than pids (`PID_MAX_LIMIT`).
+pub const TASK_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Offsets of the `task_struct` fields xsched reads (sched_entity fields relative to the task).
+#[derive(Clone, Debug)]
+pub struct TaskLayout {
+    /// Bytes read per task: enough to cover every field below.
+    span: u64,
+    /// `tasks`: link in the list of processes.
+    pub tasks: Field,
+    /// `thread_node`: link in `signal->thread_head`.
+    pub thread_node: Field,
+    /// `__state`.
+    pub state: Field,
+    /// `exit_state`.
+    pub exit_state: Field,
+    /// `flags` (`PF_*`).
+    pub flags: Field,
+    /// `thread_info.flags` (`TIF_*`).
+    pub ti_flags: Field,
+    /// `thread_info.cpu`.
+    pub cpu: Field,
+    /// `on_cpu`.
+    pub on_cpu: Field,
+    /// `on_rq`.
+    pub on_rq: Field,
+    /// `prio`.
+    pub prio: Field,
+    /// `static_prio`.
+    pub static_prio: Field,
+    /// `rt_priority`.
+    pub rt_priority: Field,
+    /// `policy`.
+    pub policy: Field,
+    /// `pid`.
+    pub pid: Field,
+    /// `tgid`.
+    pub tgid: Field,
+    /// `comm`.
+    pub comm: Field,
+    /// `start_time`: monotonic nanoseconds at fork.
+    pub start_time: Field,
+    /// `signal`.
+    pub signal: Field,
+    /// `sched_task_group`.
+    pub sched_task_group: Field,
+    /// `pi_lock`.
+    pub pi_lock: Field,
+    /// `se.load.weight`.
+    pub se_weight: Field,
+    /// `se.on_rq`.
+    pub se_on_rq: Field,
+    /// `se.sum_exec_runtime`.
+    pub se_sum_exec_runtime: Field,
+    /// `se.vruntime`.
+    pub se_vruntime: Field,
+    /// `se.cfs_rq`.
+    pub se_cfs_rq: Field,
+    /// `signal_struct.thread_head`.
+    pub signal_thread_head: Field,
+    /// `struct list_head`.
+    pub list: ListHeadLayout,
+}
+
+impl TaskLayout {
+    /// Resolves the layout from a profile.
+    pub fn from_profile(p: &Profile) -> Result<Self, LinuxError> {
+        let t = |f: &str| Field::scalar(p, "task_struct", f);
+        let se = Field::of(p, "task_struct", "se")?.offset;
+        let se_field = |f: &str| -> Result<Field, LinuxError> {
+            let field = Field::scalar(p, "sched_entity", f)?;
+            Ok(Field { offset: se + field.offset, ..field })
+        };
+        let mut layout = Self {
+            span: 0,
+            tasks: Field::of(p, "task_struct", "tasks")?,
+            thread_node: Field::of(p, "task_struct", "thread_node")?,
+            state: t("__state")?,
+            exit_state: t("exit_state")?,
+            flags: t("flags")?,
+            ti_flags: t("thread_info.flags")?,
+            cpu: t("thread_info.cpu")?,
+            on_cpu: t("on_cpu")?,
+            on_rq: t("on_rq")?,
+            prio: t("prio")?,
+            static_prio: t("static_prio")?,
+            rt_priority: t("rt_priority")?,
+            policy: t("policy")?,
+            pid: t("pid")?,
+            tgid: t("tgid")?,
+            comm: Field::of(p, "task_struct", "comm")?,
+            start_time: t("start_time")?,
+            signal: t("signal")?,
+            sched_task_group: t("sched_task_group")?,
+            pi_lock: Field::of(p, "task_struct", "pi_lock")?,
+            se_weight: se_field("load.weight")?,
+            se_on_rq: se_field("on_rq")?,
+            se_sum_exec_runtime: se_field("sum_exec_runtime")?,
+            se_vruntime: se_field("vruntime")?,
+            se_cfs_rq: se_field("cfs_rq")?,
+            signal_thread_head: Field::of(p, "signal_struct", "thread_head")?,
+            list: ListHeadLayout::from_profile(p)?,
+        };
+        layout.span = [
+            layout.tasks, layout.thread_node, layout.state, layout.exit_state, layout.flags, layout.ti_flags,
+            layout.cpu, layout.on_cpu, layout.on_rq, layout.prio, layout.static_prio, layout.rt_priority,
+            layout.policy, layout.pid, layout.tgid, layout.comm, layout.start_time, layout.signal,
+            layout.sched_task_group, layout.pi_lock, layout.se_weight, layout.se_on_rq,
+            layout.se_sum_exec_runtime, layout.se_vruntime, layout.se_cfs_rq,
+        ]
+        .iter()
+        .map(|f| f.end())
+        .max()
+        .unwrap_or(0);
+        Ok(layout)
+    }
+}
+
+/// One task as the guest kernel records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// Address of its `task_struct`.
+    pub addr: Gva,
+    /// Thread id.
+    pub pid: i32,
+    /// Process id (thread-group leader's pid).
+    pub tgid: i32,
+    /// The command name (`comm`, at most 15 bytes, lossily decoded).
+    pub comm: String,
+    /// `__state`.
+    pub state: u32,
+    /// `exit_state`.
+    pub exit_state: u32,
+    /// `flags` (`PF_*`).
+    pub flags: u32,
+    /// `thread_info.flags` (`TIF_*`).
+    pub ti_flags: u64,
+    /// The CPU it runs or last ran on.
+    pub cpu: u32,
+    /// `on_cpu`: it is running right now (or being switched).
+    pub on_cpu: bool,
+    /// `on_rq`: 0, `TASK_ON_RQ_QUEUED` (1) or `TASK_ON_RQ_MIGRATING` (2).
+    pub on_rq: u32,
+    /// `prio` (0..99 real-time, 100..139 normal).
+    pub prio: i32,
+    /// `static_prio` (120 + nice for normal tasks).
+    pub static_prio: i32,
+    /// `rt_priority`.
+    pub rt_priority: u32,
+    /// `policy` (`SCHED_*`).
+    pub policy: u32,
+    /// `start_time`: monotonic nanoseconds since boot at fork; with `pid`, identifies the task.
+    pub start_time: u64,
+    /// `se.load.weight` (scaled by 1024 on 64-bit kernels).
+    pub weight: u64,
+    /// `se.on_rq`: the entity is queued on a CFS runqueue (or is its current).
+    pub se_on_rq: bool,
+    /// `se.sum_exec_runtime`, nanoseconds.
+    pub sum_exec_runtime: u64,
+    /// `se.vruntime`.
+    pub vruntime: u64,
+    /// `se.cfs_rq`: the CFS runqueue the entity belongs to (a group's when in a cgroup).
+    pub cfs_rq: Gva,
+    /// `sched_task_group`: its task group.
+    pub task_group: Gva,
+    /// `pi_lock` is held.
+    pub pi_locked: bool,
+}
+
+impl TaskRecord {
+    /// Decodes a task from a copy of its `task_struct`.
+    pub fn decode(buf: &StructBuf, l: &TaskLayout) -> Result<Self, LinuxError> {
+        let comm = buf.bytes(l.comm)?;
+        let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())];
+        Ok(Self {
+            addr: buf.base(),
+            pid: buf.int(l.pid)? as i32,
+            tgid: buf.int(l.tgid)? as i32,
+            comm: String::from_utf8_lossy(comm).into_owned(),
+            state: buf.uint(l.state)? as u32,
+            exit_state: buf.uint(l.exit_state)? as u32,
+            flags: buf.uint(l.flags)? as u32,
+            ti_flags: buf.uint(l.ti_flags)?,
+            cpu: buf.uint(l.cpu)? as u32,
+            on_cpu: buf.uint(l.on_cpu)? != 0,
+            on_rq: buf.uint(l.on_rq)? as u32,
+            prio: buf.int(l.prio)? as i32,
+            static_prio: buf.int(l.static_prio)? as i32,
+            rt_priority: buf.uint(l.rt_priority)? as u32,
+            policy: buf.uint(l.policy)? as u32,
+            start_time: buf.uint(l.start_time)?,
+            weight: buf.uint(l.se_weight)?,
+            se_on_rq: buf.uint(l.se_on_rq)? != 0,
+            sum_exec_runtime: buf.uint(l.se_sum_exec_runtime)?,
+            vruntime: buf.uint(l.se_vruntime)?,
+            cfs_rq: buf.ptr(l.se_cfs_rq)?,
+            task_group: buf.ptr(l.sched_task_group)?,
+            pi_locked: buf.bytes(l.pi_lock)?.iter().any(|&b| b != 0),
+        })
+    }
+}
+
+/// The result of reading the task list: the tasks read and, if the walk stopped early, why.
+#[derive(Debug, Default)]
+pub struct TaskScan {
+    /// Every task read, processes in list order, each followed by its other threads.
+    pub tasks: Vec<TaskRecord>,
+    /// Why the scan is partial, if it is (a broken list, an unreadable task).
+    pub problems: Vec<String>,
+}
+
+/// Reads every task reachable from `init_task` (at `init_task`), at most `limit` of them.
+///
+/// A process whose thread list is broken is kept (its leader was read) and the problem noted;
+/// a broken process list ends the scan with what was read so far.
+pub fn read_tasks<K: KernelMemory + ?Sized>(mem: &K, l: &TaskLayout, init_task: Gva, limit: usize) -> TaskScan {
+    let mut scan = TaskScan::default();
+    let head = match l.tasks.at(init_task) {
+        Ok(head) => head,
+        Err(e) => {
+            scan.problems.push(e.to_string());
+            return scan;
+        }
+    };
+    let mut buf = match StructBuf::read(mem, init_task, l.span) {
+        Ok(buf) => buf,
+        Err(e) => {
+            scan.problems.push(format!("init_task: {e}"));
+            return scan;
+        }
+    };
+    for node in list_for_each(mem, l.list, head, limit) {
+        let leader = match node.and_then(|n| container_of(n, l.tasks)) {
+            Ok(leader) => leader,
+            Err(e) => {
+                scan.problems.push(format!("process list: {e}"));
+                break;
+            }
+        };
+        if let Err(e) = read_thread_group(mem, l, leader, &mut buf, limit, &mut scan) {
+            scan.problems.push(format!("process at {leader}: {e}"));
+        }
+        if scan.tasks.len() >= limit {
+            scan.problems.push(format!("more than {limit} tasks"));
+            break;
+        }
+    }
+    scan
+}
+
+/// Reads the threads of the process whose leader is at `leader` (the leader among them).
+fn read_thread_group<K: KernelMemory + ?Sized>(
+    mem: &K,
+    l: &TaskLayout,
+    leader: Gva,
+    buf: &mut StructBuf,
+    limit: usize,
+    scan: &mut TaskScan,
+) -> Result<(), LinuxError> {
+    buf.refill(mem, leader)?;
+    let signal = buf.ptr(l.signal)?;
+    let leader_record = TaskRecord::decode(buf, l)?;
+    let head = l.signal_thread_head.at(signal)?;
+    let mut saw_leader = false;
+    for node in list_for_each(mem, l.list, head, limit) {
+        let task = container_of(node?, l.thread_node)?;
+        if task == leader {
+            saw_leader = true;
+            scan.tasks.push(leader_record.clone());
+            continue;
+        }
+        buf.refill(mem, task)?;
+        scan.tasks.push(TaskRecord::decode(buf, l)?);
+        if scan.tasks.len() >= limit {
+            break;
+        }
+    }
+    if !saw_leader {
+        // An exiting leader has left its thread list; /proc still shows it (as a zombie).
+        scan.tasks.push(leader_record);
+    }
+    Ok(())
+}
+
+/// `container_of`: the struct whose `field` is at `node`.
+pub fn container_of(node: Gva, field: Field) -> Result<Gva, LinuxError> {
+    node.raw()
+        .checked_sub(field.offset)
+        .map(Gva)
+        .ok_or_else(|| LinuxError::Walk(format!("{node} cannot hold a field at +{:#x}", field.offset)))
+}

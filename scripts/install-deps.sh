@@ -1,0 +1,33 @@
+#!/bin/sh
+# Installs what the xsched lab needs on Debian 12, then fetches the pinned guest kernel.
+# Idempotent: installs only missing packages (apt-get update only then); the kernel fetch is
+# skipped when the cache already has it. Run as root (or with every package already installed).
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+export DEBIAN_FRONTEND=noninteractive
+
+packages="qemu-system-x86 busybox-static gdb cpio gcc libclang-dev libxen-dev zstd xz-utils"
+missing=""
+for p in $packages; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$status" in
+        "install ok installed") ;;
+        *) missing="$missing $p" ;;
+    esac
+done
+
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: missing packages:$missing; run as root: sudo $0" >&2
+        exit 1
+    fi
+    echo "install-deps: installing$missing" >&2
+    apt-get update -q >&2
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing >&2
+else
+    echo "install-deps: all packages present" >&2
+fi
+
+exec "$here/../tests/lab/fetch-kernel.sh"

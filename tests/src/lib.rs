@@ -1,0 +1,39 @@
+//! The xsched guest lab: real Linux guests under QEMU for end-to-end tests.
+//!
+//! A [`GuestSpec`] describes a guest (vCPUs, RAM, workloads, cgroups, extra sleepers); [`Lab::boot`]
+//! starts several in parallel under TCG with their RAM in a shared file in `/dev/shm` and waits until
+//! each is ready. A [`Guest`] then offers:
+//!
+//! - its RAM file and QMP socket, for the host crate to read and edit guest memory;
+//! - its own view of its processes ([`ProcView`], from `/proc/PID/stat` and `/proc/PID/schedstat`,
+//!   printed on the serial console every `view_interval_ms`) as an oracle;
+//! - a control channel ([`Guest::exec`]) that runs shell commands in the guest;
+//! - the console's problem lines (warnings, BUGs, oopses, list corruption, panics).
+//!
+//! Nothing outlives the process: see [`cleanup`] for how QEMUs and directories are removed even when
+//! a test panics or the process is killed. The guest side lives in `tests/lab/` (init scripts, kernel
+//! pin, kernel fetch script); the kernel is cached outside the repository (see [`kernel`]).
+//!
+//! ```no_run
+//! use xsched_lab::{shared_lab, GuestSpec, Workload};
+//! let guests = shared_lab(|| vec![GuestSpec::new("u1").vcpus(2).workload(Workload::cpu("db"))]);
+//! let (code, out) = guests[0].exec("cat /proc/loadavg").expect("exec");
+//! ```
+
+pub mod cleanup;
+pub mod console;
+mod control;
+mod error;
+mod guest;
+pub mod initramfs;
+pub mod kernel;
+mod lab;
+pub mod spec;
+pub mod view;
+
+pub use error::LabError;
+pub use guest::{Guest, EXEC_TIMEOUT, KERNEL_CMDLINE};
+pub use kernel::KernelFiles;
+pub use lab::{guest, shared_lab, try_shared_lab, Lab};
+pub use spec::{GuestSpec, Workload, WorkloadKind};
+pub use view::{ProcEntry, ProcView};

@@ -145,8 +145,10 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
         ("rt_prio_array", &["bitmap", "queue"]),
         ("task_group", &["css", "se", "cfs_rq", "shares", "parent", "siblings", "children", "idle"]),
         ("cgroup_subsys_state", &["cgroup", "parent", "id"]),
-        ("cgroup", &["kn", "id", "level"]),
-        ("kernfs_node", &["name", "parent"]),
+        // Since Linux 5.5 a cgroup's ID is its kernfs node's (`cgroup_id()` returns `cgrp->kn->id`,
+        // commit 743210386c03, "cgroup: use cgrp->kn->id as the cgroup ID"): struct cgroup has no `id`.
+        ("cgroup", &["kn", "level"]),
+        ("kernfs_node", &["name", "parent", "id"]),
         ("css_set", &["dfl_cgrp", "subsys"]),
         ("signal_struct", &["thread_head", "nr_threads"]),
         ("cred", &["uid", "euid"]),

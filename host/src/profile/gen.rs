@@ -1,0 +1,111 @@
+//! `xsched profile gen`: builds a [`super::Profile`] from a vmlinux's symbols and DWARF.
+//!
+//! The vmlinux (hundreds of MB, most of it DWARF) is mapped, never read whole. From its ELF symbol
+//! table come the `linux_banner` text (hence the release) and the symbol addresses; from
+//! `.debug_info` the struct layouts, found by a lazy scan that stops once every wanted struct is
+//! seen (see `dwarf`); from a per-architecture table the `#define` constants DWARF does not record
+//! (see [`constants`]), cross-checked against the image where the image records them. The table
+//! covers a range of kernel versions; any other release is refused.
+//!
+//! Linked images (a vmlinux) are read as they are; relocatable objects (`gcc -c` output) have
+//! their DWARF relocations applied, which lets tests feed small C files through the same path.
+
+pub mod constants;
+mod dwarf;
+mod elf;
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use super::spec::{self, ProfileSpec};
+use super::{Profile, ProfileError, FORMAT_VERSION};
+use elf::Image;
+
+/// The banner prefix that precedes the release.
+const BANNER_PREFIX: &str = "Linux version ";
+
+/// Generates the profile of the kernel `vmlinux`: everything in [`spec::REQUIRED`] (an error
+/// names whatever is missing) and what exists of [`spec::OPTIONAL`].
+///
+/// Fails if the file is not an x86-64 ELF file, has no DWARF, lacks a required symbol, struct or
+/// field, or is a kernel version outside the constants table's range.
+pub fn generate(vmlinux: &Path) -> Result<Profile, ProfileError> {
+    let profile = generate_with_spec(vmlinux, &spec::REQUIRED, &spec::OPTIONAL)?;
+    profile.validate().map_err(|e| ProfileError::Generate {
+        path: vmlinux.to_path_buf(),
+        reason: format!("the generated profile does not validate: {e}"),
+    })?;
+    Ok(profile)
+}
+
+/// Generates a profile holding `required` (an error names whatever is missing) and what exists of
+/// `optional`, with the same checks as [`generate`] but without validating against
+/// [`spec::REQUIRED`]. For tests and tools that want other symbols and structs.
+pub fn generate_with_spec(
+    vmlinux: &Path,
+    required: &ProfileSpec,
+    optional: &ProfileSpec,
+) -> Result<Profile, ProfileError> {
+    let map = map_file(vmlinux)?;
+    let image = Image::parse(vmlinux, &map)?;
+    let (banner, release) = banner(&image)?;
+    let arch = "x86_64";
+    // Refuse an unsupported version before the expensive part.
+    let table = constants::table_for(arch, &release).map_err(|reason| image.error(reason))?;
+    let symbols = image.symbol_addresses(required.symbols, optional.symbols)?;
+    let structs = dwarf::struct_layouts(&image, required.structs, optional.structs)?;
+    let mut constants = std::collections::BTreeMap::new();
+    for (names, is_required) in [(required.constants, true), (optional.constants, false)] {
+        for name in names {
+            match constants::lookup(table, name) {
+                Some(value) => {
+                    constants.insert((*name).to_string(), value);
+                }
+                None if is_required => {
+                    return Err(image.error(format!("constant `{name}` has no entry in the {arch} constants table")));
+                }
+                None => {}
+            }
+        }
+    }
+    let profile = Profile { format_version: FORMAT_VERSION, release, arch: arch.into(), banner, symbols, structs, constants };
+    let confirmed = constants::check_image(&image, &profile)?;
+    log::debug!("constants confirmed by the image: {}", confirmed.join(", "));
+    Ok(profile)
+}
+
+/// Checks `profile`'s constants against what the vmlinux records (see [`constants`]) and returns
+/// the names of those it confirmed; a contradiction is an error.
+pub fn verify_constants(vmlinux: &Path, profile: &Profile) -> Result<Vec<&'static str>, ProfileError> {
+    let map = map_file(vmlinux)?;
+    let image = Image::parse(vmlinux, &map)?;
+    constants::check_image(&image, profile)
+}
+
+/// Maps `path` read-only.
+fn map_file(path: &Path) -> Result<Mmap, ProfileError> {
+    let io = |source| ProfileError::Io { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(io)?;
+    // SAFETY: the mapping is private and read-only, and lives only for this generation. The one
+    // hazard is another process truncating or rewriting the vmlinux meanwhile (SIGBUS or changing
+    // bytes); that is the usual contract of tools that map build artifacts, and every read of the
+    // bytes is bounds-checked, so changed contents yield errors, never out-of-bounds access.
+    unsafe { Mmap::map(&file) }.map_err(io)
+}
+
+/// The `linux_banner` text and the release it names.
+fn banner(image: &Image<'_>) -> Result<(String, String), ProfileError> {
+    let symbol = image
+        .symbol_info("linux_banner")?
+        .ok_or_else(|| image.error("symbol table lacks `linux_banner`: not a Linux kernel image?"))?;
+    let bytes = image.symbol_cstr(&symbol)?;
+    let text = std::str::from_utf8(bytes).map_err(|_| image.error("`linux_banner` is not UTF-8 text"))?;
+    let release = text
+        .strip_prefix(BANNER_PREFIX)
+        .and_then(|rest| rest.split_whitespace().next())
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| image.error(format!("`linux_banner` does not start with {BANNER_PREFIX:?}: {text:?}")))?;
+    Ok((text.to_string(), release.to_string()))
+}

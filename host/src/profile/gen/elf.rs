@@ -1,0 +1,257 @@
+//! The vmlinux as an ELF file: format checks, symbols, and bytes of initialized data.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use object::elf::SHF_ALLOC;
+use object::read::elf::ElfFile64;
+use object::{
+    Architecture, CompressionFormat, Endianness, FileKind, Object, ObjectKind, ObjectSection, ObjectSymbol,
+    RelocationMap, SectionFlags, SectionIndex, SectionKind, SymbolKind,
+};
+
+use super::ProfileError;
+
+/// Longest C string read from the image (banner, state names).
+const MAX_STRING: usize = 4096;
+/// Where a bzImage keeps its boot-protocol magic `HdrS`.
+const BZIMAGE_MAGIC_OFFSET: usize = 0x202;
+
+/// Where one symbol is, as the symbol table records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SymbolInfo {
+    /// Link-time address (section-relative in a relocatable object).
+    pub address: u64,
+    /// Size in bytes (0 when unknown).
+    pub size: u64,
+    /// The section that holds it.
+    pub section: Option<SectionIndex>,
+    /// Whether it is global (or weak) rather than file-local.
+    pub global: bool,
+}
+
+/// A parsed x86-64 ELF image over the bytes of the mapped file.
+pub(super) struct Image<'data> {
+    path: &'data Path,
+    elf: ElfFile64<'data, Endianness>,
+    /// Every defined, named data or code symbol, by name.
+    symbols: HashMap<&'data str, Vec<SymbolInfo>>,
+}
+
+impl<'data> Image<'data> {
+    /// Checks that `data` is a 64-bit little-endian x86-64 ELF file and indexes its symbols.
+    pub fn parse(path: &'data Path, data: &'data [u8]) -> Result<Self, ProfileError> {
+        let generate = |reason: String| ProfileError::Generate { path: path.to_path_buf(), reason };
+        match FileKind::parse(data) {
+            Ok(FileKind::Elf64) => {}
+            Ok(FileKind::Elf32) => {
+                return Err(generate("a 32-bit ELF file: xsched supports x86-64 kernels only".into()));
+            }
+            _ if data.get(BZIMAGE_MAGIC_OFFSET..BZIMAGE_MAGIC_OFFSET + 4) == Some(b"HdrS") => {
+                return Err(generate(
+                    "not an ELF file but a compressed kernel image (bzImage/vmlinuz): use the vmlinux with debug info \
+                     (usr/lib/debug/boot/vmlinux-RELEASE in Debian's linux-image-RELEASE-dbg package)"
+                        .into(),
+                ));
+            }
+            _ => return Err(generate("not an ELF file".into())),
+        }
+        let elf = ElfFile64::<Endianness>::parse(data).map_err(|e| generate(format!("malformed ELF file: {e}")))?;
+        if !elf.is_little_endian() || elf.architecture() != Architecture::X86_64 {
+            return Err(generate(format!(
+                "an ELF file for {:?} ({}-endian): xsched supports x86-64 kernels only",
+                elf.architecture(),
+                if elf.is_little_endian() { "little" } else { "big" }
+            )));
+        }
+        let mut symbols: HashMap<&'data str, Vec<SymbolInfo>> = HashMap::new();
+        for symbol in elf.symbols() {
+            if symbol.is_undefined() || matches!(symbol.kind(), SymbolKind::Section | SymbolKind::File) {
+                continue;
+            }
+            let Ok(name) = symbol.name() else { continue };
+            if name.is_empty() {
+                continue;
+            }
+            symbols.entry(name).or_default().push(SymbolInfo {
+                address: symbol.address(),
+                size: symbol.size(),
+                section: symbol.section_index(),
+                global: symbol.is_global(),
+            });
+        }
+        Ok(Self { path, elf, symbols })
+    }
+
+    /// A [`ProfileError::Generate`] about this file.
+    pub fn error(&self, reason: impl Into<String>) -> ProfileError {
+        ProfileError::Generate { path: self.path.to_path_buf(), reason: reason.into() }
+    }
+
+    /// Whether this is a relocatable object (`gcc -c` output, a kernel module), whose DWARF needs
+    /// its relocations applied; a linked vmlinux has them applied already.
+    pub fn is_relocatable(&self) -> bool {
+        self.elf.kind() == ObjectKind::Relocatable
+    }
+
+    /// The symbol `name`: a global definition if there is one, else a unique local one.
+    ///
+    /// `Ok(None)` if absent; an error if several definitions disagree on the address.
+    pub fn symbol_info(&self, name: &str) -> Result<Option<SymbolInfo>, ProfileError> {
+        let Some(all) = self.symbols.get(name) else { return Ok(None) };
+        let globals: Vec<&SymbolInfo> = all.iter().filter(|s| s.global).collect();
+        let candidates: Vec<&SymbolInfo> = if globals.is_empty() { all.iter().collect() } else { globals };
+        let Some(first) = candidates.first() else { return Ok(None) };
+        if candidates.iter().any(|s| s.address != first.address) {
+            let addresses: Vec<String> = candidates.iter().map(|s| format!("{:#x}", s.address)).collect();
+            return Err(self.error(format!(
+                "symbol `{name}` is ambiguous: {} definitions at {}",
+                candidates.len(),
+                addresses.join(", ")
+            )));
+        }
+        Ok(Some(**first))
+    }
+
+    /// The addresses of `required` symbols (an error names every missing one) and of the
+    /// `optional` ones that exist.
+    pub fn symbol_addresses(
+        &self,
+        required: &[&str],
+        optional: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, u64>, ProfileError> {
+        let mut found = std::collections::BTreeMap::new();
+        let mut missing = Vec::new();
+        for name in required {
+            match self.symbol_info(name)? {
+                Some(s) => {
+                    found.insert((*name).to_string(), s.address);
+                }
+                None => missing.push(format!("`{name}`")),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(self.error(format!("symbol table lacks required symbol(s) {}", missing.join(", "))));
+        }
+        for name in optional {
+            match self.symbol_info(name) {
+                Ok(Some(s)) => {
+                    found.insert((*name).to_string(), s.address);
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("optional symbol left out: {e}"),
+            }
+        }
+        Ok(found)
+    }
+
+    /// The file data of `symbol`'s section from `offset` bytes into the symbol to the section end.
+    fn symbol_tail(&self, symbol: &SymbolInfo, offset: u64) -> Result<&'data [u8], ProfileError> {
+        let index = symbol.section.ok_or_else(|| self.error(format!("symbol at {:#x} has no section", symbol.address)))?;
+        let section = self
+            .elf
+            .section_by_index(index)
+            .map_err(|e| self.error(format!("symbol at {:#x}: bad section index: {e}", symbol.address)))?;
+        let data = section.data().map_err(|e| self.error(format!("symbol at {:#x}: {e}", symbol.address)))?;
+        symbol
+            .address
+            .checked_sub(section.address())
+            .and_then(|o| o.checked_add(offset))
+            .and_then(|start| usize::try_from(start).ok())
+            .and_then(|start| data.get(start..))
+            .ok_or_else(|| self.error(format!("symbol at {:#x}+{offset:#x} is not in its section's file data", symbol.address)))
+    }
+
+    /// `len` bytes at `offset` into the data of `symbol`.
+    pub fn symbol_bytes(&self, symbol: &SymbolInfo, offset: u64, len: u64) -> Result<&'data [u8], ProfileError> {
+        let tail = self.symbol_tail(symbol, offset)?;
+        usize::try_from(len).ok().and_then(|len| tail.get(..len)).ok_or_else(|| {
+            self.error(format!("{len} bytes at symbol {:#x}+{offset:#x} are not in the file", symbol.address))
+        })
+    }
+
+    /// A little-endian unsigned integer of `size` (1 to 8) bytes at `offset` into `symbol`.
+    pub fn read_uint(&self, symbol: &SymbolInfo, offset: u64, size: u64) -> Result<u64, ProfileError> {
+        if !(1..=8).contains(&size) {
+            return Err(self.error(format!("cannot read a {size}-byte integer")));
+        }
+        let bytes = self.symbol_bytes(symbol, offset, size)?;
+        Ok(bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    }
+
+    /// The NUL-terminated string that starts at `symbol` (within its size, if known).
+    pub fn symbol_cstr(&self, symbol: &SymbolInfo) -> Result<&'data [u8], ProfileError> {
+        let tail = self.symbol_tail(symbol, 0)?;
+        let limit = if symbol.size == 0 { MAX_STRING } else { usize::try_from(symbol.size).unwrap_or(MAX_STRING) };
+        Ok(until_nul(tail.get(..limit.min(MAX_STRING)).unwrap_or(tail)))
+    }
+
+    /// The strings an array of `const char *` at `symbol` points to (a linked image only).
+    pub fn read_string_array(&self, symbol: &SymbolInfo) -> Result<Vec<&'data [u8]>, ProfileError> {
+        if self.is_relocatable() {
+            return Err(self.error("cannot follow pointers in a relocatable object"));
+        }
+        let count = symbol.size / 8;
+        let mut strings = Vec::new();
+        for i in 0..count {
+            let pointer = self.read_uint(symbol, i * 8, 8)?;
+            strings.push(self.cstr_at(pointer)?);
+        }
+        Ok(strings)
+    }
+
+    /// The NUL-terminated string at link-time virtual address `address`.
+    fn cstr_at(&self, address: u64) -> Result<&'data [u8], ProfileError> {
+        for section in self.elf.sections() {
+            let SectionFlags::Elf { sh_flags } = section.flags() else { continue };
+            if sh_flags & u64::from(SHF_ALLOC) == 0 || section.kind() == SectionKind::UninitializedData {
+                continue;
+            }
+            let Some(offset) = address.checked_sub(section.address()).filter(|o| *o < section.size()) else {
+                continue;
+            };
+            let len = (section.size() - offset).min(MAX_STRING as u64);
+            if let Some(bytes) = self.section_slice(&section, offset, len) {
+                return Ok(until_nul(bytes));
+            }
+        }
+        Err(self.error(format!("address {address:#x} is not in any section with file data")))
+    }
+
+    /// `len` bytes at `offset` in an uncompressed section, if present in the file.
+    fn section_slice(&self, section: &object::read::elf::ElfSection64<'data, '_, Endianness>, offset: u64, len: u64) -> Option<&'data [u8]> {
+        let data = section.data().ok()?;
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        data.get(start..end)
+    }
+
+    /// The bytes of the section called `name`, or `None` if the file has none.
+    ///
+    /// Compressed sections (`SHF_COMPRESSED`, from `--compress-debug-sections`) are refused.
+    pub fn section_data(&self, name: &str) -> Result<Option<&'data [u8]>, ProfileError> {
+        let Some(section) = self.elf.section_by_name(name) else { return Ok(None) };
+        let range = section.compressed_file_range().map_err(|e| self.error(format!("section {name}: {e}")))?;
+        if range.format != CompressionFormat::None {
+            return Err(self.error(format!(
+                "section {name} is compressed ({:?}); decompress it first (`objcopy --decompress-debug-sections`)",
+                range.format
+            )));
+        }
+        if section.kind() == SectionKind::UninitializedData {
+            return Ok(Some(&[]));
+        }
+        section.data().map(Some).map_err(|e| self.error(format!("section {name}: {e}")))
+    }
+
+    /// The relocations of section `name` as a map from offset to value, for a relocatable object.
+    pub fn relocation_map(&self, name: &str) -> Result<Option<RelocationMap>, ProfileError> {
+        let Some(section) = self.elf.section_by_name(name) else { return Ok(None) };
+        section.relocation_map().map(Some).map_err(|e| self.error(format!("relocations of {name}: {e}")))
+    }
+}
+
+/// The bytes before the first NUL (all of them if there is none).
+fn until_nul(bytes: &[u8]) -> &[u8] {
+    bytes.split(|b| *b == 0).next().unwrap_or(bytes)
+}

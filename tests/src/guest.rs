@@ -13,7 +13,8 @@ use crate::cleanup;
 use crate::console::ConsoleState;
 use crate::control::Control;
 use crate::kernel::{KernelFiles, QEMU};
-use crate::{initramfs, GuestSpec, LabError, ProcView};
+use crate::spec::validate_cgroup;
+use crate::{initramfs, GuestSpec, LabError, ProcView, Workload};
 
 /// Default time limit for [`Guest::exec`].
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -309,6 +310,32 @@ impl Guest {
                 reason: format!("exit code {code}: {output}"),
             }),
         }
+    }
+
+    /// Starts `workload` in the running guest, as the boot does (comm, cgroup created with the cpu
+    /// controller), and returns the new processes' pids. They also appear in
+    /// [`Guest::workload_pids`]. A new name must not clash with a running workload's.
+    pub fn start_workload(&self, workload: &Workload) -> Result<Vec<u32>, LabError> {
+        workload.validate().map_err(|reason| LabError::Spec { guest: self.spec.name.clone(), reason })?;
+        let output = self.exec_ok(&format!("/lab/spawn {}", workload.spawn_args()))?;
+        output
+            .split_whitespace()
+            .map(|p| p.parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| LabError::Exec {
+                guest: self.spec.name.clone(),
+                command: "/lab/spawn".into(),
+                reason: format!("unexpected output {output:?}"),
+            })
+    }
+
+    /// Moves process `pid` into cgroup `group` (relative to `/sys/fs/cgroup`; created with the cpu
+    /// controller if needed; `None` is the root group).
+    pub fn move_to_cgroup(&self, pid: u32, group: Option<&str>) -> Result<(), LabError> {
+        if let Some(group) = group {
+            validate_cgroup(group).map_err(|reason| LabError::Spec { guest: self.spec.name.clone(), reason })?;
+        }
+        self.exec_ok(&format!(". /lab/lib.sh; move_to_cgroup {pid} {}", group.unwrap_or("-"))).map(drop)
     }
 
     /// Stops QEMU (`SIGTERM`, then `SIGKILL` after a grace period), reaps it and removes the guest's

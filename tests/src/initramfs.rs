@@ -16,14 +16,17 @@ use crate::{GuestSpec, LabError};
 const SCRIPTS: &[(&str, &str, u32)] = &[
     ("init", include_str!("../lab/init"), 0o755),
     ("etc/inittab", include_str!("../lab/inittab"), 0o644),
+    ("lab/lib.sh", include_str!("../lab/lib.sh"), 0o644),
     ("lab/start", include_str!("../lab/start"), 0o755),
+    ("lab/spawn", include_str!("../lab/spawn"), 0o755),
     ("lab/workload", include_str!("../lab/workload"), 0o755),
     ("lab/view", include_str!("../lab/view"), 0o755),
     ("lab/control", include_str!("../lab/control"), 0o755),
 ];
 
 /// Directories every guest has (busybox applet directories are added from its own list).
-const DIRS: &[&str] = &["bin", "dev", "etc", "lab", "lib", "lib/modules", "proc", "root", "run", "sbin", "sys", "tmp"];
+const DIRS: &[&str] =
+    &["bin", "dev", "etc", "lab", "lab/bin", "lib", "lib/modules", "proc", "root", "run", "sbin", "sys", "tmp"];
 
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;

@@ -87,7 +87,7 @@ impl Workload {
         self
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), String> {
         let name = &self.name;
         if name.is_empty() || name.len() > 15 || !name.bytes().all(is_name_byte) {
             return Err(format!("workload name {name:?}: want 1-15 of [A-Za-z0-9_-]"));
@@ -99,23 +99,24 @@ impl Workload {
             return Err(format!("workload {name}: count must be at least 1"));
         }
         if let Some(group) = &self.cgroup {
-            let ok = !group.is_empty()
-                && group.split('/').all(|part| !part.is_empty() && part.bytes().all(is_name_byte));
-            if !ok {
-                return Err(format!("workload {name}: cgroup {group:?}: want [A-Za-z0-9_-]+ parts joined by '/'"));
-            }
+            validate_cgroup(group).map_err(|e| format!("workload {name}: {e}"))?;
         }
         Ok(())
     }
 
-    /// The line for `/etc/lab.workloads`: `NAME KIND COUNT CGROUP BUSY_MS IDLE_MS`.
-    fn config_line(&self) -> String {
+    /// The arguments of the guest's `/lab/spawn`: `NAME KIND COUNT CGROUP BUSY_MS IDLE_MS`.
+    pub(crate) fn spawn_args(&self) -> String {
         let (busy, idle) = match self.kind {
             WorkloadKind::Phases { busy_ms, idle_ms } => (busy_ms, idle_ms),
             WorkloadKind::Cpu | WorkloadKind::Sleep => (0, 0),
         };
         let group = self.cgroup.as_deref().unwrap_or("-");
-        format!("{} {} {} {group} {busy} {idle}\n", self.name, self.kind.word(), self.count)
+        format!("{} {} {} {group} {busy} {idle}", self.name, self.kind.word(), self.count)
+    }
+
+    /// Checks the name, count and cgroup (see the field docs).
+    pub fn validate(&self) -> Result<(), String> {
+        self.check()
     }
 }
 
@@ -133,6 +134,16 @@ impl fmt::Display for Workload {
             write!(f, "@{group}")?;
         }
         Ok(())
+    }
+}
+
+/// Checks a cgroup path relative to `/sys/fs/cgroup`: `[A-Za-z0-9_-]+` parts joined by `/`.
+pub fn validate_cgroup(group: &str) -> Result<(), String> {
+    let ok = !group.is_empty() && group.split('/').all(|part| !part.is_empty() && part.bytes().all(is_name_byte));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("cgroup {group:?}: want [A-Za-z0-9_-]+ parts joined by '/'"))
     }
 }
 
@@ -269,7 +280,7 @@ impl GuestSpec {
 
     /// `/etc/lab.workloads`: one line per workload, read by the guest's `/lab/start`.
     pub fn lab_workloads(&self) -> String {
-        self.workloads.iter().map(Workload::config_line).collect()
+        self.workloads.iter().map(|w| format!("{}\n", w.spawn_args())).collect()
     }
 }
 

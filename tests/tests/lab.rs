@@ -178,7 +178,19 @@ fn a_dropped_guest_leaves_nothing_and_killed_tasks_leave_no_zombie() -> TestResu
     let view = g.next_view(VIEW_WAIT)?;
     assert!(view.get(pids[0]).is_none(), "killed task still listed (zombie?): {:?}", view.get(pids[0]));
     assert!(view.get(pids[1]).is_some());
-    assert!(g.console_problems().is_empty());
+
+    // Workloads started later, and moves between groups.
+    let late = g.start_workload(&Workload::phases("late", 50, 50).count(2).in_cgroup("x/y"))?;
+    assert_eq!(late.len(), 2);
+    assert_eq!(g.pids_of("late"), late);
+    assert_eq!(g.exec_ok(&format!("cat /proc/{}/cgroup", late[1]))?, "0::/x/y\n");
+    g.move_to_cgroup(late[1], Some("z"))?;
+    assert_eq!(g.exec_ok(&format!("cat /proc/{}/cgroup", late[1]))?, "0::/z\n");
+    g.move_to_cgroup(late[1], None)?;
+    assert_eq!(g.exec_ok(&format!("cat /proc/{}/cgroup", late[1]))?, "0::/\n");
+    let view = g.next_view(VIEW_WAIT)?;
+    assert_eq!(view.by_comm("late").len(), 2);
+    assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
 
     g.stop()?;
     assert!(!dir.exists(), "{} still exists", dir.display());

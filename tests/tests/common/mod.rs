@@ -1,0 +1,57 @@
+//! Helpers shared by the end-to-end tests that drive the `xsched` binary against lab guests.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use xsched_lab::Guest;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `xsched` binary, built once per test binary with the cargo that runs the tests.
+pub fn xsched_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "xsched", "--bin", "xsched"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build for xsched");
+        assert!(status.success(), "building xsched failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
+        target.join("debug").join("xsched")
+    })
+}
+
+/// Runs `xsched ARGS` and returns its output.
+pub fn xsched(args: &[&str]) -> Output {
+    Command::new(xsched_bin()).args(args).current_dir(workspace()).output().expect("run xsched")
+}
+
+/// Runs `xsched ARGS`, requires success and returns stdout.
+pub fn xsched_ok(args: &[&str]) -> String {
+    let out = xsched(args);
+    assert!(
+        out.status.success(),
+        "xsched {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `--domain` argument for a lab guest.
+pub fn domain_arg(guest: &Guest) -> String {
+    format!("{}=qemu:{},qmp={}", guest.name(), guest.ram_file().display(), guest.qmp_socket().display())
+}
+
+/// The committed kernel profiles.
+pub fn kernels_dir() -> PathBuf {
+    workspace().join("kernels")
+}

@@ -166,6 +166,9 @@ pub struct GuestSpec {
     pub extra_sleepers: u32,
     /// Pause between two rounds of the guest's own view, in ms; 0 turns the view off.
     pub view_interval_ms: u32,
+    /// Whether the view lists kernel threads (and zombies) too; leaving them out makes each round
+    /// several times cheaper for the guest.
+    pub view_kthreads: bool,
     /// Boot on QEMU's `max` CPU model so the kernel runs 5-level paging (LA57).
     pub la57: bool,
     /// Extra words for the kernel command line.
@@ -184,6 +187,7 @@ impl GuestSpec {
             workloads: Vec::new(),
             extra_sleepers: 0,
             view_interval_ms: 1000,
+            view_kthreads: true,
             la57: false,
             kernel_args: Vec::new(),
             boot_timeout: None,
@@ -217,6 +221,12 @@ impl GuestSpec {
     /// Sets the pause between view rounds (0 = no view).
     pub fn view_interval_ms(mut self, ms: u32) -> Self {
         self.view_interval_ms = ms;
+        self
+    }
+
+    /// Lists kernel threads (and zombies) in the view, or not.
+    pub fn view_kthreads(mut self, on: bool) -> Self {
+        self.view_kthreads = on;
         self
     }
 
@@ -273,8 +283,11 @@ impl GuestSpec {
     /// `/etc/lab.conf`, sourced by the guest's scripts.
     pub fn lab_conf(&self) -> String {
         format!(
-            "LAB_GUEST={}\nLAB_VIEW_INTERVAL_MS={}\nLAB_EXTRA_SLEEPERS={}\n",
-            self.name, self.view_interval_ms, self.extra_sleepers
+            "LAB_GUEST={}\nLAB_VIEW_INTERVAL_MS={}\nLAB_VIEW_KTHREADS={}\nLAB_EXTRA_SLEEPERS={}\n",
+            self.name,
+            self.view_interval_ms,
+            u8::from(self.view_kthreads),
+            self.extra_sleepers
         )
     }
 
@@ -286,7 +299,7 @@ impl GuestSpec {
 
 /// Parses `NAME[:ITEM,ITEM...]`, where each ITEM is a guest option or a workload:
 ///
-/// - `vcpus=N`, `mem=MIB`, `sleepers=N`, `view=MS`, `la57`, `arg=KERNEL_WORD`;
+/// - `vcpus=N`, `mem=MIB`, `sleepers=N`, `view=MS`, `kthreads=0|1`, `la57`, `arg=KERNEL_WORD`;
 /// - `COMM=KIND[*COUNT][@CGROUP]` with KIND `cpu`, `sleep` or `phases:BUSY_MS:IDLE_MS`.
 ///
 /// Example: `u1:vcpus=2,db=cpu,web=phases:200:300,bkup=cpu*2@g1`.
@@ -307,6 +320,7 @@ impl FromStr for GuestSpec {
                 "mem" => spec.memory_mib = number(key, value)?,
                 "sleepers" => spec.extra_sleepers = number(key, value)?,
                 "view" => spec.view_interval_ms = number(key, value)?,
+                "kthreads" => spec.view_kthreads = number(key, value)? != 0,
                 "la57" if value.is_empty() => spec.la57 = true,
                 "arg" => spec.kernel_args.push(value.to_owned()),
                 _ if value.is_empty() => return Err(fail(format!("{item:?}: want KEY=VALUE"))),
@@ -352,13 +366,14 @@ mod tests {
 
     #[test]
     fn parses_the_command_line_form() -> Result<(), LabError> {
-        let spec: GuestSpec = "u1:vcpus=2,mem=512,db=cpu,web=phases:200:300,bkup=cpu*2@g1/a,z=sleep,view=0".parse()?;
+        let spec: GuestSpec = "u1:vcpus=2,mem=512,db=cpu,web=phases:200:300,bkup=cpu*2@g1/a,z=sleep,view=0,kthreads=0".parse()?;
         assert_eq!(spec.name, "u1");
         assert_eq!((spec.vcpus, spec.memory_mib, spec.view_interval_ms), (2, 512, 0));
         let expected = GuestSpec::new("u1")
             .vcpus(2)
             .memory_mib(512)
             .view_interval_ms(0)
+            .view_kthreads(false)
             .workload(Workload::cpu("db"))
             .workload(Workload::phases("web", 200, 300))
             .workload(Workload::cpu("bkup").count(2).in_cgroup("g1/a"))

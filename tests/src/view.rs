@@ -30,6 +30,8 @@ pub struct ProcEntry {
     pub state: char,
     /// Parent process id (field 4).
     pub ppid: u32,
+    /// Kernel `PF_*` flags (field 9).
+    pub flags: u64,
     /// User time in clock ticks of 10 ms (field 14).
     pub utime: u64,
     /// System time in clock ticks (field 15).
@@ -50,7 +52,15 @@ pub struct ProcEntry {
     pub slices: u64,
 }
 
+/// `PF_KTHREAD` in [`ProcEntry::flags`].
+pub const PF_KTHREAD: u64 = 0x0020_0000;
+
 impl ProcEntry {
+    /// Whether this is a kernel thread.
+    pub fn is_kthread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+
     /// Parses the part of an `XSV P` line after `XSV P `.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut words = text.splitn(4, ' ');
@@ -83,6 +93,7 @@ impl ProcEntry {
             comm: comm.to_owned(),
             state,
             ppid: small(4)?,
+            flags: unsigned(9)?,
             utime: unsigned(14)?,
             stime: unsigned(15)?,
             priority: signed(18)?,
@@ -234,6 +245,7 @@ XSV P 1 2 3 96 (db) R 1 93 93 0 -1 4194304 67 0 0 0 134 14 0 0 20 0 1 0 319 2314
                 comm: "db".into(),
                 state: 'R',
                 ppid: 1,
+                flags: 4_194_304,
                 utime: 32,
                 stime: 7,
                 priority: 20,
@@ -245,8 +257,9 @@ XSV P 1 2 3 96 (db) R 1 93 93 0 -1 4194304 67 0 0 0 134 14 0 0 20 0 1 0 319 2314
                 slices: 42,
             }
         );
-        let odd = first.get(17).map(|p| (p.comm.as_str(), p.state, p.ppid, p.processor));
-        assert_eq!(odd, Some(("kworker/0:1-rcu gp) x", 'I', 2, 1)));
+        let odd = first.get(17).map(|p| (p.comm.as_str(), p.state, p.ppid, p.processor, p.is_kthread()));
+        assert_eq!(odd, Some(("kworker/0:1-rcu gp) x", 'I', 2, 1, true)));
+        assert!(!db[0].is_kthread());
         assert_eq!(first.get(1).map(|p| (p.utime, p.stime, p.start_time)), Some((2, 138, 50)));
 
         let third = &views[1];

@@ -24,7 +24,8 @@ fn lab() -> &'static [Guest] {
             GuestSpec::new("u2")
                 .workload(Workload::sleep("idler"))
                 .workload(Workload::cpu("batch").count(2).in_cgroup("g2/sub"))
-                .view_interval_ms(500),
+                .view_interval_ms(500)
+                .view_kthreads(false),
         ]
     })
 }
@@ -63,6 +64,8 @@ fn views_list_every_workload_with_its_comm() -> TestResult {
         // The lab's own processes are there too, and PID 1 is busybox init.
         assert_eq!(view.get(1).map(|p| p.comm.as_str()), Some("init"));
         assert_eq!(view.by_comm("view").len(), 1);
+        let kthreads = view.procs.iter().filter(|p| p.is_kthread()).count();
+        assert_eq!(kthreads > 0, g.spec().view_kthreads, "{}: {kthreads} kernel threads listed", g.name());
     }
     Ok(())
 }
@@ -210,7 +213,7 @@ fn a_killed_owner_leaves_no_qemu_and_its_dir_is_swept() -> TestResult {
     let mut owner = Command::new(env!("CARGO_BIN_EXE_xsched-lab"))
         .args(["up", "--guest", "orphan:view=0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()?;
     let owner_pid = owner.id();
     let mut stdout = owner.stdout.take().ok_or("no stdout")?;
@@ -224,7 +227,15 @@ fn a_killed_owner_leaves_no_qemu_and_its_dir_is_swept() -> TestResult {
         }
         text.push_str(&String::from_utf8_lossy(&chunk[..n]));
     }
-    let dir_line = text.lines().find(|l| l.trim_start().starts_with("ram:")).ok_or(format!("no ram line: {text}"))?;
+    let Some(dir_line) = text.lines().find(|l| l.trim_start().starts_with("ram:")) else {
+        let _ = owner.kill();
+        let mut stderr = String::new();
+        if let Some(mut e) = owner.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        owner.wait()?;
+        return Err(format!("no ram line in {text:?}; stderr: {stderr}").into());
+    };
     let dir = Path::new(dir_line.trim_start().trim_start_matches("ram:").trim()).parent().ok_or("no dir")?.to_path_buf();
     assert!(dir.starts_with(xsched_lab::cleanup::run_dir()));
     assert!(dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("xsched-lab-{owner_pid}-"))));

@@ -50,6 +50,7 @@ pub fn generate_with_spec(
 ) -> Result<Profile, ProfileError> {
     let map = map_file(vmlinux)?;
     let image = Image::parse(vmlinux, &map)?;
+    dwarf::require_debug_info(&image)?;
     let (banner, release) = banner(&image)?;
     let arch = "x86_64";
     // Refuse an unsupported version before the expensive part.

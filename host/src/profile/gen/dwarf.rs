@@ -34,12 +34,7 @@ pub(super) fn struct_layouts(
     optional: &[(&str, &[&str])],
 ) -> Result<BTreeMap<String, StructLayout>, ProfileError> {
     let mut wanted = Wanted::new(required, optional);
-    if image.section_data(".debug_info")?.is_none_or(|d| d.is_empty()) {
-        return Err(image.error(
-            "no DWARF debug info (.debug_info section absent or empty): a stripped vmlinux? use the vmlinux with debug \
-             info (usr/lib/debug/boot/vmlinux-RELEASE in Debian's linux-image-RELEASE-dbg package)",
-        ));
-    }
+    require_debug_info(image)?;
     if image.is_relocatable() {
         let mut maps = Vec::new();
         for id in DWARF_SECTIONS {
@@ -60,6 +55,17 @@ pub(super) fn struct_layouts(
         scan(image, &dwarf, &mut wanted)?;
     }
     wanted.finish(image)
+}
+
+/// Fails unless the image has a non-empty `.debug_info` section.
+pub(super) fn require_debug_info(image: &Image<'_>) -> Result<(), ProfileError> {
+    if image.section_data(".debug_info")?.is_none_or(|d| d.is_empty()) {
+        return Err(image.error(
+            "no DWARF debug info (.debug_info section absent or empty): a stripped vmlinux? use the vmlinux with debug \
+             info (usr/lib/debug/boot/vmlinux-RELEASE in Debian's linux-image-RELEASE-dbg package)",
+        ));
+    }
+    Ok(())
 }
 
 /// The sections `gimli::Dwarf::load` may ask for whose relocations matter in an object file.

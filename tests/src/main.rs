@@ -29,6 +29,8 @@ enum Cmd {
     Fetch,
     /// Print where the pinned kernel's files are.
     Kernel,
+    /// Remove guest directories (and kill QEMUs) left by lab processes that died.
+    Sweep,
 }
 
 fn main() -> Result<()> {
@@ -41,6 +43,10 @@ fn main() -> Result<()> {
             if !status.success() {
                 bail!("{} failed: {status}", script.display());
             }
+            Ok(())
+        }
+        Cmd::Sweep => {
+            xsched_lab::cleanup::sweep();
             Ok(())
         }
         Cmd::Kernel => {
@@ -64,6 +70,7 @@ fn up(texts: &[String]) -> Result<()> {
         println!("  qmp:     {}", g.qmp_socket().display());
         println!("  console: {}", g.console_path().display());
         println!("  control: {}", g.control_socket().display());
+        println!("  vmlinux: {}", g.kernel().vmlinux.display());
         for (name, pids) in g.workload_pids() {
             println!("  workload {name}: pids {pids:?}");
         }

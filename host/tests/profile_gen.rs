@@ -255,6 +255,11 @@ fn stripped_files_are_refused_for_lack_of_dwarf() {
     run("objcopy", &["--strip-all", fixture.object.to_str().expect("UTF-8"), bare.to_str().expect("UTF-8")]);
     let err = generate_err(&bare, spec(&["linux_banner"], &[("outer", &["c"])]), &NOTHING);
     assert!(err.contains("no DWARF") && err.contains("bare.o"), "{err}");
+    // A debug-only file has the DWARF but not the banner's bytes.
+    let debug_only = fixture.dir.join("debug-only.o");
+    run("objcopy", &["--only-keep-debug", fixture.object.to_str().expect("UTF-8"), debug_only.to_str().expect("UTF-8")]);
+    let err = generate_err(&debug_only, spec(&["linux_banner"], &[("outer", &["c"])]), &NOTHING);
+    assert!(err.contains("only-keep-debug") && err.contains(".rodata"), "{err}");
 }
 
 #[test]

@@ -570,3 +570,26 @@ fn plus_uconst<R: Reader>(mut expr: R) -> gimli::Result<Option<u64>> {
     let value = expr.read_uleb128()?;
     Ok(expr.is_empty().then_some(value))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_bounds_of_minus_one_mean_zero_length() {
+        assert_eq!(upper_bound::<EndianSlice<'_, LittleEndian>>(&AttributeValue::Data1(15)), Some(15));
+        assert_eq!(upper_bound::<EndianSlice<'_, LittleEndian>>(&AttributeValue::Data1(0xff)), None);
+        assert_eq!(upper_bound::<EndianSlice<'_, LittleEndian>>(&AttributeValue::Data4(u32::MAX)), None);
+        assert_eq!(upper_bound::<EndianSlice<'_, LittleEndian>>(&AttributeValue::Sdata(-1)), None);
+        assert_eq!(upper_bound::<EndianSlice<'_, LittleEndian>>(&AttributeValue::Udata(99)), Some(99));
+    }
+
+    #[test]
+    fn plus_uconst_locations_are_read() {
+        let read = |bytes: &[u8]| plus_uconst(EndianSlice::new(bytes, LittleEndian));
+        assert_eq!(read(&[constants::DW_OP_plus_uconst.0, 0x90, 0x01]).ok(), Some(Some(0x90)));
+        assert_eq!(read(&[constants::DW_OP_plus_uconst.0, 8, 0]).ok(), Some(None), "trailing operations");
+        assert_eq!(read(&[constants::DW_OP_lit0.0]).ok(), Some(None));
+        assert!(read(&[]).is_err());
+    }
+}

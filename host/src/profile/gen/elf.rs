@@ -152,6 +152,14 @@ impl<'data> Image<'data> {
             .elf
             .section_by_index(index)
             .map_err(|e| self.error(format!("symbol at {:#x}: bad section index: {e}", symbol.address)))?;
+        if section.kind() == SectionKind::UninitializedData {
+            return Err(self.error(format!(
+                "the data of the symbol at {:#x} is not in the file: its section {} has no contents (SHT_NOBITS), as in \
+                 a debug-only file from `objcopy --only-keep-debug`; use the complete vmlinux",
+                symbol.address,
+                section.name().unwrap_or("?")
+            )));
+        }
         let data = section.data().map_err(|e| self.error(format!("symbol at {:#x}: {e}", symbol.address)))?;
         symbol
             .address

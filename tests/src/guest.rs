@@ -199,9 +199,8 @@ impl Guest {
     pub fn wait_console(&self, needle: &str, since: u64, timeout: Duration) -> Result<String, LabError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let text = std::fs::read(&self.console_path).unwrap_or_default();
-            let fresh = text.get(usize::try_from(since).unwrap_or(usize::MAX)..).unwrap_or_default();
-            if let Some(line) = String::from_utf8_lossy(fresh).lines().find(|l| l.contains(needle)) {
+            let fresh = read_from(&self.console_path, since);
+            if let Some(line) = String::from_utf8_lossy(&fresh).lines().find(|l| l.contains(needle)) {
                 return Ok(line.trim_end_matches('\r').to_owned());
             }
             if Instant::now() >= deadline {
@@ -368,6 +367,18 @@ impl Guest {
     }
 }
 
+/// The bytes of `path` from offset `start` on (empty if unreadable).
+fn read_from(path: &Path, start: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = File::open(path) {
+        if file.seek(SeekFrom::Start(start)).is_ok() {
+            let _ = file.read_to_end(&mut bytes);
+        }
+    }
+    bytes
+}
+
 impl Drop for Guest {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
@@ -390,7 +401,7 @@ fn qemu_args(spec: &GuestSpec, kernel: &KernelFiles, dir: &Path) -> Vec<String> 
     }
     let mut args: Vec<String> = vec![
         "-name".into(),
-        format!("guest={}", spec.name),
+        format!("guest={},debug-threads=on", spec.name),
         "-accel".into(),
         "tcg".into(),
         "-machine".into(),

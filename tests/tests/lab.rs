@@ -193,6 +193,9 @@ fn a_dropped_guest_leaves_nothing_and_killed_tasks_leave_no_zombie() -> TestResu
     assert_eq!(g.exec_ok(&format!("cat /proc/{}/cgroup", late[1]))?, "0::/\n");
     let view = g.next_view(VIEW_WAIT)?;
     assert_eq!(view.by_comm("late").len(), 2);
+    let mark = g.console_len();
+    g.exec_ok("echo marker-42 > /dev/console")?;
+    assert_eq!(g.wait_console("marker-", mark, VIEW_WAIT)?, "marker-42");
     assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
 
     g.stop()?;

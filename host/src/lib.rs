@@ -8,3 +8,4 @@ pub mod domain;
 pub mod linux;
 pub mod memory;
 pub mod profile;
+pub mod table;

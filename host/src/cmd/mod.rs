@@ -2,6 +2,7 @@
 
 mod probe;
 mod profile;
+mod ps;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,8 @@ pub struct Cli {
 enum Command {
     /// Find the guest kernel in a domain and print where it is.
     Probe(probe::ProbeArgs),
+    /// List every task of every domain in one table.
+    Ps(ps::PsArgs),
     /// Kernel layout profiles.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
@@ -29,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Probe(args) => probe::run(&args),
         Command::Profile(command) => profile::run(command),
+        Command::Ps(args) => ps::run(&args),
     }
 }
 

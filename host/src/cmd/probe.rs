@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use xsched::domain::DomainSpec;
-use xsched::linux::locate::locate;
+use xsched::linux::locate::locate_paused;
 use xsched::profile::Profile;
 
 /// Arguments of `xsched probe`.
@@ -29,14 +29,9 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let kernels = super::kernels_dir(args.kernels.clone());
     let profiles: Vec<Profile> = Profile::load_dir(&kernels)?.into_iter().map(|(_, p)| p).collect();
     let mut mem = args.domain.open().with_context(|| format!("domain {}", args.domain.name))?;
-    let pausable = mem.pause().is_ok();
     let started = Instant::now();
-    let attached = locate(mem.as_ref(), &profiles);
+    let location = locate_paused(mem.as_mut(), &profiles).with_context(|| format!("domain {}", args.domain.name))?;
     let elapsed = started.elapsed();
-    if pausable {
-        mem.resume().with_context(|| format!("domain {}: resume", args.domain.name))?;
-    }
-    let location = attached.with_context(|| format!("domain {}", args.domain.name))?;
     log::info!("probe took {elapsed:?}");
     let l = &location;
     if args.json {

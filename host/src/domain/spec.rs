@@ -1,27 +1,16 @@
-//! Domains: the guests xsched watches, named on the command line as `NAME=KIND:ARGS`.
+//! Domain specs as the command line gives them: `NAME=KIND:ARGS`.
 //!
 //! - `u1=qemu:/dev/shm/u1.ram,qmp=/run/u1.qmp[,machine=q35|pc]`: a QEMU guest's shared RAM file and
 //!   its QMP socket (without `qmp=` the guest can be read but not paused);
 //! - `old=core:/var/crash/u1.core`: an ELF core dump (read-only);
 //! - `u2=xen:12`: Xen domain 12 (needs the `xen` feature).
 
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::memory::core::CoreMemory;
 use crate::memory::qemu::{MachineType, QemuMemory};
 use crate::memory::{GuestMemory, MemoryError};
-
-/// A domain's stable id: its position on the command line, starting at 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DomainId(pub u32);
-
-impl fmt::Display for DomainId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 /// Where a domain's memory comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]

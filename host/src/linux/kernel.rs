@@ -21,9 +21,10 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Finds the kernel in `mem` among `profiles` and keeps the one that matched.
-    pub fn attach(mem: Box<dyn GuestMemory>, mut profiles: Vec<Profile>) -> Result<Self, LinuxError> {
-        let location = super::locate::locate(mem.as_ref(), &profiles)?;
+    /// Finds the kernel in `mem` among `profiles` (pausing the guest while it looks, when it can
+    /// be paused) and keeps the profile that matched.
+    pub fn attach(mut mem: Box<dyn GuestMemory>, mut profiles: Vec<Profile>) -> Result<Self, LinuxError> {
+        let location = super::locate::locate_paused(mem.as_mut(), &profiles)?;
         let profile = profiles.swap_remove(location.profile_index);
         let ram_end = mem.ranges().iter().map(|r| r.end()).max().unwrap_or(0);
         Ok(Self { mem, profile, location, ram_end })

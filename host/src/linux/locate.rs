@@ -82,6 +82,17 @@ pub fn locate(mem: &dyn GuestMemory, profiles: &[Profile]) -> Result<KernelLocat
     Err(last_error.unwrap_or_else(|| LinuxError::NoMatchingProfile(no_match_message(mem, profiles))))
 }
 
+/// [`locate`] with the guest paused, when it can be paused (a core dump cannot and need not be).
+/// The guest is resumed whatever the outcome.
+pub fn locate_paused(mem: &mut dyn GuestMemory, profiles: &[Profile]) -> Result<KernelLocation, LinuxError> {
+    let paused = mem.pause().is_ok();
+    let located = locate(mem, profiles);
+    if paused {
+        mem.resume()?;
+    }
+    located
+}
+
 /// All `(address, profile index)` pairs where a profile's full banner sits at its in-page offset.
 fn find_banners(mem: &dyn GuestMemory, profiles: &[Profile]) -> Result<Vec<(Gpa, usize)>, LinuxError> {
     let offsets = profiles.iter().map(Profile::banner_page_offset).collect::<Result<Vec<_>, _>>()?;

@@ -4,10 +4,13 @@
 //! per-CPU areas); [`kernel::Kernel`] then reads kernel-virtual memory through that location.
 
 mod error;
+pub mod cgroup;
 pub mod kernel;
 pub mod layout;
 pub mod locate;
 pub mod runqueue;
+pub mod snapshot;
+pub mod state;
 pub mod tasks;
 pub mod virt;
 pub mod walk;

@@ -1,0 +1,118 @@
+//! One consistent reading of a guest's scheduler state: every task and every CPU's runqueue.
+
+use std::collections::HashSet;
+
+use crate::memory::Gva;
+
+use super::cgroup::{CgroupLayout, CgroupResolver};
+use super::layout::Field;
+use super::runqueue::{read_runqueue, RqLayout, RunqueueSnapshot};
+use super::state::TaskStates;
+use super::tasks::{read_tasks, TaskLayout, TaskRecord, TASK_LIMIT};
+use super::virt::KernelMemory;
+use super::{Kernel, LinuxError};
+
+/// A task with what the runqueues say about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestTask {
+    /// The task as its `task_struct` records it.
+    pub record: TaskRecord,
+    /// The state letter `/proc` would show.
+    pub state: char,
+    /// Waiting in a runqueue (CFS tree at any group level, or an RT queue).
+    pub queued: bool,
+    /// Its CPU's `rq.curr`.
+    pub running: bool,
+    /// Its cgroup v2 path, when it could be read.
+    pub cgroup: Option<String>,
+    /// Its real uid (`cred->uid`), when it could be read.
+    pub uid: Option<u32>,
+}
+
+/// Everything read from one guest in one pass.
+#[derive(Clone, Debug, Default)]
+pub struct GuestSnapshot {
+    /// Every task.
+    pub tasks: Vec<GuestTask>,
+    /// Every online CPU's runqueue.
+    pub runqueues: Vec<RunqueueSnapshot>,
+    /// What could not be read (the snapshot is partial when this is not empty).
+    pub problems: Vec<String>,
+}
+
+/// Reads snapshots of one kernel: its layouts, resolved from its profile once.
+#[derive(Debug)]
+pub struct SnapshotReader {
+    tasks: TaskLayout,
+    rq: RqLayout,
+    cgroup: CgroupLayout,
+    states: TaskStates,
+    task_cred: Field,
+    cred_uid: Field,
+    init_task: Gva,
+    /// `(cpu, &runqueues of that cpu)` for every online CPU.
+    runqueues: Vec<(u32, Gva)>,
+}
+
+impl SnapshotReader {
+    /// Resolves everything the reader needs from the kernel's profile and location.
+    pub fn new(kernel: &Kernel) -> Result<Self, LinuxError> {
+        let p = kernel.profile();
+        let runqueues = kernel
+            .location()
+            .online_cpus
+            .iter()
+            .map(|&cpu| kernel.per_cpu("runqueues", cpu).map(|rq| (cpu, rq)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            tasks: TaskLayout::from_profile(p)?,
+            rq: RqLayout::from_profile(p)?,
+            cgroup: CgroupLayout::from_profile(p)?,
+            states: TaskStates::from_profile(p)?,
+            task_cred: Field::scalar(p, "task_struct", "cred")?,
+            cred_uid: Field::scalar(p, "cred", "uid")?,
+            init_task: kernel.symbol("init_task")?,
+            runqueues,
+        })
+    }
+
+    /// The task layout (for writers that re-read single tasks).
+    pub fn task_layout(&self) -> &TaskLayout {
+        &self.tasks
+    }
+
+    /// Reads every task and runqueue. The guest should be paused: a running guest may change
+    /// lists under the walk (which then ends early with a problem noted, never loops).
+    pub fn read<K: KernelMemory + ?Sized>(&self, mem: &K) -> GuestSnapshot {
+        let mut snap = GuestSnapshot::default();
+        for &(cpu, rq) in &self.runqueues {
+            match read_runqueue(mem, &self.rq, cpu, rq, TASK_LIMIT) {
+                Ok(r) => snap.runqueues.push(r),
+                Err(e) => snap.problems.push(format!("CPU {cpu} runqueue: {e}")),
+            }
+        }
+        let queued: HashSet<Gva> = snap.runqueues.iter().flat_map(|r| r.cfs_queued.iter().chain(&r.rt_queued)).copied().collect();
+        let running: HashSet<Gva> = snap.runqueues.iter().map(|r| r.curr).collect();
+        let scan = read_tasks(mem, &self.tasks, self.init_task, TASK_LIMIT);
+        snap.problems.extend(scan.problems);
+        let mut cgroups = CgroupResolver::default();
+        for record in scan.tasks {
+            let cgroup = cgroups.path_of(mem, &self.cgroup, record.addr).map_err(|e| snap.problems.push(format!("pid {}: cgroup: {e}", record.pid))).ok();
+            let uid = self.uid_of(mem, record.addr).map_err(|e| snap.problems.push(format!("pid {}: cred: {e}", record.pid))).ok();
+            snap.tasks.push(GuestTask {
+                state: self.states.letter(record.state, record.exit_state),
+                queued: queued.contains(&record.addr),
+                running: running.contains(&record.addr),
+                cgroup,
+                uid,
+                record,
+            });
+        }
+        snap
+    }
+
+    fn uid_of<K: KernelMemory + ?Sized>(&self, mem: &K, task: Gva) -> Result<u32, LinuxError> {
+        let cred = mem.read_ptr(self.task_cred.at(task)?)?;
+        mem.read_u32(self.cred_uid.at(cred)?)
+    }
+}

@@ -61,7 +61,7 @@ impl Domain {
         let error = |source: LinuxError| DomainError { name: spec.name.clone(), source };
         let mem = spec.open().map_err(|e| error(e.into()))?;
         let kernel = Kernel::attach(mem, profiles).map_err(error)?;
-        let reader = SnapshotReader::new(&kernel).map_err(error)?;
+        let reader = SnapshotReader::for_kernel(&kernel).map_err(error)?;
         Ok(Self { id, name: spec.name.clone(), kernel, reader })
     }
 

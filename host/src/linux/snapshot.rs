@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use crate::memory::Gva;
+use crate::profile::Profile;
 
 use super::cgroup::{CgroupLayout, CgroupResolver};
 use super::layout::Field;
@@ -55,15 +56,20 @@ pub struct SnapshotReader {
 }
 
 impl SnapshotReader {
-    /// Resolves everything the reader needs from the kernel's profile and location.
-    pub fn new(kernel: &Kernel) -> Result<Self, LinuxError> {
-        let p = kernel.profile();
+    /// A reader for a located kernel: its profile, `init_task` and online CPUs' runqueues.
+    pub fn for_kernel(kernel: &Kernel) -> Result<Self, LinuxError> {
         let runqueues = kernel
             .location()
             .online_cpus
             .iter()
             .map(|&cpu| kernel.per_cpu("runqueues", cpu).map(|rq| (cpu, rq)))
             .collect::<Result<_, _>>()?;
+        Self::new(kernel.profile(), kernel.symbol("init_task")?, runqueues)
+    }
+
+    /// A reader for the kernel described by `profile`, whose `init_task` is at `init_task` and
+    /// whose online CPUs' runqueues are at `runqueues` (`(cpu, address)` pairs).
+    pub fn new(p: &Profile, init_task: Gva, runqueues: Vec<(u32, Gva)>) -> Result<Self, LinuxError> {
         Ok(Self {
             tasks: TaskLayout::from_profile(p)?,
             rq: RqLayout::from_profile(p)?,
@@ -71,14 +77,9 @@ impl SnapshotReader {
             states: TaskStates::from_profile(p)?,
             task_cred: Field::scalar(p, "task_struct", "cred")?,
             cred_uid: Field::scalar(p, "cred", "uid")?,
-            init_task: kernel.symbol("init_task")?,
+            init_task,
             runqueues,
         })
-    }
-
-    /// The task layout (for writers that re-read single tasks).
-    pub fn task_layout(&self) -> &TaskLayout {
-        &self.tasks
     }
 
     /// Reads every task and runqueue. The guest should be paused: a running guest may change

@@ -44,18 +44,34 @@ if [ "$(id -u)" = 0 ]; then
     apt_opts="-o APT::Sandbox::User=root"
 fi
 
+# download PKG=VERSION: apt-get download, refreshing the package lists once (as root) if they are stale.
+refreshed=no
+download() {
+    # shellcheck disable=SC2086
+    if apt-get download -q $apt_opts "$1" >&2; then
+        return 0
+    fi
+    if [ "$refreshed" = no ] && [ "$(id -u)" = 0 ]; then
+        echo "fetch-kernel: $1 not found; running apt-get update" >&2
+        refreshed=yes
+        apt-get update -q >&2
+        # shellcheck disable=SC2086
+        apt-get download -q $apt_opts "$1" >&2 && return 0
+    fi
+    echo "fetch-kernel: cannot download $1 (is the version still in the archive? see tests/lab/kernel.env)" >&2
+    return 1
+}
+
 cd "$work"
 echo "fetch-kernel: downloading $unsigned=$KERNEL_VERSION" >&2
-# shellcheck disable=SC2086
-apt-get download -q $apt_opts "$unsigned=$KERNEL_VERSION" >&2
+download "$unsigned=$KERNEL_VERSION"
 dpkg-deb --fsys-tarfile "${unsigned}_${KERNEL_VERSION}"_*.deb | tar -x --wildcards \
     './boot/vmlinuz-*' './boot/config-*' \
     './lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko*'
 rm -f "${unsigned}_${KERNEL_VERSION}"_*.deb
 
 echo "fetch-kernel: downloading $dbg=$KERNEL_VERSION (large)" >&2
-# shellcheck disable=SC2086
-apt-get download -q $apt_opts "$dbg=$KERNEL_VERSION" >&2
+download "$dbg=$KERNEL_VERSION"
 dpkg-deb --fsys-tarfile "${dbg}_${KERNEL_VERSION}"_*.deb | tar -x --wildcards './usr/lib/debug/boot/vmlinux-*'
 rm -f "${dbg}_${KERNEL_VERSION}"_*.deb
 

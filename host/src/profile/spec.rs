@@ -34,6 +34,9 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
         "sysctl_sched_latency",
         "sched_prio_to_weight",
         "jiffies_64",
+        "fair_sched_class",
+        "unknown_nmi_panic",
+        "panic_on_unrecovered_nmi",
     ],
     structs: &[
         ("list_head", &["next", "prev"]),
@@ -119,6 +122,7 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
                 "skip",
                 "rq",
                 "on_list",
+                "leaf_cfs_rq_list",
                 "tg",
             ],
         ),
@@ -139,6 +143,8 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
                 "cpu",
                 "online",
                 "cfs_tasks",
+                "leaf_cfs_rq_list",
+                "tmp_alone_branch",
             ],
         ),
         ("rt_rq", &["active", "rt_nr_running", "rr_nr_running", "rt_queued"]),
@@ -178,12 +184,18 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
         "MAX_RT_PRIO",
         "NICE_0_LOAD",
         "START_KERNEL_MAP",
+        "TASK_ON_RQ_QUEUED",
+        "PSI_NR_RUNNING",
     ],
 };
 
 /// What xsched uses when the kernel has it.
 pub const OPTIONAL: ProfileSpec = ProfileSpec {
     symbols: &[
+        // CONFIG_PSI: the root pressure group and the static keys that switch PSI off.
+        "psi_system",
+        "psi_disabled",
+        "psi_cgroups_enabled",
         // CONFIG_X86_5LEVEL: whether the running kernel uses 5-level paging.
         "__pgtable_l5_enabled",
         // CONFIG_SCHED_AUTOGROUP.
@@ -194,6 +206,16 @@ pub const OPTIONAL: ProfileSpec = ProfileSpec {
         ("autogroup", &["id", "tg"]),
         ("task_group", &["autogroup"]),
         ("signal_struct", &["autogroup"]),
+        // CONFIG_CFS_BANDWIDTH: throttled runqueues are never written to.
+        ("cfs_rq", &["throttled", "throttle_count"]),
+        // CONFIG_PSI: pressure-stall accounting follows a task's runnable state.
+        ("task_struct", &["psi_flags"]),
+        ("psi_group", &["parent", "pcpu"]),
+        ("psi_group_cpu", &["tasks"]),
+        ("cgroup", &["psi"]),
+        ("static_key", &["enabled.counter"]),
+        // CONFIG_NUMA_BALANCING.
+        ("task_struct", &["numa_preferred_nid"]),
         // CONFIG_RT_GROUP_SCHED.
         ("sched_rt_entity", &["parent", "rt_rq", "my_q"]),
     ],

@@ -104,6 +104,11 @@ pub const X86_64: &[Constant] = &[
     // `1L << NICE_0_LOAD_SHIFT`, where the shift is `2 * SCHED_FIXEDPOINT_SHIFT` (10) on 64-bit:
     // load weights carry 10 extra bits of resolution (`scale_load`).
     Constant { name: "NICE_0_LOAD", value: 1024 << 10, source: "kernel/sched/sched.h" },
+    // `task_struct::on_rq` when the task is on a runqueue (kernel/sched/sched.h).
+    Constant { name: "TASK_ON_RQ_QUEUED", value: 1, source: "kernel/sched/sched.h" },
+    // Index of runnable tasks in `psi_group_cpu::tasks` (`enum psi_task_count`); its flag in
+    // `task_struct::psi_flags` is `TSK_RUNNING = 1 << NR_RUNNING` (include/linux/psi_types.h).
+    Constant { name: "PSI_NR_RUNNING", value: 2, source: "include/linux/psi_types.h" },
     // `__START_KERNEL_map`: the base of the kernel image mapping.
     Constant { name: "START_KERNEL_MAP", value: 0xffff_ffff_8000_0000, source: "arch/x86/include/asm/page_64_types.h" },
 ];

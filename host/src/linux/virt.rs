@@ -30,6 +30,20 @@ pub trait KernelMemory {
     }
 }
 
+/// Writes guest kernel-virtual memory: what changing a guest's scheduling needs on top of reads.
+///
+/// Callers pause the guest (and check the locks they race) before writing: a write is a plain
+/// store, invisible to the guest's memory model.
+pub trait KernelMemoryMut: KernelMemory {
+    /// Writes `data` at `va`.
+    fn write_virt(&mut self, va: Gva, data: &[u8]) -> Result<(), LinuxError>;
+
+    /// Writes a little-endian `u64` at `va`.
+    fn write_u64(&mut self, va: Gva, value: u64) -> Result<(), LinuxError> {
+        self.write_virt(va, &value.to_le_bytes())
+    }
+}
+
 /// Guest memory seen through one linear map, `va = base + pa`: the shape of the kernel's direct
 /// map. Synthetic images for tests, fuzzing and benchmarks are read through it.
 #[derive(Debug)]
@@ -62,5 +76,15 @@ impl<M: GuestMemory> KernelMemory for DirectMapped<M> {
             len: buf.len() as u64,
         })?;
         Ok(self.mem.read_phys(Gpa(gpa), buf)?)
+    }
+}
+
+impl<M: GuestMemory> KernelMemoryMut for DirectMapped<M> {
+    fn write_virt(&mut self, va: Gva, data: &[u8]) -> Result<(), LinuxError> {
+        let gpa = va.checked_offset_from(self.base).ok_or(crate::memory::MemoryError::OutOfRange {
+            gpa: Gpa(va.raw()),
+            len: data.len() as u64,
+        })?;
+        Ok(self.mem.write_phys(Gpa(gpa), data)?)
     }
 }

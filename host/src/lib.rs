@@ -3,6 +3,7 @@
 //! The data path, one module per stage: a domain's guest-physical [`memory`] → the [`arch`] page-table
 //! walk → the kernel layout [`profile`] → the [`linux`] kernel reader.
 
+pub mod actuate;
 pub mod arch;
 pub mod domain;
 pub mod linux;

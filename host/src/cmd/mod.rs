@@ -1,5 +1,6 @@
 //! Subcommands of the `xsched` binary.
 
+mod park;
 mod probe;
 mod profile;
 mod ps;
@@ -20,6 +21,12 @@ pub struct Cli {
 enum Command {
     /// Find the guest kernel in a domain and print where it is.
     Probe(probe::ProbeArgs),
+    /// Park a task: take it off the CPU until it is unparked (journaled first).
+    Park(park::TaskArgs),
+    /// Unpark a task parked by xsched.
+    Unpark(park::TaskArgs),
+    /// Unpark what the journal says is parked (after a crash, or to clean up).
+    Release(park::ReleaseArgs),
     /// List every task of every domain in one table.
     Ps(ps::PsArgs),
     /// Kernel layout profiles.
@@ -33,6 +40,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Probe(args) => probe::run(&args),
         Command::Profile(command) => profile::run(command),
         Command::Ps(args) => ps::run(&args),
+        Command::Park(args) => park::park(&args),
+        Command::Unpark(args) => park::unpark(&args),
+        Command::Release(args) => park::release(&args),
     }
 }
 

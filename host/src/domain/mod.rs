@@ -5,12 +5,19 @@ mod spec;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::actuate::park::{park, unpark, Deferred, ParkLayout, ParkOutcome, TaskIdentity, UnparkOutcome};
 use crate::linux::snapshot::{GuestSnapshot, SnapshotReader};
+use crate::linux::virt::KernelMemory;
 use crate::linux::{Kernel, LinuxError};
 use crate::memory::MemoryError;
 use crate::profile::Profile;
 
 pub use spec::{Backend, DomainSpec};
+
+/// How many times an idle vCPU with queued tasks is kicked before giving up for this round.
+const KICK_ATTEMPTS: u32 = 10;
+/// How long the guest runs after a kick before its runqueues are read again.
+const KICK_SETTLE: Duration = Duration::from_millis(5);
 
 /// A domain's stable id: its position on the command line, starting at 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -39,8 +46,11 @@ pub struct Domain {
     pub id: DomainId,
     /// The user's name for it.
     pub name: String,
+    /// The spec it was attached with.
+    pub spec: DomainSpec,
     kernel: Kernel,
     reader: SnapshotReader,
+    park_layout: ParkLayout,
 }
 
 /// One snapshot of a domain and what it cost.
@@ -62,7 +72,9 @@ impl Domain {
         let mem = spec.open().map_err(|e| error(e.into()))?;
         let kernel = Kernel::attach(mem, profiles).map_err(error)?;
         let reader = SnapshotReader::for_kernel(&kernel).map_err(error)?;
-        Ok(Self { id, name: spec.name.clone(), kernel, reader })
+        let location = kernel.location();
+        let park_layout = ParkLayout::new(kernel.profile(), location.virt_shift, location.per_cpu_offsets.clone()).map_err(error)?;
+        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader, park_layout })
     }
 
     /// The located kernel.
@@ -87,5 +99,80 @@ impl Domain {
         }
         let pause = if paused { started.elapsed() } else { Duration::ZERO };
         Ok(DomainSnapshot { guest, pause, read })
+    }
+
+    /// Runs `f` on the kernel with the guest paused (when it can be paused), and resumes it.
+    fn paused<T>(&mut self, f: impl FnOnce(&mut Kernel, &SnapshotReader) -> Result<T, LinuxError>) -> Result<T, DomainError> {
+        let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
+        self.kernel.memory_mut().pause().map_err(|e| error(e.into()))?;
+        let result = f(&mut self.kernel, &self.reader);
+        self.kernel.memory_mut().resume().map_err(|e| error(e.into()))?;
+        result.map_err(error)
+    }
+
+    /// Whether `state` is the state xsched gives a parked task.
+    pub fn is_parked_state(&self, state: u32) -> bool {
+        self.park_layout.is_parked(state)
+    }
+
+    /// Parks `task` (see [`crate::actuate::park`]), pausing the guest for it.
+    pub fn park(&mut self, task: &TaskIdentity) -> Result<ParkOutcome, DomainError> {
+        let layout = self.park_layout.clone();
+        self.paused(|k, _| park(k, &layout, task))
+    }
+
+    /// Unparks `task`, pausing the guest for it. When the task's CPU is idle its vCPUs are
+    /// interrupted (an NMI) so that it notices the task at once, unless the guest would panic on
+    /// an unknown NMI; then the task waits for the CPU's next timer.
+    pub fn unpark(&mut self, task: &TaskIdentity) -> Result<UnparkOutcome, DomainError> {
+        let layout = self.park_layout.clone();
+        let outcome = self.paused(|k, _| {
+            let profile = k.profile().clone();
+            unpark(k, &layout, &profile, task)
+        })?;
+        if matches!(outcome, UnparkOutcome::Unparked { cpu_idle: true, .. } | UnparkOutcome::Deferred(Deferred::Retry(_))) {
+            self.wake_stalled_cpus()?;
+        }
+        Ok(outcome)
+    }
+
+    /// Interrupts the guest's vCPUs while one of them idles with tasks on its runqueue.
+    ///
+    /// The kick is an NMI, and an NMI that lands between the idle loop's last `need_resched()`
+    /// check (interrupts off) and its `hlt` is taken before the `hlt`, which then sleeps anyway;
+    /// so the runqueues are read again after each kick, a few times.
+    pub fn wake_stalled_cpus(&mut self) -> Result<(), DomainError> {
+        for _ in 0..KICK_ATTEMPTS {
+            let stalled = self.paused(|k, reader| reader.stalled_cpus(&*k))?;
+            if stalled.is_empty() {
+                return Ok(());
+            }
+            log::debug!("domain {}: CPUs {stalled:?} idle with queued tasks: kicking", self.name);
+            if !self.kick_if_safe()? {
+                return Ok(());
+            }
+            std::thread::sleep(KICK_SETTLE);
+        }
+        log::debug!("domain {}: a CPU stays idle with queued tasks after {KICK_ATTEMPTS} kicks", self.name);
+        Ok(())
+    }
+
+    /// Sends the kick unless the guest would panic on an unknown NMI; says whether it did.
+    fn kick_if_safe(&mut self) -> Result<bool, DomainError> {
+        let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
+        let panics = ["unknown_nmi_panic", "panic_on_unrecovered_nmi"]
+            .iter()
+            .map(|s| self.kernel.symbol(s).and_then(|va| self.kernel.read_u32(va)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(error)?;
+        if panics.iter().any(|&v| v != 0) {
+            log::warn!("domain {}: not kicking an idle CPU: the guest panics on unknown NMIs", self.name);
+            return Ok(false);
+        }
+        match self.kernel.memory_mut().kick() {
+            Ok(()) => Ok(true),
+            Err(MemoryError::Unsupported { .. }) => Ok(false),
+            Err(e) => Err(error(e.into())),
+        }
     }
 }

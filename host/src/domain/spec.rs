@@ -5,6 +5,7 @@
 //! - `old=core:/var/crash/u1.core`: an ELF core dump (read-only);
 //! - `u2=xen:12`: Xen domain 12 (needs the `xen` feature).
 
+use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -81,6 +82,27 @@ impl FromStr for DomainSpec {
     }
 }
 
+impl fmt::Display for DomainSpec {
+    /// The spec in the form it is parsed from, `NAME=KIND:ARGS`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}=", self.name)?;
+        match &self.backend {
+            Backend::Qemu { ram_file, qmp, machine } => {
+                write!(f, "qemu:{}", ram_file.display())?;
+                if let Some(qmp) = qmp {
+                    write!(f, ",qmp={}", qmp.display())?;
+                }
+                if *machine != MachineType::default() {
+                    write!(f, ",machine=pc")?;
+                }
+                Ok(())
+            }
+            Backend::Core { path } => write!(f, "core:{}", path.display()),
+            Backend::Xen { domid } => write!(f, "xen:{domid}"),
+        }
+    }
+}
+
 impl DomainSpec {
     /// Opens the domain's memory.
     pub fn open(&self) -> Result<Box<dyn GuestMemory>, MemoryError> {
@@ -113,6 +135,9 @@ mod tests {
         );
         assert_eq!("old=core:/x".parse::<DomainSpec>().expect("core").backend, Backend::Core { path: "/x".into() });
         assert_eq!("u2=xen:12".parse::<DomainSpec>().expect("xen").backend, Backend::Xen { domid: 12 });
+        for text in ["u1=qemu:/dev/shm/r,qmp=/tmp/q,machine=pc", "u1=qemu:/r", "old=core:/x", "u2=xen:12"] {
+            assert_eq!(text.parse::<DomainSpec>().expect("parse").to_string(), text);
+        }
     }
 
     #[test]

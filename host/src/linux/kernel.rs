@@ -4,7 +4,7 @@ use crate::memory::{Gpa, GuestMemory, Gva};
 use crate::profile::Profile;
 
 use super::locate::KernelLocation;
-use super::virt::KernelMemory;
+use super::virt::{KernelMemory, KernelMemoryMut};
 use super::LinuxError;
 
 /// A guest kernel that [`super::locate::locate`] found, ready to be read by virtual address.
@@ -90,6 +90,29 @@ impl KernelMemory for Kernel {
             let n = in_page.min(buf.len() - done);
             self.mem.read_phys(self.translate(at)?, &mut buf[done..done + n])?;
             done += n;
+        }
+        Ok(())
+    }
+}
+
+impl KernelMemoryMut for Kernel {
+    /// Writes page by page, like [`KernelMemory::read_virt`] reads. Every page is translated
+    /// before the first byte is written, so a write that cannot complete changes nothing.
+    fn write_virt(&mut self, va: Gva, data: &[u8]) -> Result<(), LinuxError> {
+        let mut pieces = Vec::new();
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = va.checked_add(done as u64).ok_or_else(|| LinuxError::Inconsistent {
+                release: self.location.release.clone(),
+                what: format!("write at {va} wraps around the address space"),
+            })?;
+            let in_page = (crate::memory::PAGE_SIZE - at.page_offset()) as usize;
+            let n = in_page.min(data.len() - done);
+            pieces.push((self.translate(at)?, done, done + n));
+            done += n;
+        }
+        for (gpa, start, end) in pieces {
+            self.mem.write_phys(gpa, &data[start..end])?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod locate;
 pub mod runqueue;
 pub mod snapshot;
 pub mod state;
+pub mod synthetic;
 pub mod tasks;
 pub mod virt;
 pub mod walk;

@@ -1,6 +1,8 @@
 //! Each CPU's runqueue (`struct rq`): its current task, the CFS tree with its group hierarchy,
 //! and the real-time queues.
 
+use std::collections::HashSet;
+
 use crate::memory::Gva;
 use crate::profile::Profile;
 
@@ -176,7 +178,25 @@ pub struct RunqueueSnapshot {
     pub rt_nr_running: u32,
 }
 
-/// Reads the runqueue at `rq` (CPU `cpu`), following at most `limit` queued entities per tree.
+/// What one runqueue read may still follow. The guest can forge its trees: group entities whose
+/// `my_q`s share a runqueue (a DAG that a naive recursion walks exponentially often), or many
+/// runqueues sharing one big tree. So each `cfs_rq` is read once, and all trees and RT lists of
+/// the runqueue together yield at most `left` entities.
+struct Budget {
+    /// Entities that may still be followed.
+    left: usize,
+    /// The `cfs_rq`s read so far.
+    seen: HashSet<Gva>,
+}
+
+impl Budget {
+    /// Counts one entity met in a walk.
+    fn take(&mut self) {
+        self.left = self.left.saturating_sub(1);
+    }
+}
+
+/// Reads the runqueue at `rq` (CPU `cpu`), following at most `limit` queued entities in all.
 pub fn read_runqueue<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cpu: u32, rq: Gva, limit: usize) -> Result<RunqueueSnapshot, LinuxError> {
     let buf = StructBuf::read(mem, rq, l.span)?;
     let mut snap = RunqueueSnapshot {
@@ -190,15 +210,19 @@ pub fn read_runqueue<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cpu: u32, 
         rt_nr_running: buf.uint(l.rt_nr_running)? as u32,
         ..RunqueueSnapshot::default()
     };
-    read_cfs_rq(mem, l, super::walk::add(rq, l.cfs)?, 0, limit, &mut snap)?;
-    read_rt_queues(mem, l, &buf, limit, &mut snap)?;
+    let mut budget = Budget { left: limit, seen: HashSet::new() };
+    read_cfs_rq(mem, l, super::walk::add(rq, l.cfs)?, 0, &mut budget, &mut snap)?;
+    read_rt_queues(mem, l, &buf, &mut budget, &mut snap)?;
     Ok(snap)
 }
 
 /// Reads the `cfs_rq` at `cfs_rq` and, recursively, the group runqueues queued in its tree.
-fn read_cfs_rq<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cfs_rq: Gva, depth: usize, limit: usize, snap: &mut RunqueueSnapshot) -> Result<(), LinuxError> {
+fn read_cfs_rq<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cfs_rq: Gva, depth: usize, budget: &mut Budget, snap: &mut RunqueueSnapshot) -> Result<(), LinuxError> {
     if depth > MAX_GROUP_DEPTH {
         return Err(LinuxError::Walk(format!("cfs_rq {cfs_rq}: task groups nested deeper than {MAX_GROUP_DEPTH}")));
+    }
+    if !budget.seen.insert(cfs_rq) {
+        return Err(LinuxError::Walk(format!("cfs_rq {cfs_rq} is reached twice through group entities")));
     }
     let c = &l.cfs_rq;
     let span = [c.nr_running, c.h_nr_running, c.load_weight, c.min_vruntime, c.root, c.leftmost, c.curr, c.tg].iter().map(|f| f.end()).max().unwrap_or(0);
@@ -222,7 +246,8 @@ fn read_cfs_rq<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cfs_rq: Gva, dep
             curr_group = Some(my_q);
         }
     }
-    for node in rb_for_each(mem, l.rb, buf.ptr(c.root)?, limit) {
+    for node in rb_for_each(mem, l.rb, buf.ptr(c.root)?, budget.left) {
+        budget.take();
         let se = container_of(node?, l.se_run_node)?;
         let my_q = mem.read_ptr(l.se_my_q.at(se)?)?;
         if my_q == Gva(0) {
@@ -233,13 +258,13 @@ fn read_cfs_rq<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cfs_rq: Gva, dep
     }
     // The running group entity is not in the tree, but its own runqueue may hold waiting tasks.
     for group in curr_group.into_iter().chain(groups) {
-        read_cfs_rq(mem, l, group, depth + 1, limit, snap)?;
+        read_cfs_rq(mem, l, group, depth + 1, budget, snap)?;
     }
     Ok(())
 }
 
 /// Reads the real-time queues: one list per priority, non-empty ones flagged in the bitmap.
-fn read_rt_queues<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, rq: &StructBuf, limit: usize, snap: &mut RunqueueSnapshot) -> Result<(), LinuxError> {
+fn read_rt_queues<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, rq: &StructBuf, budget: &mut Budget, snap: &mut RunqueueSnapshot) -> Result<(), LinuxError> {
     let bitmap = rq.bytes(l.rt_bitmap)?;
     let queues = l.rt_queue.size / l.list_head_size.max(1);
     let queue_base = l.rt_queue.at(rq.base())?;
@@ -249,7 +274,8 @@ fn read_rt_queues<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, rq: &StructBu
             continue;
         }
         let head = super::walk::add(queue_base, prio * l.list_head_size)?;
-        for node in list_for_each(mem, l.list, head, limit) {
+        for node in list_for_each(mem, l.list, head, budget.left) {
+            budget.take();
             snap.rt_queued.push(container_of(node?, l.task_rt_run_list)?);
         }
     }

@@ -82,13 +82,34 @@ impl SnapshotReader {
         })
     }
 
+    /// The CPUs that sit in their idle task although their runqueue holds tasks: an idle vCPU
+    /// halted before it noticed a wakeup (see `Domain::unpark`).
+    pub fn stalled_cpus<K: KernelMemory + ?Sized>(&self, mem: &K) -> Result<Vec<u32>, LinuxError> {
+        let mut stalled = Vec::new();
+        for &(cpu, rq) in &self.runqueues {
+            let curr = mem.read_ptr(self.rq.curr.at(rq)?)?;
+            let idle = mem.read_ptr(self.rq.idle.at(rq)?)?;
+            let nr_running = mem.read_u32(self.rq.nr_running.at(rq)?)?;
+            if curr == idle && nr_running > 0 {
+                stalled.push(cpu);
+            }
+        }
+        Ok(stalled)
+    }
+
     /// Reads every task and runqueue. The guest should be paused: a running guest may change
     /// lists under the walk (which then ends early with a problem noted, never loops).
     pub fn read<K: KernelMemory + ?Sized>(&self, mem: &K) -> GuestSnapshot {
         let mut snap = GuestSnapshot::default();
         for &(cpu, rq) in &self.runqueues {
             match read_runqueue(mem, &self.rq, cpu, rq, TASK_LIMIT) {
-                Ok(r) => snap.runqueues.push(r),
+                Ok(r) => {
+                    log::debug!(
+                        "CPU {cpu}: nr_running {} curr {} idle {} cfs {:?} queued {:?}",
+                        r.nr_running, r.curr, r.idle, r.cfs_rqs, r.cfs_queued
+                    );
+                    snap.runqueues.push(r);
+                }
                 Err(e) => snap.problems.push(format!("CPU {cpu} runqueue: {e}")),
             }
         }

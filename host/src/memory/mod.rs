@@ -70,6 +70,12 @@ pub trait GuestMemory: Send {
     /// Lets the domain's vCPUs run again.
     fn resume(&mut self) -> Result<(), MemoryError>;
 
+    /// Interrupts the domain's vCPUs (an NMI), so that an idle one notices work queued for it.
+    /// Backends that cannot do it say so.
+    fn kick(&mut self) -> Result<(), MemoryError> {
+        Err(MemoryError::Unsupported { backend: self.describe(), action: "kick vCPUs" })
+    }
+
     /// Total bytes of RAM.
     fn ram_size(&self) -> u64 {
         self.ranges().iter().map(|r| r.len).sum()

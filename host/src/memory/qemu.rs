@@ -130,6 +130,10 @@ impl GuestMemory for QemuMemory {
     fn resume(&mut self) -> Result<(), MemoryError> {
         self.qmp("resume")?.cont()
     }
+
+    fn kick(&mut self) -> Result<(), MemoryError> {
+        self.qmp("kick vCPUs")?.execute("inject-nmi", None).map(drop)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,615 @@
+//! Parking and unparking CFS tasks inside a paused guest kernel.
+//!
+//! **Park.** A task gets the state [`ParkLayout::parked_state`]: `TASK_PARKED | TASK_WAKEKILL`.
+//! A sleeping task simply stays off its runqueue: ordinary wakeups (`wake_up_process`, wait
+//! queues, timers) match only `TASK_NORMAL` and pass it by, so it stays parked when its wakeup
+//! comes. A running or ready task also gets `TIF_NEED_RESCHED`: at its next return to user mode
+//! the kernel calls `schedule()`, sees a non-running state and dequeues it itself, with all its
+//! own bookkeeping. `TASK_WAKEKILL` lets SIGKILL wake it, so the guest can still kill it; without
+//! `TASK_UNINTERRUPTIBLE` it adds nothing to the load average and the hung-task detector ignores
+//! it; `/proc` shows `P`, which no user task shows otherwise.
+//!
+//! **Unpark** is a wakeup done from outside: what `try_to_wake_up` → `activate_task` →
+//! `enqueue_task_fair` do (kernel/sched/core.c, fair.c of Linux 6.1), written into guest memory:
+//! for every level of the task's group hierarchy not yet queued, place the entity's vruntime,
+//! add its weight, count it, insert it into its `cfs_rq`'s red-black tree and put runqueues that
+//! become busy on the leaf list; count the task at the levels above; count it in `rq.nr_running`
+//! and in its pressure-stall groups; mark it queued and running; ask the CPU's current task to
+//! reschedule. A spurious wakeup is harmless to a sleeping task: kernel wait loops re-check their
+//! condition, and a wakeup that came while it was parked is not lost.
+//!
+//! Every operation re-reads everything it relies on with the guest paused and refuses (to retry
+//! later) when a lock is held or the task is not where it should be. Unpark is planned against a
+//! write overlay and applied only when the whole plan holds, trees checked before and after.
+
+use crate::linux::layout::Field;
+use crate::linux::virt::{KernelMemory, KernelMemoryMut};
+use crate::linux::walk::{add, ListHeadLayout};
+use crate::linux::LinuxError;
+use crate::memory::Gva;
+use crate::profile::Profile;
+
+use super::rbtree::{check_tree, insert_cached, key_before, GuestRbTree};
+use super::staged::{apply, Staged};
+
+/// Deepest task-group hierarchy handled.
+const MAX_LEVELS: usize = 32;
+/// Largest red-black tree checked around an insert.
+const TREE_LIMIT: usize = 1 << 20;
+/// `NUMA_NO_NODE`.
+const NUMA_NO_NODE: i64 = -1;
+
+/// Why an operation did not happen now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deferred {
+    /// A transient condition (a lock held, the task still switching): try again next round.
+    Retry(String),
+    /// The task cannot be handled this way (kernel thread, real-time policy, …).
+    Refused(String),
+    /// The task is not the one expected: it exited, or its pid was reused.
+    Gone,
+}
+
+/// What [`park`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParkOutcome {
+    /// The task is parked; `state` is what it had before (to report; unpark always wakes it).
+    Parked {
+        /// Its `__state` before the park.
+        state: u32,
+        /// It was running or queued (it dequeues itself at its next return to user mode).
+        runnable: bool,
+    },
+    /// Nothing was written.
+    Deferred(Deferred),
+}
+
+/// What [`unpark`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnparkOutcome {
+    /// The task is queued on CPU `cpu` again.
+    Unparked {
+        /// Its CPU.
+        cpu: u32,
+        /// The CPU is idle: it runs the task only after an interrupt (see `GuestMemory::kick`).
+        cpu_idle: bool,
+    },
+    /// The task is no longer parked by us (SIGKILL woke it, or someone else changed its state).
+    NotParked {
+        /// Its current `__state`.
+        state: u32,
+    },
+    /// Nothing was written.
+    Deferred(Deferred),
+}
+
+/// The identity an operation must find at the task's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskIdentity {
+    /// Its `task_struct`.
+    pub addr: Gva,
+    /// Its pid.
+    pub pid: i32,
+    /// Its `start_time`.
+    pub start_time: u64,
+}
+
+/// Pressure-stall (PSI) accounting, when the kernel has it.
+#[derive(Clone, Debug)]
+struct PsiLayout {
+    task_psi_flags: Field,
+    task_cgroups: Field,
+    css_set_dfl_cgrp: Field,
+    cgroup_kn: Field,
+    cgroup_psi: Field,
+    kn_id: Field,
+    group_parent: Field,
+    group_pcpu: Field,
+    groupc_tasks: Field,
+    psi_system: Gva,
+    disabled_key: Gva,
+    cgroups_key: Gva,
+    key_enabled: Field,
+    nr_running: u64,
+}
+
+/// Everything park and unpark need to know about one kernel build, resolved once.
+#[derive(Clone, Debug)]
+pub struct ParkLayout {
+    t_state: Field,
+    t_exit_state: Field,
+    t_flags: Field,
+    t_ti_flags: Field,
+    t_cpu: Field,
+    t_on_cpu: Field,
+    t_on_rq: Field,
+    t_policy: Field,
+    t_pid: Field,
+    t_start_time: Field,
+    t_pi_lock: Field,
+    t_sched_class: Field,
+    t_numa_nid: Option<Field>,
+    t_se: u64,
+    se_weight: Field,
+    se_run_node: Field,
+    se_group_node: Field,
+    se_on_rq: Field,
+    se_exec_start: Field,
+    se_vruntime: Field,
+    se_parent: Field,
+    se_cfs_rq: Field,
+    se_runnable_weight: Field,
+    c_weight: Field,
+    c_inv_weight: Field,
+    c_nr_running: Field,
+    c_h_nr_running: Field,
+    c_min_vruntime: Field,
+    c_rq: Field,
+    c_tg: Field,
+    c_on_list: Field,
+    c_leaf_list: Field,
+    c_throttled: Option<Field>,
+    c_throttle_count: Option<Field>,
+    rq_lock: Field,
+    rq_nr_running: Field,
+    rq_curr: Field,
+    rq_idle: Field,
+    rq_clock_task: Field,
+    rq_cfs: u64,
+    rq_cfs_tasks: Field,
+    rq_leaf_list: Field,
+    rq_tmp_alone_branch: Field,
+    tg_parent: Field,
+    tg_idle: Field,
+    tg_cfs_rq: Field,
+    list: ListHeadLayout,
+    psi: Option<PsiLayout>,
+    /// The state a parked task has.
+    pub parked_state: u32,
+    running: u32,
+    interruptible: u32,
+    tif_need_resched: u32,
+    pf_kthread: u32,
+    fair_policies: [u32; 2],
+    on_rq_queued: u32,
+    latency: Gva,
+    fair_sched_class: Gva,
+    nice_0_load: u64,
+    /// `runqueues` of each possible CPU.
+    runqueues: Vec<Gva>,
+    /// `__per_cpu_offset` of each possible CPU.
+    per_cpu_offsets: Vec<u64>,
+}
+
+impl ParkLayout {
+    /// Resolves the layout from `profile`, with `virt_shift` locating image symbols and the
+    /// per-CPU offsets and runqueue addresses of each possible CPU.
+    pub fn new(p: &Profile, virt_shift: u64, per_cpu_offsets: Vec<u64>) -> Result<Self, LinuxError> {
+        let t = |f: &str| Field::scalar(p, "task_struct", f);
+        let se = |f: &str| Field::scalar(p, "sched_entity", f);
+        let c = |f: &str| Field::scalar(p, "cfs_rq", f);
+        let rq = |f: &str| Field::scalar(p, "rq", f);
+        let tg = |f: &str| Field::scalar(p, "task_group", f);
+        let optional = |s: &str, f: &str| Field::scalar(p, s, f).ok();
+        let sym = |name: &str| -> Result<Gva, LinuxError> { Ok(Gva(p.symbol(name)?.wrapping_add(virt_shift))) };
+        let k = |name: &str| -> Result<u32, LinuxError> {
+            let v = p.constant(name)?;
+            u32::try_from(v).map_err(|_| LinuxError::Inconsistent { release: p.release.clone(), what: format!("{name} = {v:#x} does not fit 32 bits") })
+        };
+        let runqueues_sym = p.symbol("runqueues")?;
+        let psi = (|| -> Result<PsiLayout, LinuxError> {
+            Ok(PsiLayout {
+                task_psi_flags: t("psi_flags")?,
+                task_cgroups: t("cgroups")?,
+                css_set_dfl_cgrp: Field::scalar(p, "css_set", "dfl_cgrp")?,
+                cgroup_kn: Field::scalar(p, "cgroup", "kn")?,
+                cgroup_psi: Field::scalar(p, "cgroup", "psi")?,
+                kn_id: Field::scalar(p, "kernfs_node", "id")?,
+                group_parent: Field::scalar(p, "psi_group", "parent")?,
+                group_pcpu: Field::scalar(p, "psi_group", "pcpu")?,
+                groupc_tasks: Field::of(p, "psi_group_cpu", "tasks")?,
+                psi_system: sym("psi_system")?,
+                disabled_key: sym("psi_disabled")?,
+                cgroups_key: sym("psi_cgroups_enabled")?,
+                key_enabled: Field::scalar(p, "static_key", "enabled.counter")?,
+                nr_running: p.constant("PSI_NR_RUNNING")?,
+            })
+        })()
+        .ok();
+        Ok(Self {
+            t_state: t("__state")?,
+            t_exit_state: t("exit_state")?,
+            t_flags: t("flags")?,
+            t_ti_flags: t("thread_info.flags")?,
+            t_cpu: t("thread_info.cpu")?,
+            t_on_cpu: t("on_cpu")?,
+            t_on_rq: t("on_rq")?,
+            t_policy: t("policy")?,
+            t_pid: t("pid")?,
+            t_start_time: t("start_time")?,
+            t_pi_lock: Field::of(p, "task_struct", "pi_lock")?,
+            t_sched_class: t("sched_class")?,
+            t_numa_nid: optional("task_struct", "numa_preferred_nid"),
+            t_se: p.offset("task_struct", "se")?,
+            se_weight: se("load.weight")?,
+            se_run_node: Field::of(p, "sched_entity", "run_node")?,
+            se_group_node: Field::of(p, "sched_entity", "group_node")?,
+            se_on_rq: se("on_rq")?,
+            se_exec_start: se("exec_start")?,
+            se_vruntime: se("vruntime")?,
+            se_parent: se("parent")?,
+            se_cfs_rq: se("cfs_rq")?,
+            se_runnable_weight: se("runnable_weight")?,
+            c_weight: c("load.weight")?,
+            c_inv_weight: c("load.inv_weight")?,
+            c_nr_running: c("nr_running")?,
+            c_h_nr_running: c("h_nr_running")?,
+            c_min_vruntime: c("min_vruntime")?,
+            c_rq: c("rq")?,
+            c_tg: c("tg")?,
+            c_on_list: c("on_list")?,
+            c_leaf_list: Field::of(p, "cfs_rq", "leaf_cfs_rq_list")?,
+            c_throttled: optional("cfs_rq", "throttled"),
+            c_throttle_count: optional("cfs_rq", "throttle_count"),
+            rq_lock: Field::of(p, "rq", "__lock")?,
+            rq_nr_running: rq("nr_running")?,
+            rq_curr: rq("curr")?,
+            rq_idle: rq("idle")?,
+            rq_clock_task: rq("clock_task")?,
+            rq_cfs: p.offset("rq", "cfs")?,
+            rq_cfs_tasks: Field::of(p, "rq", "cfs_tasks")?,
+            rq_leaf_list: Field::of(p, "rq", "leaf_cfs_rq_list")?,
+            rq_tmp_alone_branch: rq("tmp_alone_branch")?,
+            tg_parent: tg("parent")?,
+            tg_idle: tg("idle")?,
+            tg_cfs_rq: tg("cfs_rq")?,
+            list: ListHeadLayout::from_profile(p)?,
+            psi,
+            parked_state: k("TASK_PARKED")? | k("TASK_WAKEKILL")?,
+            running: k("TASK_RUNNING")?,
+            interruptible: k("TASK_INTERRUPTIBLE")?,
+            tif_need_resched: k("TIF_NEED_RESCHED")?,
+            pf_kthread: k("PF_KTHREAD")?,
+            fair_policies: [k("SCHED_NORMAL")?, k("SCHED_BATCH")?],
+            on_rq_queued: k("TASK_ON_RQ_QUEUED")?,
+            latency: sym("sysctl_sched_latency")?,
+            fair_sched_class: sym("fair_sched_class")?,
+            nice_0_load: p.constant("NICE_0_LOAD")?,
+            runqueues: per_cpu_offsets.iter().map(|o| Gva(o.wrapping_add(runqueues_sym))).collect(),
+            per_cpu_offsets,
+        })
+    }
+
+    /// Whether `state` is the parked state.
+    pub fn is_parked(&self, state: u32) -> bool {
+        state == self.parked_state
+    }
+}
+
+/// Reads a scalar field of the struct at `base`.
+fn get<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<u64, LinuxError> {
+    let mut b = [0u8; 8];
+    let n = f.size as usize;
+    mem.read_virt(f.at(base)?, &mut b[..n])?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Writes a scalar field of the struct at `base`.
+fn set<K: KernelMemoryMut + ?Sized>(mem: &mut K, base: Gva, f: Field, value: u64) -> Result<(), LinuxError> {
+    let n = f.size as usize;
+    mem.write_virt(f.at(base)?, &value.to_le_bytes()[..n])
+}
+
+/// Adds `delta` to a scalar counter field.
+fn bump<K: KernelMemoryMut + ?Sized>(mem: &mut K, base: Gva, f: Field, delta: u64) -> Result<(), LinuxError> {
+    let value = get(mem, base, f)?;
+    set(mem, base, f, value.wrapping_add(delta))
+}
+
+/// Whether a lock word (spinlock, `raw_spinlock_t`) is held: any byte non-zero.
+fn locked<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<bool, LinuxError> {
+    let mut b = vec![0u8; f.size.min(64) as usize];
+    mem.read_virt(f.at(base)?, &mut b)?;
+    Ok(b.iter().any(|&x| x != 0))
+}
+
+/// The checks both operations share: the task is the expected one, a user CFS task, its CPU
+/// known, its `pi_lock` and its runqueue's lock free. Returns its CPU and runqueue.
+fn check_task<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task: &TaskIdentity) -> Result<Result<(u32, Gva), Deferred>, LinuxError> {
+    let t = task.addr;
+    if get(mem, t, l.t_pid)? as i32 != task.pid || get(mem, t, l.t_start_time)? != task.start_time {
+        return Ok(Err(Deferred::Gone));
+    }
+    if get(mem, t, l.t_exit_state)? != 0 {
+        return Ok(Err(Deferred::Gone));
+    }
+    if get(mem, t, l.t_flags)? as u32 & l.pf_kthread != 0 {
+        return Ok(Err(Deferred::Refused("a kernel thread".into())));
+    }
+    let policy = get(mem, t, l.t_policy)? as u32;
+    if !l.fair_policies.contains(&policy) || Gva(get(mem, t, l.t_sched_class)?) != l.fair_sched_class {
+        return Ok(Err(Deferred::Refused(format!("not a SCHED_NORMAL/SCHED_BATCH fair task (policy {policy})"))));
+    }
+    let cpu = get(mem, t, l.t_cpu)? as u32;
+    let Some(&rq) = l.runqueues.get(cpu as usize) else {
+        return Ok(Err(Deferred::Refused(format!("on CPU {cpu}, beyond the kernel's CPUs"))));
+    };
+    if locked(mem, t, l.t_pi_lock)? {
+        return Ok(Err(Deferred::Retry("its pi_lock is held".into())));
+    }
+    if locked(mem, rq, l.rq_lock)? {
+        return Ok(Err(Deferred::Retry(format!("CPU {cpu}'s runqueue lock is held"))));
+    }
+    Ok(Ok((cpu, rq)))
+}
+
+/// Parks the task `task`. The guest must be paused.
+pub fn park<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &TaskIdentity) -> Result<ParkOutcome, LinuxError> {
+    if let Err(d) = check_task(mem, l, task)? {
+        return Ok(ParkOutcome::Deferred(d));
+    }
+    let t = task.addr;
+    let state = get(mem, t, l.t_state)? as u32;
+    let on_rq = get(mem, t, l.t_on_rq)?;
+    let runnable = if state == l.running {
+        true
+    } else if state == l.interruptible && on_rq == 0 {
+        false
+    } else if l.is_parked(state) {
+        return Ok(ParkOutcome::Deferred(Deferred::Refused("already parked".into())));
+    } else {
+        // Uninterruptible sleeps, stops, a wakeup in flight (TASK_WAKING): not now.
+        return Ok(ParkOutcome::Deferred(Deferred::Retry(format!("in state {state:#x}"))));
+    };
+    set(mem, t, l.t_state, u64::from(l.parked_state))?;
+    if runnable {
+        let flags = get(mem, t, l.t_ti_flags)?;
+        set(mem, t, l.t_ti_flags, flags | 1 << l.tif_need_resched)?;
+    }
+    Ok(ParkOutcome::Parked { state, runnable })
+}
+
+/// One level of the task's scheduling-entity hierarchy.
+#[derive(Clone, Copy, Debug)]
+struct Level {
+    se: Gva,
+    cfs_rq: Gva,
+    queued: bool,
+}
+
+/// Unparks the task `task` (makes it runnable and queues it). The guest must be paused.
+pub fn unpark<K: KernelMemoryMut + ?Sized>(
+    mem: &mut K,
+    l: &ParkLayout,
+    profile: &Profile,
+    task: &TaskIdentity,
+) -> Result<UnparkOutcome, LinuxError> {
+    let (cpu, rq) = match check_task(mem, l, task)? {
+        Ok(found) => found,
+        Err(d) => return Ok(UnparkOutcome::Deferred(d)),
+    };
+    let t = task.addr;
+    let state = get(mem, t, l.t_state)? as u32;
+    if !l.is_parked(state) {
+        return Ok(UnparkOutcome::NotParked { state });
+    }
+    let retry = |why: String| Ok(UnparkOutcome::Deferred(Deferred::Retry(why)));
+    let task_se = add(t, l.t_se)?;
+    if get(mem, t, l.t_on_rq)? != 0 || get(mem, t, l.t_on_cpu)? != 0 || get(mem, task_se, l.se_on_rq)? != 0 {
+        return retry("not yet off its CPU and runqueue".into());
+    }
+    if let Some(f) = l.t_numa_nid {
+        if get(mem, t, f)? as u32 as i32 as i64 != NUMA_NO_NODE {
+            return Ok(UnparkOutcome::Deferred(Deferred::Refused("it has a NUMA node preference".into())));
+        }
+    }
+    let levels = match hierarchy(mem, l, task_se, rq)? {
+        Ok(levels) => levels,
+        Err(why) => return retry(why),
+    };
+    if Gva(get(mem, rq, l.rq_tmp_alone_branch)?) != l.rq_leaf_list.at(rq)? {
+        return retry("the runqueue's leaf list is mid-update".into());
+    }
+    let psi_groups = match &l.psi {
+        Some(psi) if !static_key_on(mem, psi, psi.disabled_key)? => Some(psi_groups(mem, l, psi, t, cpu)?),
+        _ => None,
+    };
+    if let (Some(psi), Some(_)) = (&l.psi, &psi_groups) {
+        if get(mem, t, psi.task_psi_flags)? != 0 {
+            return retry("its pressure-stall flags are not those of a sleeping task".into());
+        }
+    }
+    let curr = Gva(get(mem, rq, l.rq_curr)?);
+    let cpu_idle = curr == Gva(get(mem, rq, l.rq_idle)?);
+
+    let writes = {
+        let mut staged = Staged::new(&*mem);
+        enqueue(&mut staged, l, profile, rq, cpu, &levels)?;
+        if let (Some(psi), Some(groups)) = (&l.psi, &psi_groups) {
+            let flags = get(&staged, t, psi.task_psi_flags)?;
+            set(&mut staged, t, psi.task_psi_flags, flags | 1 << psi.nr_running)?;
+            let offset = psi.groupc_tasks.offset + 4 * psi.nr_running;
+            for &groupc in groups {
+                bump(&mut staged, groupc, Field { offset, size: 4 }, 1)?;
+            }
+        }
+        set(&mut staged, t, l.t_on_rq, u64::from(l.on_rq_queued))?;
+        set(&mut staged, t, l.t_state, u64::from(l.running))?;
+        let flags = get(&staged, curr, l.t_ti_flags)?;
+        set(&mut staged, curr, l.t_ti_flags, flags | 1 << l.tif_need_resched)?;
+        staged.into_writes()
+    };
+    apply(mem, &writes)?;
+    Ok(UnparkOutcome::Unparked { cpu, cpu_idle })
+}
+
+/// The task's entity and its group entities up to the root `cfs_rq`, each with its runqueue,
+/// checked to belong to `rq`, not throttled, and not in an idle task group.
+fn hierarchy<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task_se: Gva, rq: Gva) -> Result<Result<Vec<Level>, String>, LinuxError> {
+    let mut levels = Vec::new();
+    let mut se = task_se;
+    loop {
+        if levels.len() >= MAX_LEVELS {
+            return Err(LinuxError::Walk(format!("task groups nested deeper than {MAX_LEVELS}")));
+        }
+        let cfs_rq = Gva(get(mem, se, l.se_cfs_rq)?);
+        if Gva(get(mem, cfs_rq, l.c_rq)?) != rq {
+            return Ok(Err(format!("entity {se} is on another CPU's runqueue")));
+        }
+        for f in [l.c_throttled, l.c_throttle_count].into_iter().flatten() {
+            if get(mem, cfs_rq, f)? != 0 {
+                return Ok(Err(format!("cfs_rq {cfs_rq} is throttled")));
+            }
+        }
+        let tg = Gva(get(mem, cfs_rq, l.c_tg)?);
+        if tg != Gva(0) && get(mem, tg, l.tg_idle)? != 0 {
+            return Ok(Err(format!("cfs_rq {cfs_rq} belongs to an idle task group")));
+        }
+        let queued = !levels.is_empty() && get(mem, se, l.se_on_rq)? != 0;
+        levels.push(Level { se, cfs_rq, queued });
+        let parent = Gva(get(mem, se, l.se_parent)?);
+        if parent == Gva(0) {
+            if cfs_rq != add(rq, l.rq_cfs)? {
+                return Err(LinuxError::Walk(format!("top entity {se} is not on its CPU's root cfs_rq")));
+            }
+            return Ok(Ok(levels));
+        }
+        se = parent;
+    }
+}
+
+/// Stages what `enqueue_task_fair` does for a waking task whose hierarchy is `levels`.
+fn enqueue<K: KernelMemoryMut + ?Sized>(
+    mem: &mut K,
+    l: &ParkLayout,
+    profile: &Profile,
+    rq: Gva,
+    cpu: u32,
+    levels: &[Level],
+) -> Result<(), LinuxError> {
+    let latency = mem.read_u32(l.latency)?;
+    let clock_task = get(mem, rq, l.rq_clock_task)?;
+    let mut newly_busy = Vec::new();
+    let mut below: Option<Gva> = None;
+    for (i, level) in levels.iter().enumerate() {
+        let Level { se, cfs_rq, queued } = *level;
+        if !queued {
+            place_entity(mem, l, se, cfs_rq, latency, clock_task)?;
+            let weight = get(mem, se, l.se_weight)?;
+            bump(mem, cfs_rq, l.c_weight, weight)?;
+            set(mem, cfs_rq, l.c_inv_weight, 0)?;
+            if i == 0 {
+                list_add(mem, l.list, add(se, l.se_group_node.offset)?, add(rq, l.rq_cfs_tasks.offset)?)?;
+            }
+            bump(mem, cfs_rq, l.c_nr_running, 1)?;
+            if get(mem, cfs_rq, l.c_nr_running)? == 1 && get(mem, cfs_rq, l.c_on_list)? == 0 {
+                newly_busy.push(cfs_rq);
+            }
+        }
+        if let Some(my_q) = below {
+            // se_update_runnable: a group entity's runnable weight is its runqueue's task count.
+            let h = get(mem, my_q, l.c_h_nr_running)?;
+            set(mem, se, l.se_runnable_weight, h)?;
+        }
+        if !queued {
+            let mut tree = GuestRbTree::cfs(mem, profile, cfs_rq).map_err(tree_error)?;
+            check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
+            insert_cached(&mut tree, add(se, l.se_run_node.offset)?).map_err(tree_error)?;
+            check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
+            set(mem, se, l.se_on_rq, 1)?;
+        }
+        bump(mem, cfs_rq, l.c_h_nr_running, 1)?;
+        below = Some(cfs_rq);
+    }
+    // list_add_leaf_cfs_rq, top-down so that every parent is listed before its child.
+    for &cfs_rq in newly_busy.iter().rev() {
+        add_leaf_cfs_rq(mem, l, cfs_rq, rq, cpu)?;
+    }
+    bump(mem, rq, l.rq_nr_running, 1)
+}
+
+/// `place_entity(cfs_rq, se, 0)` for a wakeup: no more than half a latency of sleep credit.
+fn place_entity<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, se: Gva, cfs_rq: Gva, latency: u32, clock_task: u64) -> Result<(), LinuxError> {
+    let floor = get(mem, cfs_rq, l.c_min_vruntime)?.wrapping_sub(u64::from(latency >> 1));
+    let vruntime = get(mem, se, l.se_vruntime)?;
+    let exec_start = get(mem, se, l.se_exec_start)?;
+    // entity_is_long_sleeper: after ~104 days the old vruntime may compare the wrong way.
+    let long_sleeper = exec_start != 0 && clock_task > exec_start && clock_task - exec_start > (1u64 << 63) / (l.nice_0_load >> 10).max(1);
+    let placed = if long_sleeper || key_before(vruntime, floor) { floor } else { vruntime };
+    set(mem, se, l.se_vruntime, placed)
+}
+
+/// `list_add(new, head)`: inserts `new` right after `head`.
+fn list_add<K: KernelMemoryMut + ?Sized>(mem: &mut K, list: ListHeadLayout, new: Gva, head: Gva) -> Result<(), LinuxError> {
+    let next = mem.read_ptr(add(head, list.next)?)?;
+    list_insert(mem, list, new, head, next)
+}
+
+/// `list_add_tail(new, head)`: inserts `new` right before `head`.
+fn list_add_tail<K: KernelMemoryMut + ?Sized>(mem: &mut K, list: ListHeadLayout, new: Gva, head: Gva) -> Result<(), LinuxError> {
+    let prev = mem.read_ptr(add(head, list.prev)?)?;
+    list_insert(mem, list, new, prev, head)
+}
+
+/// Links `new` between `prev` and `next`, which must be adjacent (the check `DEBUG_LIST` makes).
+fn list_insert<K: KernelMemoryMut + ?Sized>(mem: &mut K, list: ListHeadLayout, new: Gva, prev: Gva, next: Gva) -> Result<(), LinuxError> {
+    if mem.read_ptr(add(prev, list.next)?)? != next || mem.read_ptr(add(next, list.prev)?)? != prev {
+        return Err(LinuxError::Walk(format!("list corrupted around {prev} and {next}")));
+    }
+    if new == prev || new == next {
+        return Err(LinuxError::Walk(format!("{new} is already on the list")));
+    }
+    mem.write_u64(add(next, list.prev)?, new.raw())?;
+    mem.write_u64(add(new, list.next)?, next.raw())?;
+    mem.write_u64(add(new, list.prev)?, prev.raw())?;
+    mem.write_u64(add(prev, list.next)?, new.raw())
+}
+
+/// `list_add_leaf_cfs_rq` for a runqueue whose parent is listed (or which is the root).
+fn add_leaf_cfs_rq<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, cfs_rq: Gva, rq: Gva, cpu: u32) -> Result<(), LinuxError> {
+    let tg = Gva(get(mem, cfs_rq, l.c_tg)?);
+    let parent_tg = if tg == Gva(0) { Gva(0) } else { Gva(get(mem, tg, l.tg_parent)?) };
+    let node = add(cfs_rq, l.c_leaf_list.offset)?;
+    if parent_tg == Gva(0) {
+        list_add_tail(mem, l.list, node, add(rq, l.rq_leaf_list.offset)?)?;
+    } else {
+        let parent = mem.read_ptr(add(Gva(get(mem, parent_tg, l.tg_cfs_rq)?), 8 * u64::from(cpu))?)?;
+        if get(mem, parent, l.c_on_list)? == 0 {
+            return Err(LinuxError::Walk(format!("cfs_rq {cfs_rq}: parent {parent} is not on the leaf list")));
+        }
+        list_add_tail(mem, l.list, node, add(parent, l.c_leaf_list.offset)?)?;
+    }
+    set(mem, cfs_rq, l.c_on_list, 1)
+}
+
+/// Whether a static key is enabled (`static_key.enabled.counter > 0`).
+fn static_key_on<K: KernelMemory + ?Sized>(mem: &K, psi: &PsiLayout, key: Gva) -> Result<bool, LinuxError> {
+    Ok(get(mem, key, psi.key_enabled)? as u32 as i32 > 0)
+}
+
+/// CPU `cpu`'s pressure-stall counters (`psi_group_cpu`) of the task's group (`task_psi_group`:
+/// its cgroup's, or the system's) and of every ancestor group.
+fn psi_groups<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, psi: &PsiLayout, task: Gva, cpu: u32) -> Result<Vec<Gva>, LinuxError> {
+    let mut group = psi.psi_system;
+    if static_key_on(mem, psi, psi.cgroups_key)? {
+        let cgroup = Gva(get(mem, Gva(get(mem, task, psi.task_cgroups)?), psi.css_set_dfl_cgrp)?);
+        // cgroup_psi(): the root cgroup (inode 1) accounts into psi_system.
+        if get(mem, Gva(get(mem, cgroup, psi.cgroup_kn)?), psi.kn_id)? != 1 {
+            group = Gva(get(mem, cgroup, psi.cgroup_psi)?);
+        }
+    }
+    let offset = *l.per_cpu_offsets.get(cpu as usize).ok_or_else(|| LinuxError::Walk(format!("CPU {cpu} has no per-CPU area")))?;
+    let mut counters = Vec::new();
+    while group != Gva(0) {
+        if counters.len() >= MAX_LEVELS {
+            return Err(LinuxError::Walk(format!("pressure groups nested deeper than {MAX_LEVELS}")));
+        }
+        counters.push(Gva(get(mem, group, psi.group_pcpu)?.wrapping_add(offset)));
+        group = Gva(get(mem, group, psi.group_parent)?);
+    }
+    Ok(counters)
+}
+
+fn tree_error(e: super::rbtree::RbTreeError) -> LinuxError {
+    LinuxError::Walk(e.to_string())
+}

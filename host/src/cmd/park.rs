@@ -1,0 +1,207 @@
+//! `xsched park`, `xsched unpark` and `xsched release`: park and unpark single tasks by hand,
+//! and release what the journal says is parked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use xsched::actuate::journal::{Journal, ParkRecord};
+use xsched::actuate::park::{Deferred, ParkOutcome, TaskIdentity, UnparkOutcome};
+use xsched::domain::{Domain, DomainId, DomainSpec};
+use xsched::profile::Profile;
+
+/// How many rounds an operation is retried while the guest holds a lock it needs.
+const ATTEMPTS: u32 = 200;
+/// The guest runs this long between attempts, to release its locks.
+const BETWEEN_ATTEMPTS: Duration = Duration::from_millis(2);
+
+/// Where the journal is: `--journal`, else `$XSCHED_JOURNAL`, else `/var/lib/xsched/journal.jsonl`.
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// The park journal [default: $XSCHED_JOURNAL, /var/lib/xsched/journal.jsonl].
+    #[arg(long, global = true)]
+    journal: Option<PathBuf>,
+    /// Directory of kernel profiles [default: $XSCHED_KERNELS, ./kernels, /usr/share/xsched/kernels].
+    #[arg(long, global = true)]
+    kernels: Option<PathBuf>,
+}
+
+impl JournalArgs {
+    fn open(&self) -> anyhow::Result<Journal> {
+        let path = self
+            .journal
+            .clone()
+            .or_else(|| std::env::var_os("XSCHED_JOURNAL").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/xsched/journal.jsonl"));
+        Ok(Journal::open(&path)?)
+    }
+
+    fn attach(&self, spec: &DomainSpec) -> anyhow::Result<Domain> {
+        let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(self.kernels.clone()))?.into_iter().map(|(_, p)| p).collect();
+        Ok(Domain::attach(DomainId(0), spec, profiles)?)
+    }
+}
+
+/// Arguments of `xsched park` and `xsched unpark`.
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// The domain, as NAME=qemu:RAMFILE,qmp=SOCK | NAME=xen:DOMID.
+    domain: DomainSpec,
+    /// The task's pid (a thread id) inside the guest.
+    pid: i32,
+    #[command(flatten)]
+    common: JournalArgs,
+}
+
+/// Arguments of `xsched release`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Release every task the journal says is parked, in every domain.
+    #[arg(long, conflicts_with = "domain")]
+    all: bool,
+    /// Only this domain's tasks (its name, as the journal records it).
+    domain: Option<String>,
+    /// Only this task.
+    pid: Option<i32>,
+    #[command(flatten)]
+    common: JournalArgs,
+}
+
+/// The identity of task `pid` in `domain`, from a fresh snapshot.
+fn find(domain: &mut Domain, pid: i32) -> anyhow::Result<(TaskIdentity, u32)> {
+    let snap = domain.snapshot()?;
+    let task = snap
+        .guest
+        .tasks
+        .iter()
+        .find(|t| t.record.pid == pid)
+        .with_context(|| format!("domain {}: no task with pid {pid}", domain.name))?;
+    Ok((TaskIdentity { addr: task.record.addr, pid, start_time: task.record.start_time }, task.record.state))
+}
+
+/// `xsched park`: journals the park, then parks the task, retrying while the guest holds a lock.
+pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
+    let mut journal = args.common.open()?;
+    let mut domain = args.common.attach(&args.domain)?;
+    let (task, state) = find(&mut domain, args.pid)?;
+    if journal.is_parked(&domain.name, task.pid, task.start_time) || domain.is_parked_state(state) {
+        bail!("domain {}: pid {} is already parked", domain.name, task.pid);
+    }
+    let record = ParkRecord { domain: args.domain.to_string(), pid: task.pid, start_time: task.start_time, addr: task.addr.raw(), saved_state: state };
+    journal.record_park(record.clone())?;
+    for _ in 0..ATTEMPTS {
+        match domain.park(&task)? {
+            ParkOutcome::Parked { state, runnable } => {
+                println!("{}: parked pid {} (was {}, state {state:#x})", domain.name, task.pid, if runnable { "runnable" } else { "sleeping" });
+                return Ok(());
+            }
+            ParkOutcome::Deferred(Deferred::Retry(why)) => {
+                log::debug!("park {}: retry: {why}", task.pid);
+                std::thread::sleep(BETWEEN_ATTEMPTS);
+            }
+            ParkOutcome::Deferred(other) => {
+                journal.record_release(&record, "not parked")?;
+                bail!("domain {}: pid {} cannot be parked: {}", domain.name, task.pid, describe(&other));
+            }
+        }
+    }
+    journal.record_release(&record, "not parked")?;
+    bail!("domain {}: pid {} could not be parked in {ATTEMPTS} attempts", domain.name, task.pid)
+}
+
+/// `xsched unpark`: unparks one task and records its release.
+pub fn unpark(args: &TaskArgs) -> anyhow::Result<()> {
+    let mut journal = args.common.open()?;
+    let mut domain = args.common.attach(&args.domain)?;
+    let (task, state) = find(&mut domain, args.pid)?;
+    let journaled = journal.parked().find(|r| r.domain_name() == domain.name && r.pid == task.pid && r.start_time == task.start_time).cloned();
+    let record = match journaled {
+        Some(record) => record,
+        // Our parked state is recognisable even when the journal lost the task.
+        None if domain.is_parked_state(state) => {
+            log::warn!("domain {}: pid {} is parked but not in the journal", domain.name, task.pid);
+            ParkRecord { domain: args.domain.to_string(), pid: task.pid, start_time: task.start_time, addr: task.addr.raw(), saved_state: state }
+        }
+        None => bail!("domain {}: pid {} is not parked by xsched", domain.name, task.pid),
+    };
+    let line = release_one(&mut domain, &mut journal, &record)?;
+    println!("{line}");
+    Ok(())
+}
+
+/// Unparks the task of `record`, retrying while the guest holds a lock; records the release.
+fn release_one(domain: &mut Domain, journal: &mut Journal, record: &ParkRecord) -> anyhow::Result<String> {
+    let task = TaskIdentity { addr: xsched::memory::Gva(record.addr), pid: record.pid, start_time: record.start_time };
+    for _ in 0..ATTEMPTS {
+        let (reason, line) = match domain.unpark(&task)? {
+            UnparkOutcome::Unparked { cpu, cpu_idle } => {
+                ("unparked", format!("{}: unparked pid {} on CPU {cpu}{}", domain.name, task.pid, if cpu_idle { " (idle CPU kicked)" } else { "" }))
+            }
+            UnparkOutcome::NotParked { state } => ("no longer parked", format!("{}: pid {} was no longer parked (state {state:#x})", domain.name, task.pid)),
+            UnparkOutcome::Deferred(Deferred::Retry(why)) => {
+                log::debug!("unpark {}: retry: {why}", task.pid);
+                std::thread::sleep(BETWEEN_ATTEMPTS);
+                continue;
+            }
+            UnparkOutcome::Deferred(Deferred::Gone) => ("gone", format!("{}: pid {} is gone (exited, or the guest rebooted)", domain.name, task.pid)),
+            UnparkOutcome::Deferred(other @ Deferred::Refused(_)) => bail!("domain {}: pid {} cannot be unparked: {}", domain.name, task.pid, describe(&other)),
+        };
+        journal.record_release(record, reason)?;
+        return Ok(line);
+    }
+    bail!("domain {}: pid {} could not be unparked in {ATTEMPTS} attempts", domain.name, task.pid)
+}
+
+/// `xsched release`: unparks what the journal says is parked (all of it, a domain's, or one task).
+pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
+    if !args.all && args.domain.is_none() {
+        bail!("say what to release: --all, or a domain name (and a pid)");
+    }
+    let mut journal = args.common.open()?;
+    let records: Vec<ParkRecord> = journal
+        .parked()
+        .filter(|r| args.domain.as_deref().is_none_or(|d| r.domain_name() == d) && args.pid.is_none_or(|p| r.pid == p))
+        .cloned()
+        .collect();
+    let mut failures = 0;
+    let mut domains: Vec<Domain> = Vec::new();
+    for record in &records {
+        let spec: DomainSpec = record.domain.parse().map_err(anyhow::Error::msg).context("journal entry")?;
+        let index = match domains.iter().position(|d| d.spec == spec) {
+            Some(i) => i,
+            None => match args.common.attach(&spec) {
+                Ok(d) => {
+                    domains.push(d);
+                    domains.len() - 1
+                }
+                Err(e) => {
+                    eprintln!("xsched: {}: pid {} stays in the journal: {e:#}", record.domain_name(), record.pid);
+                    failures += 1;
+                    continue;
+                }
+            },
+        };
+        match release_one(&mut domains[index], &mut journal, record) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("xsched: {e:#}");
+                failures += 1;
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} parked task(s) could not be released; they stay in the journal");
+    }
+    if records.is_empty() {
+        println!("nothing is parked");
+    }
+    Ok(())
+}
+
+fn describe(d: &Deferred) -> String {
+    match d {
+        Deferred::Retry(why) | Deferred::Refused(why) => why.clone(),
+        Deferred::Gone => "the task is gone".into(),
+    }
+}

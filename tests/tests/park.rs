@@ -1,0 +1,207 @@
+//! Parking and unparking tasks in live lab guests, measured by the guests' own `/proc`:
+//! a parked CPU hog stops accumulating runtime and resumes after unpark; a parked sleeper stays
+//! parked through its wakeups; SIGKILL ends a parked task; `release --all` restores what a
+//! vanished xsched left parked; a soak of park/unpark cycles leaves the guest sound.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{domain_arg, kernels_dir, xsched, xsched_ok};
+use xsched::actuate::park::{ParkOutcome, TaskIdentity, UnparkOutcome};
+use xsched::domain::{Domain, DomainId, DomainSpec};
+use xsched::profile::Profile;
+use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The tests park the same guest's tasks: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lab() -> &'static [Guest] {
+    shared_lab(|| {
+        vec![GuestSpec::new("k1")
+            .vcpus(2)
+            .workload(Workload::cpu("hog").count(3))
+            .workload(Workload::cpu("grp").in_cgroup("g1"))
+            .workload(Workload::phases("napper", 50, 200))
+            .workload(Workload::sleep("victim"))
+            .view_interval_ms(1000)
+            .view_kthreads(false)]
+    })
+}
+
+/// A journal private to one test.
+fn journal(name: &str) -> String {
+    let path = lab()[0].dir().join(format!("journal-{name}.jsonl"));
+    path.to_str().expect("utf-8").to_string()
+}
+
+fn cli(args: &[&str], journal: &str) -> String {
+    let kernels = kernels_dir();
+    let mut all = args.to_vec();
+    all.extend(["--journal", journal, "--kernels", kernels.to_str().expect("utf-8")]);
+    xsched_ok(&all)
+}
+
+/// The guest's own runtime of `pid`, ns, from a view begun after this call.
+fn runtime(g: &Guest, pid: u32) -> (u64, char) {
+    let view = g.next_view(WAIT).expect("view");
+    let p = view.get(pid).unwrap_or_else(|| panic!("pid {pid} not in the view"));
+    (p.run_ns, p.state)
+}
+
+#[test]
+fn a_parked_hog_stops_and_resumes() {
+    let _serial = serial();
+    let g = &lab()[0];
+    let j = journal("hog");
+    let dom = domain_arg(g);
+    for pid in [g.pids_of("hog")[0], g.pids_of("grp")[0]] {
+        let arg = pid.to_string();
+        cli(&["park", &dom, &arg], &j);
+        let (a, state) = runtime(g, pid);
+        let (b, _) = runtime(g, pid);
+        assert_eq!(state, 'P', "pid {pid} shows as parked in the guest");
+        assert_eq!(a, b, "pid {pid} ran while parked");
+        let other = g.pids_of("hog")[1];
+        let (o1, _) = runtime(g, other);
+        let (o2, _) = runtime(g, other);
+        assert!(o2 > o1, "the other tasks keep running");
+        cli(&["unpark", &dom, &arg], &j);
+        let (c, _) = runtime(g, pid);
+        let (d, state) = runtime(g, pid);
+        assert_eq!(state, 'R');
+        assert!(d > c + 100_000_000, "pid {pid} runs again after unpark: {c} -> {d}");
+    }
+    assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
+}
+
+#[test]
+fn a_parked_sleeper_sleeps_through_its_wakeups() {
+    let _serial = serial();
+    let g = &lab()[0];
+    let j = journal("sleeper");
+    let dom = domain_arg(g);
+    let pid = g.pids_of("napper")[0];
+    // Park it while it sleeps (its busy phase is short); retry until it was caught sleeping.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = cli(&["park", &dom, &pid.to_string()], &j);
+        if out.contains("was sleeping") {
+            break;
+        }
+        cli(&["unpark", &dom, &pid.to_string()], &j);
+        assert!(Instant::now() < deadline, "never caught napper asleep");
+    }
+    let (a, _) = runtime(g, pid);
+    let (b, state) = runtime(g, pid);
+    assert_eq!((a, state), (b, 'P'), "a parked sleeper ran when its timer fired");
+    cli(&["unpark", &dom, &pid.to_string()], &j);
+    let (c, _) = runtime(g, pid);
+    let (d, _) = runtime(g, pid);
+    assert!(d > c, "napper runs again after unpark");
+}
+
+#[test]
+fn sigkill_ends_a_parked_task_and_release_drops_it() {
+    let _serial = serial();
+    let g = &lab()[0];
+    let j = journal("kill");
+    let dom = domain_arg(g);
+    let pid = g.pids_of("victim")[0];
+    cli(&["park", &dom, &pid.to_string()], &j);
+    g.exec_ok(&format!("kill -9 {pid}")).expect("kill");
+    let deadline = Instant::now() + WAIT;
+    while g.next_view(WAIT).expect("view").get(pid).is_some() {
+        assert!(Instant::now() < deadline, "the parked task did not die");
+    }
+    let out = cli(&["release", "--all"], &j);
+    assert!(out.contains(&format!("pid {pid} is gone")), "{out}");
+    assert_eq!(std::fs::metadata(&j).expect("journal").len(), 0, "the journal is empty");
+}
+
+#[test]
+fn release_all_restores_what_a_dead_xsched_left_parked() {
+    let _serial = serial();
+    let g = &lab()[0];
+    let j = journal("crash");
+    let dom = domain_arg(g);
+    let pids = [g.pids_of("hog")[2], g.pids_of("grp")[0]];
+    for pid in pids {
+        cli(&["park", &dom, &pid.to_string()], &j);
+    }
+    // The xsched that parked them is gone; a new one finds them in the journal.
+    let out = cli(&["release", "--all"], &j);
+    for pid in pids {
+        assert!(out.contains(&format!("unparked pid {pid}")), "{out}");
+    }
+    let before: Vec<u64> = pids.iter().map(|&p| runtime(g, p).0).collect();
+    let after: Vec<u64> = pids.iter().map(|&p| runtime(g, p).0).collect();
+    assert!(before.iter().zip(&after).all(|(b, a)| a > b), "{before:?} -> {after:?}");
+    let out = xsched(&["unpark", &dom, &pids[0].to_string(), "--journal", &j]);
+    assert!(!out.status.success(), "unparking a running task is refused");
+}
+
+#[test]
+fn soak_park_unpark_cycles() {
+    let _serial = serial();
+    let g = &lab()[0];
+    let cycles: usize = std::env::var("XSCHED_SOAK_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let profiles: Vec<Profile> = Profile::load_dir(&kernels_dir()).expect("profiles").into_iter().map(|(_, p)| p).collect();
+    let spec: DomainSpec = domain_arg(g).parse().expect("spec");
+    let mut domain = Domain::attach(DomainId(0), &spec, profiles).expect("attach");
+    let snap = domain.snapshot().expect("snapshot");
+    let targets: Vec<TaskIdentity> = ["hog", "grp", "napper"]
+        .iter()
+        .flat_map(|name| g.pids_of(name))
+        .map(|pid| {
+            let t = snap.guest.tasks.iter().find(|t| t.record.pid == pid as i32).expect("task");
+            TaskIdentity { addr: t.record.addr, pid: t.record.pid, start_time: t.record.start_time }
+        })
+        .collect();
+    let (mut parks, mut unparks, mut retries, mut lost) = (0usize, 0usize, 0usize, 0usize);
+    let started = Instant::now();
+    for i in 0..cycles {
+        let task = &targets[i % targets.len()];
+        loop {
+            match domain.park(task).expect("park") {
+                ParkOutcome::Parked { .. } => break,
+                ParkOutcome::Deferred(d) => {
+                    retries += 1;
+                    assert!(retries < cycles * 20, "too many retries: {d:?}");
+                }
+            }
+        }
+        parks += 1;
+        loop {
+            match domain.unpark(task).expect("unpark") {
+                UnparkOutcome::Unparked { .. } => break,
+                // A task parked while running kernel code can overwrite the parked state itself
+                // (set_current_state before a sleep); the scheduling loop parks it again.
+                UnparkOutcome::NotParked { .. } => {
+                    lost += 1;
+                    break;
+                }
+                UnparkOutcome::Deferred(_) => retries += 1,
+            }
+        }
+        unparks += 1;
+    }
+    let elapsed = started.elapsed();
+    eprintln!("soak: {parks} parks, {unparks} unparks, {lost} parks undone by the task itself, {retries} retries in {elapsed:?}");
+    assert!(lost * 10 < cycles, "{lost} of {cycles} parks undone");
+    // Afterwards every workload is alive and running, and the guest's view agrees with xsched's.
+    let (_, rows) = (0, domain.snapshot().expect("snapshot"));
+    for t in &targets {
+        let row = rows.guest.tasks.iter().find(|r| r.record.pid == t.pid).expect("alive");
+        assert_ne!(row.state, 'P', "pid {} left parked", t.pid);
+    }
+    let before: Vec<u64> = targets.iter().take(4).map(|t| runtime(g, t.pid as u32).0).collect();
+    let after: Vec<u64> = targets.iter().take(4).map(|t| runtime(g, t.pid as u32).0).collect();
+    assert!(before.iter().zip(&after).all(|(b, a)| a > b), "{before:?} -> {after:?}");
+    assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
+}

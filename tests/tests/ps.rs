@@ -98,7 +98,9 @@ fn every_guest_process_is_in_the_table_as_the_guest_sees_it() {
     for (g, (before, rows, after)) in guests.iter().zip(bracketed_ps(&guests)) {
         // Tasks whose state flips by design: the view printer (running while it prints) and the
         // busy/idle phases workload.
-        let flipping: Vec<u32> = g.pids_of("view").into_iter().chain(g.pids_of("web")).collect();
+        // The lab's own view and control processes are not workloads: find them by name.
+        let lab_procs = before.procs.iter().filter(|p| p.comm == "view" || p.comm == "control").map(|p| p.pid);
+        let flipping: Vec<u32> = lab_procs.chain(g.pids_of("web")).collect();
         for p in &before.procs {
             let Some(later) = after.get(p.pid).filter(|l| l.start_time == p.start_time) else { continue };
             let row = rows.get(&p.pid).unwrap_or_else(|| panic!("{}: pid {} ({}) missing from xsched ps", g.name(), p.pid, p.comm));

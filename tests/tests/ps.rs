@@ -183,3 +183,34 @@ fn a_core_dump_lists_the_same_tasks() {
     }
     assert_eq!(table["domains"][0]["pause_us"], 0, "a dump is never paused");
 }
+
+#[test]
+fn watch_reports_cpu_use_like_the_guest_measures_it() {
+    let g = &lab()[1];
+    let batch = g.pids_of("batch");
+    // The guest's own measure: runtime growth of the two hogs over its uptime between two views.
+    let v1 = g.next_view(VIEW_WAIT).expect("view");
+    // Three seconds per refresh: the guest's view printer takes a burst of CPU every second, so
+    // shorter windows sample it unevenly.
+    let out = xsched_ok(&["ps", "--watch", "--json", "--count", "2", "--interval", "3000", "--domain", &domain_arg(g)]);
+    let v2 = g.next_view(VIEW_WAIT).expect("view");
+    let run = |v: &ProcView| -> u64 { batch.iter().map(|&p| v.get(p).expect("batch in view").run_ns).sum() };
+    let guest_percent = (run(&v2) - run(&v1)) as f64 * 100.0 / (v2.uptime - v1.uptime).as_nanos() as f64;
+
+    let tables: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(tables.len(), 2, "--count 2 prints two tables");
+    let last = &tables[1];
+    assert!(last["interval_ms"].as_f64().is_some_and(|ms| (2900.0..6000.0).contains(&ms)), "{}", last["interval_ms"]);
+    let xsched_percent: f64 = last["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|t| batch.contains(&(t["key"]["pid"].as_u64().expect("pid") as u32)))
+        .map(|t| t["cpu_percent"].as_f64().expect("cpu%"))
+        .sum();
+    let domain_percent = last["domains"][0]["cpu_percent"].as_f64().expect("domain cpu%");
+    eprintln!("batch CPU: xsched {xsched_percent:.1}%, guest {guest_percent:.1}%; domain {domain_percent:.1}%");
+    // One vCPU: the two hogs share it with the lab's own processes.
+    assert!((xsched_percent - guest_percent).abs() < 15.0, "xsched {xsched_percent:.1}% vs guest {guest_percent:.1}%");
+    assert!(domain_percent >= xsched_percent && domain_percent <= 105.0, "domain {domain_percent:.1}%");
+}

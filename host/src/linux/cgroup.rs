@@ -52,6 +52,11 @@ impl CgroupResolver {
     /// The cgroup v2 path (`/`, `/g1/sub`) of the task at `task`, as `/proc/PID/cgroup` shows it.
     pub fn path_of<K: KernelMemory + ?Sized>(&mut self, mem: &K, l: &CgroupLayout, task: Gva) -> Result<String, LinuxError> {
         let css_set = mem.read_ptr(l.task_cgroups.at(task)?)?;
+        self.path_of_css_set(mem, l, css_set)
+    }
+
+    /// The cgroup v2 path of the tasks whose `cgroups` is `css_set`.
+    pub fn path_of_css_set<K: KernelMemory + ?Sized>(&mut self, mem: &K, l: &CgroupLayout, css_set: Gva) -> Result<String, LinuxError> {
         if let Some(path) = self.by_css_set.get(&css_set) {
             return Ok(path.clone());
         }
@@ -64,7 +69,7 @@ impl CgroupResolver {
                 break; // The root's name is the hierarchy's, not part of the path.
             }
             if names.len() >= MAX_DEPTH {
-                return Err(LinuxError::Walk(format!("cgroup of task {task}: deeper than {MAX_DEPTH} levels")));
+                return Err(LinuxError::Walk(format!("cgroup of css_set {css_set}: deeper than {MAX_DEPTH} levels")));
             }
             names.push(read_c_string(mem, mem.read_ptr(l.kn_name.at(kn)?)?, MAX_NAME)?);
             kn = parent;

@@ -48,7 +48,6 @@ pub struct SnapshotReader {
     rq: RqLayout,
     cgroup: CgroupLayout,
     states: TaskStates,
-    task_cred: Field,
     cred_uid: Field,
     init_task: Gva,
     /// `(cpu, &runqueues of that cpu)` for every online CPU.
@@ -75,7 +74,6 @@ impl SnapshotReader {
             rq: RqLayout::from_profile(p)?,
             cgroup: CgroupLayout::from_profile(p)?,
             states: TaskStates::from_profile(p)?,
-            task_cred: Field::scalar(p, "task_struct", "cred")?,
             cred_uid: Field::scalar(p, "cred", "uid")?,
             init_task,
             runqueues,
@@ -118,9 +116,10 @@ impl SnapshotReader {
         let scan = read_tasks(mem, &self.tasks, self.init_task, TASK_LIMIT);
         snap.problems.extend(scan.problems);
         let mut cgroups = CgroupResolver::default();
+        snap.tasks.reserve_exact(scan.tasks.len());
         for record in scan.tasks {
-            let cgroup = cgroups.path_of(mem, &self.cgroup, record.addr).map_err(|e| snap.problems.push(format!("pid {}: cgroup: {e}", record.pid))).ok();
-            let uid = self.uid_of(mem, record.addr).map_err(|e| snap.problems.push(format!("pid {}: cred: {e}", record.pid))).ok();
+            let cgroup = cgroups.path_of_css_set(mem, &self.cgroup, record.css_set).map_err(|e| snap.problems.push(format!("pid {}: cgroup: {e}", record.pid))).ok();
+            let uid = self.cred_uid.at(record.cred).and_then(|uid| mem.read_u32(uid)).map_err(|e| snap.problems.push(format!("pid {}: cred: {e}", record.pid))).ok();
             snap.tasks.push(GuestTask {
                 state: self.states.letter(record.state, record.exit_state),
                 queued: queued.contains(&record.addr),
@@ -131,10 +130,5 @@ impl SnapshotReader {
             });
         }
         snap
-    }
-
-    fn uid_of<K: KernelMemory + ?Sized>(&self, mem: &K, task: Gva) -> Result<u32, LinuxError> {
-        let cred = mem.read_ptr(self.task_cred.at(task)?)?;
-        mem.read_u32(self.cred_uid.at(cred)?)
     }
 }

@@ -4,7 +4,7 @@
 use crate::memory::Gva;
 use crate::profile::Profile;
 
-use super::layout::{Field, StructBuf};
+use super::layout::{Extents, Field, StructBuf};
 use super::virt::KernelMemory;
 use super::walk::{list_for_each, ListHeadLayout};
 use super::LinuxError;
@@ -15,8 +15,8 @@ pub const TASK_LIMIT: usize = 4 * 1024 * 1024;
 /// Offsets of the `task_struct` fields xsched reads (sched_entity fields relative to the task).
 #[derive(Clone, Debug)]
 pub struct TaskLayout {
-    /// Bytes read per task: enough to cover every field below.
-    span: u64,
+    /// The parts of a `task_struct` read per task: those holding the fields decoded.
+    extents: Extents,
     /// `tasks`: link in the list of processes.
     pub tasks: Field,
     /// `thread_node`: link in `signal->thread_head`.
@@ -57,6 +57,10 @@ pub struct TaskLayout {
     pub sched_task_group: Field,
     /// `pi_lock`.
     pub pi_lock: Field,
+    /// `cred`.
+    pub cred: Field,
+    /// `cgroups` (a `css_set *`).
+    pub cgroups: Field,
     /// `se.load.weight`.
     pub se_weight: Field,
     /// `se.on_rq`.
@@ -83,7 +87,7 @@ impl TaskLayout {
             Ok(Field { offset: se + field.offset, ..field })
         };
         let mut layout = Self {
-            span: 0,
+            extents: Extents::of(&[]),
             tasks: Field::of(p, "task_struct", "tasks")?,
             thread_node: Field::of(p, "task_struct", "thread_node")?,
             state: t("__state")?,
@@ -104,6 +108,8 @@ impl TaskLayout {
             signal: t("signal")?,
             sched_task_group: t("sched_task_group")?,
             pi_lock: Field::of(p, "task_struct", "pi_lock")?,
+            cred: t("cred")?,
+            cgroups: t("cgroups")?,
             se_weight: se_field("load.weight")?,
             se_on_rq: se_field("on_rq")?,
             se_sum_exec_runtime: se_field("sum_exec_runtime")?,
@@ -112,17 +118,13 @@ impl TaskLayout {
             signal_thread_head: Field::of(p, "signal_struct", "thread_head")?,
             list: ListHeadLayout::from_profile(p)?,
         };
-        layout.span = [
-            layout.tasks, layout.thread_node, layout.state, layout.exit_state, layout.flags, layout.ti_flags,
-            layout.cpu, layout.on_cpu, layout.on_rq, layout.prio, layout.static_prio, layout.rt_priority,
-            layout.policy, layout.pid, layout.tgid, layout.comm, layout.start_time, layout.signal,
-            layout.sched_task_group, layout.pi_lock, layout.se_weight, layout.se_on_rq,
-            layout.se_sum_exec_runtime, layout.se_vruntime, layout.se_cfs_rq,
-        ]
-        .iter()
-        .map(|f| f.end())
-        .max()
-        .unwrap_or(0);
+        // Every field `TaskRecord::decode` and the walks below read from a task's copy.
+        layout.extents = Extents::of(&[
+            layout.state, layout.exit_state, layout.flags, layout.ti_flags, layout.cpu, layout.on_cpu, layout.on_rq,
+            layout.prio, layout.static_prio, layout.rt_priority, layout.policy, layout.pid, layout.tgid, layout.comm,
+            layout.start_time, layout.signal, layout.sched_task_group, layout.pi_lock, layout.cred, layout.cgroups,
+            layout.se_weight, layout.se_on_rq, layout.se_sum_exec_runtime, layout.se_vruntime, layout.se_cfs_rq,
+        ]);
         Ok(layout)
     }
 }
@@ -176,6 +178,10 @@ pub struct TaskRecord {
     pub task_group: Gva,
     /// `pi_lock` is held.
     pub pi_locked: bool,
+    /// `cred`: its credentials.
+    pub cred: Gva,
+    /// `cgroups`: its `css_set`.
+    pub css_set: Gva,
 }
 
 impl TaskRecord {
@@ -207,6 +213,8 @@ impl TaskRecord {
             cfs_rq: buf.ptr(l.se_cfs_rq)?,
             task_group: buf.ptr(l.sched_task_group)?,
             pi_locked: buf.bytes(l.pi_lock)?.iter().any(|&b| b != 0),
+            cred: buf.ptr(l.cred)?,
+            css_set: buf.ptr(l.cgroups)?,
         })
     }
 }
@@ -233,13 +241,11 @@ pub fn read_tasks<K: KernelMemory + ?Sized>(mem: &K, l: &TaskLayout, init_task: 
             return scan;
         }
     };
-    let mut buf = match StructBuf::read(mem, init_task, l.span) {
-        Ok(buf) => buf,
-        Err(e) => {
-            scan.problems.push(format!("init_task: {e}"));
-            return scan;
-        }
-    };
+    let mut buf = StructBuf::zeroed(l.extents.span());
+    if let Err(e) = buf.refill_extents(mem, init_task, &l.extents) {
+        scan.problems.push(format!("init_task: {e}"));
+        return scan;
+    }
     for node in list_for_each(mem, l.list, head, limit) {
         let leader = match node.and_then(|n| container_of(n, l.tasks)) {
             Ok(leader) => leader,
@@ -268,28 +274,25 @@ fn read_thread_group<K: KernelMemory + ?Sized>(
     limit: usize,
     scan: &mut TaskScan,
 ) -> Result<(), LinuxError> {
-    buf.refill(mem, leader)?;
+    buf.refill_extents(mem, leader, &l.extents)?;
     let signal = buf.ptr(l.signal)?;
-    let leader_record = TaskRecord::decode(buf, l)?;
+    // Read once; listed where the thread list has it.
+    let mut leader_record = Some(TaskRecord::decode(buf, l)?);
     let head = l.signal_thread_head.at(signal)?;
-    let mut saw_leader = false;
     for node in list_for_each(mem, l.list, head, limit) {
         let task = container_of(node?, l.thread_node)?;
         if task == leader {
-            saw_leader = true;
-            scan.tasks.push(leader_record.clone());
+            scan.tasks.extend(leader_record.take());
             continue;
         }
-        buf.refill(mem, task)?;
+        buf.refill_extents(mem, task, &l.extents)?;
         scan.tasks.push(TaskRecord::decode(buf, l)?);
         if scan.tasks.len() >= limit {
             break;
         }
     }
-    if !saw_leader {
-        // An exiting leader has left its thread list; /proc still shows it (as a zombie).
-        scan.tasks.push(leader_record);
-    }
+    // An exiting leader has left its thread list; /proc still shows it (as a zombie).
+    scan.tasks.extend(leader_record);
     Ok(())
 }
 

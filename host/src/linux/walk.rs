@@ -67,7 +67,7 @@ pub fn list_for_each<'a, K: KernelMemory + ?Sized>(
     head: Gva,
     limit: usize,
 ) -> ListWalk<'a, K> {
-    ListWalk { mem, layout, head, prev: head, count: 0, limit, finished: false }
+    ListWalk { mem, layout, head, prev: head, next: None, count: 0, limit, finished: false }
 }
 
 /// The iterator of [`list_for_each`].
@@ -77,18 +77,36 @@ pub struct ListWalk<'a, K: ?Sized> {
     layout: ListHeadLayout,
     head: Gva,
     prev: Gva,
+    /// `prev.next`, read together with `prev.prev` when `prev` was checked.
+    next: Option<Gva>,
     count: usize,
     limit: usize,
     finished: bool,
 }
 
 impl<K: KernelMemory + ?Sized> ListWalk<'_, K> {
+    /// `(node.next, node.prev)`: one read when the two are adjacent, as in every `list_head`.
+    fn links(&self, node: Gva) -> Result<(Gva, Gva), LinuxError> {
+        let ListHeadLayout { next, prev } = self.layout;
+        if next.abs_diff(prev) != 8 {
+            return Ok((self.mem.read_ptr(add(node, next)?)?, self.mem.read_ptr(add(node, prev)?)?));
+        }
+        let mut both = [0u8; 16];
+        self.mem.read_virt(add(node, next.min(prev))?, &mut both)?;
+        let (low, high) = both.split_at(8);
+        let word = |b: &[u8]| Gva(u64::from_le_bytes(b.try_into().unwrap_or_default()));
+        Ok(if next < prev { (word(low), word(high)) } else { (word(high), word(low)) })
+    }
+
     fn step(&mut self) -> Result<Option<Gva>, LinuxError> {
-        let next = self.mem.read_ptr(add(self.prev, self.layout.next)?)?;
+        let next = match self.next.take() {
+            Some(next) => next,
+            None => self.mem.read_ptr(add(self.prev, self.layout.next)?)?,
+        };
         if next == self.head {
             return Ok(None);
         }
-        let back = self.mem.read_ptr(add(next, self.layout.prev)?)?;
+        let (after, back) = self.links(next)?;
         if back != self.prev {
             return Err(walk_error(format!(
                 "list at {}: broken link: {}.next is {next}, whose prev is {back}",
@@ -100,6 +118,7 @@ impl<K: KernelMemory + ?Sized> ListWalk<'_, K> {
         }
         self.count += 1;
         self.prev = next;
+        self.next = Some(after);
         Ok(Some(next))
     }
 }
@@ -199,6 +218,7 @@ impl<K: KernelMemory + ?Sized> Iterator for RbWalk<'_, K> {
 }
 
 /// `va + offset`, failing instead of wrapping.
+#[inline]
 pub(crate) fn add(va: Gva, offset: u64) -> Result<Gva, LinuxError> {
     va.checked_add(offset).ok_or_else(|| walk_error(format!("{va} + {offset:#x} overflows")))
 }

@@ -343,6 +343,8 @@ impl Builder<'_> {
                 cfs_rq: groups[group].truth.cfs_rqs[cpu_index],
                 task_group: groups[group].truth.task_group,
                 pi_locked: self.rng.chance(2),
+                cred,
+                css_set: groups[group].truth.css_set,
             };
             tasks.push(TaskBuild { record, sched, group, uid: p.uid });
             addrs.push(addr);

@@ -9,4 +9,5 @@ pub mod domain;
 pub mod linux;
 pub mod memory;
 pub mod profile;
+pub mod run;
 pub mod table;

@@ -11,9 +11,11 @@
 //!
 //! Baselines: a naive reader that copies every `task_struct` whole; one that reads field by
 //! field; xsched's reader with every address translated by a page-table walk (no direct-map fast
-//! path); one copy of all guest RAM; and for the pause, QMP stop → cont with no read.
+//! path); one copy of all guest RAM; and for the pause, QMP stop → cont with no read. Reads are
+//! timed warm (back to back) and cold (after streaming 64 MiB through the caches, as a pause
+//! after the host did other work sees them).
 //! `XSCHED_BENCH_ROUNDS` sets the number of timed rounds (default 30). For profiling,
-//! `XSCHED_BENCH_LOOP=SECONDS` only repeats xsched's read of (b), paused, for that long.
+//! `XSCHED_BENCH_LOOP=N` only repeats xsched's read of (b), paused, N times (nothing else).
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -38,6 +40,9 @@ type Error = Box<dyn std::error::Error>;
 fn main() -> Result<(), Error> {
     // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing of ours.
     let rounds = std::env::var("XSCHED_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(30usize).max(3);
+    if let (Some(reads), Some(ram)) = (std::env::var_os("XSCHED_BENCH_LOOP"), std::env::var_os("XSCHED_BENCH_RAM")) {
+        return read_loop(reads.to_string_lossy().parse()?, Path::new(&ram), std::env::var_os("XSCHED_BENCH_QMP").map(PathBuf::from));
+    }
     let profile = synthetic::lab_profile()?;
     println!("snapshot benchmark: median (min) of {rounds} rounds; ns/task = one snapshot's time / tasks read\n");
     synthetic_guest(&profile, rounds)?;
@@ -52,21 +57,6 @@ fn main() -> Result<(), Error> {
         }
     }
     match std::env::var_os("XSCHED_BENCH_RAM") {
-        Some(ram) if std::env::var_os("XSCHED_BENCH_LOOP").is_some() => {
-            let seconds: f64 = std::env::var("XSCHED_BENCH_LOOP")?.parse()?;
-            let mut kernel = attach(Box::new(QemuMemory::open(Path::new(&ram), qmp.as_deref(), machine)?))?;
-            let reader = SnapshotReader::for_kernel(&kernel)?;
-            kernel.memory_mut().pause()?;
-            let started = Instant::now();
-            let mut reads = 0u32;
-            while started.elapsed().as_secs_f64() < seconds {
-                black_box(reader.read(&kernel));
-                reads += 1;
-            }
-            kernel.memory_mut().resume()?;
-            println!("{reads} reads in {:.2?}", started.elapsed());
-            return Ok(());
-        }
         Some(ram) => {
             let mem = QemuMemory::open(Path::new(&ram), qmp.as_deref(), machine)?;
             live_guest(Box::new(mem), qmp.is_some(), rounds)?;
@@ -84,6 +74,26 @@ fn main() -> Result<(), Error> {
     Ok(())
 }
 
+/// Only xsched's read of the guest at `ram`, `reads` times (paused when it can be), for profiling.
+fn read_loop(reads: u32, ram: &Path, qmp: Option<PathBuf>) -> Result<(), Error> {
+    let mut kernel = attach(Box::new(QemuMemory::open(ram, qmp.as_deref(), MachineType::Q35)?))?;
+    let reader = SnapshotReader::for_kernel(&kernel)?;
+    if qmp.is_some() {
+        kernel.memory_mut().pause()?;
+    }
+    let started = Instant::now();
+    let mut tasks = 0;
+    for _ in 0..reads {
+        tasks = black_box(reader.read(&kernel)).tasks.len();
+    }
+    let took = started.elapsed();
+    if qmp.is_some() {
+        kernel.memory_mut().resume()?;
+    }
+    println!("{reads} reads of {tasks} tasks in {took:.2?}: {}", ns(took / reads.max(1), tasks));
+    Ok(())
+}
+
 /// (a) A synthetic guest of 1000 processes on 2 CPUs.
 fn synthetic_guest(profile: &Profile, rounds: usize) -> Result<(), Error> {
     let mut g = synthetic::build(profile, &GuestSpec::typical(1000, 2, 1))?;
@@ -96,6 +106,8 @@ fn synthetic_guest(profile: &Profile, rounds: usize) -> Result<(), Error> {
         ("xsched read", time(rounds, || reader.read(&g.memory).tasks.len())),
         ("baseline: copy each task_struct whole", time(rounds, || naive.read(&g.memory, Copy::Whole))),
         ("baseline: field-by-field reads", time(rounds, || naive.read(&g.memory, Copy::Fields))),
+        ("xsched read, cold caches", time_cold(rounds, || reader.read(&g.memory).tasks.len())),
+        ("baseline: copy each task_struct whole, cold", time_cold(rounds, || naive.read(&g.memory, Copy::Whole))),
     ];
     report(&rows, tasks);
     let copy = time(rounds, || image.to_vec());
@@ -182,6 +194,8 @@ fn per_task(kernel: &Kernel, rounds: usize) -> Result<(), Error> {
         ("baseline: copy each task_struct whole", time(rounds, || naive.read(kernel, Copy::Whole))),
         ("baseline: field-by-field reads", time(rounds, || naive.read(kernel, Copy::Fields))),
         ("baseline: xsched read, page walk per access", time(rounds, || reader.read(&walked).tasks.len())),
+        ("xsched read, cold caches", time_cold(rounds, || reader.read(kernel).tasks.len())),
+        ("baseline: copy each task_struct whole, cold", time_cold(rounds, || naive.read(kernel, Copy::Whole))),
     ];
     report(&rows, tasks);
     let mem = kernel.memory();
@@ -208,6 +222,24 @@ fn time<R>(rounds: usize, mut f: impl FnMut() -> R) -> (Duration, Duration) {
     }
     let mut samples: Vec<Duration> = (0..rounds)
         .map(|_| {
+            let started = Instant::now();
+            black_box(f());
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    (samples[samples.len() / 2], samples[0])
+}
+
+/// Like [`time`], but each timed run starts with caches full of other data.
+fn time_cold<R>(rounds: usize, mut f: impl FnMut() -> R) -> (Duration, Duration) {
+    let mut other = vec![0u8; 64 << 20];
+    let mut samples: Vec<Duration> = (0..rounds)
+        .map(|round| {
+            for line in other.chunks_mut(64) {
+                line[0] = line[0].wrapping_add(u8::try_from(round % 251).unwrap_or(1));
+            }
+            black_box(&other);
             let started = Instant::now();
             black_box(f());
             started.elapsed()

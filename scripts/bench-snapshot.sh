@@ -42,8 +42,9 @@ log=$(mktemp /tmp/xsched-bench-lab.XXXXXX)
 "$target/debug/xsched-lab" up --guest "bench:vcpus=$vcpus,mem=$mem,sleepers=$sleepers,view=0" >"$log" 2>&1 &
 lab=$!
 stop_lab() {
-    # xsched-lab stops its guests and removes their files on SIGINT.
-    kill -INT "$lab" 2>/dev/null || true
+    # xsched-lab stops its guests and removes their files on SIGTERM (SIGINT would do too, but a
+    # background job of a non-interactive shell ignores it).
+    kill -TERM "$lab" 2>/dev/null || true
     wait "$lab" 2>/dev/null || true
     rm -f "$log"
 }

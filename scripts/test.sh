@@ -15,7 +15,7 @@ step "unit tests"
 cargo test --workspace --lib --bins
 
 step "host integration tests (synthetic images, profile generator vs gcc and gdb)"
-cargo test -p xsched --tests
+cargo test -p xsched --test '*'
 
 step "Xen backend build (feature xen, against libxen-dev)"
 scripts/check-xen-build.sh

@@ -1,0 +1,149 @@
+//! xsched policy `priority`: strict classes from ordered rules.
+//!
+//! Rules are tried in the order written; the first one that matches a runnable task gives its
+//! class (lower runs first, so class 0 beats class 1 on every CPU of every domain). Tasks that
+//! match no rule are unmanaged — never parked — unless `default_class` gives them a class.
+//! Kernel threads are never ranked. Within a class, tasks are ordered by `within` (default:
+//! least CPU time in the last period first, so the tasks of a class take turns when there are
+//! more of them than CPUs). See `priority.toml` beside this crate.
+
+use serde::Deserialize;
+use xsched_plugin_api::config::{AnyOf, Within};
+use xsched_plugin_api::{export_policy, Decision, Policy, Snapshot};
+
+/// The policy file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// How tasks of one class are ordered.
+    #[serde(default)]
+    within: Within,
+    /// The class of runnable tasks that match no rule; `None`: they are unmanaged.
+    default_class: Option<u32>,
+    /// The rules, in order.
+    #[serde(rename = "rule")]
+    rules: Vec<Rule>,
+}
+
+/// One rule: the tasks it matches get its class.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    /// A name for the rule (documentation only).
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+    /// The class: lower is more important.
+    class: u32,
+    /// Which tasks.
+    #[serde(rename = "match")]
+    matches: AnyOf,
+}
+
+impl Config {
+    fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| format!("priority config: {e}"))?;
+        if config.rules.is_empty() {
+            return Err("priority config: no [[rule]]: every task would be unmanaged".into());
+        }
+        Ok(config)
+    }
+}
+
+/// The `priority` policy.
+#[derive(Debug)]
+pub struct Priority {
+    /// Its configuration.
+    config: Config,
+}
+
+impl Policy for Priority {
+    const NAME: &'static str = "priority";
+
+    fn new(config: &str) -> Result<Self, String> {
+        Config::parse(config).map(|config| Self { config })
+    }
+
+    fn rank(&mut self, snapshot: &Snapshot) -> Result<Vec<Decision>, String> {
+        let config = &self.config;
+        let class_of = |t| config.rules.iter().find(|r| r.matches.matches(t, snapshot)).map(|r| r.class).or(config.default_class);
+        Ok(snapshot
+            .tasks
+            .iter()
+            .filter(|t| t.runnable && !t.kthread)
+            .filter_map(|t| class_of(t).map(|class| t.decide(class, config.within.order(t))))
+            .collect())
+    }
+}
+
+export_policy!(Priority);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xsched_plugin_api::testing::{class_of, ranked_pids, snapshot, task};
+    use xsched_plugin_api::TaskView;
+
+    const EXAMPLE: &str = include_str!("../priority.toml");
+
+    fn rank(config: &str, tasks: Vec<TaskView>) -> Vec<Decision> {
+        let mut policy = Priority::new(config).expect("config");
+        policy.rank(&snapshot(&[("guest1", 1), ("guest2", 1)], tasks)).expect("rank")
+    }
+
+    #[test]
+    fn the_example_ranks_db_over_web_over_bkup() {
+        let tasks = vec![
+            TaskView { runtime_delta_ns: 5, ..task(0, 30, "bkup") },
+            task(1, 20, "webd"),
+            TaskView { runtime_delta_ns: 9, ..task(0, 10, "dbd") },
+            task(0, 11, "dbd"),
+            task(0, 40, "sshd"),
+            TaskView { kthread: true, ..task(0, 2, "kworker/0:1") },
+            TaskView { runnable: false, state: b'S', ..task(1, 21, "webd") },
+        ];
+        let got = rank(EXAMPLE, tasks);
+        // Both DB threads first (the one that ran less last period ahead), then web, then bkup;
+        // sshd, the kernel thread and the sleeping web task are not ranked.
+        assert_eq!(ranked_pids(&got), vec![11, 10, 20, 30]);
+        assert_eq!([10, 20, 30].map(|p| class_of(&got, p)), [Some(0), Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins_and_default_class_catches_the_rest() {
+        let config = r#"
+            default_class = 9
+            within = "pid"
+            [[rule]]
+            class = 3
+            match = { uid = 1000 }
+            [[rule]]
+            class = 1
+            match = [{ tgid = 50 }, { cgroup = "/batch/*" }]
+        "#;
+        let tasks = vec![
+            TaskView { uid: Some(1000).into(), tgid: 50, ..task(0, 51, "a") },
+            TaskView { tgid: 50, ..task(0, 52, "b") },
+            TaskView { cgroup: Some("/batch/x".into()).into(), ..task(1, 60, "c") },
+            task(1, 70, "d"),
+        ];
+        let got = rank(config, tasks);
+        assert_eq!([51, 52, 60, 70].map(|p| class_of(&got, p)), [Some(3), Some(1), Some(1), Some(9)]);
+        assert_eq!(ranked_pids(&got), vec![52, 60, 51, 70]);
+    }
+
+    #[test]
+    fn bad_configs_give_the_line_and_the_problem() {
+        let err = |text: &str| Priority::new(text).expect_err("refused");
+        let e = err("[[rule]]\nclass = 0\nmatch = { comm = \"a\" }\n\n[[rule]]\nclass = -1\nmatch = {}\n");
+        assert!(e.contains("line 6") && e.contains("invalid value"), "{e}");
+        let e = err("[[rule]]\nclass = 0\nmatch = { comm = \"a*b\" }\n");
+        assert!(e.contains("line 3") && e.contains("`*` may only end a pattern"), "{e}");
+        let e = err("within = \"fastest\"\n[[rule]]\nclass = 0\nmatch = {}\n");
+        assert!(e.contains("line 1") && e.contains("unknown variant `fastest`"), "{e}");
+        let e = err("[[rule]]\nclas = 0\n");
+        assert!(e.contains("line 2") && e.contains("unknown field `clas`"), "{e}");
+        let e = err("");
+        assert!(e.contains("missing field `rule`"), "{e}");
+    }
+}

@@ -58,8 +58,8 @@ fn main() -> anyhow::Result<()> {
     println!("{rounds} rounds on {}, pid {pid} ({} retries)", domain.name, retries);
     for (name, samples) in [("pause+resume (baseline)", &mut ping), ("park", &mut park), ("unpark", &mut unpark)] {
         samples.sort();
-        let at = |q: f64| samples.get(((samples.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
-        println!("{name:<24} median {:>8.1} µs   p90 {:>8.1} µs   n={}", micros(at(0.5)), micros(at(0.9)), samples.len());
+        let at = |percent: usize| samples.get(samples.len().saturating_sub(1) * percent / 100).copied().unwrap_or_default();
+        println!("{name:<24} median {:>8.1} µs   p90 {:>8.1} µs   n={}", micros(at(50)), micros(at(90)), samples.len());
     }
     Ok(())
 }

@@ -289,14 +289,26 @@ impl ParkLayout {
 /// Reads a scalar field of the struct at `base`.
 fn get<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<u64, LinuxError> {
     let mut b = [0u8; 8];
-    let n = f.size as usize;
+    let n = crate::memory::to_usize(f.size.min(8));
     mem.read_virt(f.at(base)?, &mut b[..n])?;
     Ok(u64::from_le_bytes(b))
 }
 
+/// Reads a scalar field that must fit 32 bits (`int`, `unsigned int`, `pid_t`).
+fn get_u32<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<u32, LinuxError> {
+    let value = get(mem, base, f)?;
+    u32::try_from(value).map_err(|_| LinuxError::Walk(format!("{value:#x} at {base}+{:#x} does not fit a 32-bit field", f.offset)))
+}
+
+/// Reads a signed 32-bit field (`int`), sign-extending it.
+fn get_i32<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<i32, LinuxError> {
+    // Two's complement reinterpretation of the field's 32 bits, as C reads an `int`.
+    get_u32(mem, base, f).map(|v| v as i32)
+}
+
 /// Writes a scalar field of the struct at `base`.
 fn set<K: KernelMemoryMut + ?Sized>(mem: &mut K, base: Gva, f: Field, value: u64) -> Result<(), LinuxError> {
-    let n = f.size as usize;
+    let n = crate::memory::to_usize(f.size.min(8));
     mem.write_virt(f.at(base)?, &value.to_le_bytes()[..n])
 }
 
@@ -308,7 +320,7 @@ fn bump<K: KernelMemoryMut + ?Sized>(mem: &mut K, base: Gva, f: Field, delta: u6
 
 /// Whether a lock word (spinlock, `raw_spinlock_t`) is held: any byte non-zero.
 fn locked<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<bool, LinuxError> {
-    let mut b = vec![0u8; f.size.min(64) as usize];
+    let mut b = vec![0u8; crate::memory::to_usize(f.size.min(64))];
     mem.read_virt(f.at(base)?, &mut b)?;
     Ok(b.iter().any(|&x| x != 0))
 }
@@ -317,21 +329,21 @@ fn locked<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<bool
 /// known, its `pi_lock` and its runqueue's lock free. Returns its CPU and runqueue.
 fn check_task<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task: &TaskIdentity) -> Result<Result<(u32, Gva), Deferred>, LinuxError> {
     let t = task.addr;
-    if get(mem, t, l.t_pid)? as i32 != task.pid || get(mem, t, l.t_start_time)? != task.start_time {
+    if get_i32(mem, t, l.t_pid)? != task.pid || get(mem, t, l.t_start_time)? != task.start_time {
         return Ok(Err(Deferred::Gone));
     }
     if get(mem, t, l.t_exit_state)? != 0 {
         return Ok(Err(Deferred::Gone));
     }
-    if get(mem, t, l.t_flags)? as u32 & l.pf_kthread != 0 {
+    if get_u32(mem, t, l.t_flags)? & l.pf_kthread != 0 {
         return Ok(Err(Deferred::Refused("a kernel thread".into())));
     }
-    let policy = get(mem, t, l.t_policy)? as u32;
+    let policy = get_u32(mem, t, l.t_policy)?;
     if !l.fair_policies.contains(&policy) || Gva(get(mem, t, l.t_sched_class)?) != l.fair_sched_class {
         return Ok(Err(Deferred::Refused(format!("not a SCHED_NORMAL/SCHED_BATCH fair task (policy {policy})"))));
     }
-    let cpu = get(mem, t, l.t_cpu)? as u32;
-    let Some(&rq) = l.runqueues.get(cpu as usize) else {
+    let cpu = get_u32(mem, t, l.t_cpu)?;
+    let Some(&rq) = usize::try_from(cpu).ok().and_then(|c| l.runqueues.get(c)) else {
         return Ok(Err(Deferred::Refused(format!("on CPU {cpu}, beyond the kernel's CPUs"))));
     };
     if locked(mem, t, l.t_pi_lock)? {
@@ -349,7 +361,7 @@ pub fn park<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &Tas
         return Ok(ParkOutcome::Deferred(d));
     }
     let t = task.addr;
-    let state = get(mem, t, l.t_state)? as u32;
+    let state = get_u32(mem, t, l.t_state)?;
     let on_rq = get(mem, t, l.t_on_rq)?;
     let runnable = if state == l.running {
         true
@@ -389,7 +401,7 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(
         Err(d) => return Ok(UnparkOutcome::Deferred(d)),
     };
     let t = task.addr;
-    let state = get(mem, t, l.t_state)? as u32;
+    let state = get_u32(mem, t, l.t_state)?;
     if !l.is_parked(state) {
         return Ok(UnparkOutcome::NotParked { state });
     }
@@ -399,7 +411,7 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(
         return retry("not yet off its CPU and runqueue".into());
     }
     if let Some(f) = l.t_numa_nid {
-        if get(mem, t, f)? as u32 as i32 as i64 != NUMA_NO_NODE {
+        if i64::from(get_i32(mem, t, f)?) != NUMA_NO_NODE {
             return Ok(UnparkOutcome::Deferred(Deferred::Refused("it has a NUMA node preference".into())));
         }
     }
@@ -584,7 +596,7 @@ fn add_leaf_cfs_rq<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, cfs
 
 /// Whether a static key is enabled (`static_key.enabled.counter > 0`).
 fn static_key_on<K: KernelMemory + ?Sized>(mem: &K, psi: &PsiLayout, key: Gva) -> Result<bool, LinuxError> {
-    Ok(get(mem, key, psi.key_enabled)? as u32 as i32 > 0)
+    Ok(get_i32(mem, key, psi.key_enabled)? > 0)
 }
 
 /// CPU `cpu`'s pressure-stall counters (`psi_group_cpu`) of the task's group (`task_psi_group`:
@@ -598,7 +610,7 @@ fn psi_groups<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, psi: &PsiLayout
             group = Gva(get(mem, cgroup, psi.cgroup_psi)?);
         }
     }
-    let offset = *l.per_cpu_offsets.get(cpu as usize).ok_or_else(|| LinuxError::Walk(format!("CPU {cpu} has no per-CPU area")))?;
+    let offset = *usize::try_from(cpu).ok().and_then(|c| l.per_cpu_offsets.get(c)).ok_or_else(|| LinuxError::Walk(format!("CPU {cpu} has no per-CPU area")))?;
     let mut counters = Vec::new();
     while group != Gva(0) {
         if counters.len() >= MAX_LEVELS {

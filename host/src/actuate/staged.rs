@@ -47,8 +47,10 @@ impl<K: KernelMemory + ?Sized> KernelMemory for Staged<'_, K> {
             let w_end = w_start.saturating_add(data.len() as u64);
             let (lo, hi) = (start.max(w_start), end.min(w_end));
             if lo < hi {
-                let dst = (lo - start) as usize..(hi - start) as usize;
-                let src = (lo - w_start) as usize..(hi - w_start) as usize;
+                // Offsets inside `buf` and `data`: below their lengths, so they fit `usize`.
+                let at = crate::memory::to_usize;
+                let dst = at(lo - start)..at(hi - start);
+                let src = at(lo - w_start)..at(hi - w_start);
                 buf[dst].copy_from_slice(&data[src]);
             }
         }

@@ -130,11 +130,11 @@ mod tests {
 
     #[test]
     fn four_level_walk_with_all_page_sizes() {
-        let mut ram = ImageMemory::zeroed(16 * PAGE_SIZE as usize);
+        let mut ram = ImageMemory::zeroed(16 * 4096);
         let va4k = 0xffff_8880_0123_4567u64;
-        set(&mut ram, 1, idx(va4k, 4), 2 * PAGE_SIZE | P);
-        set(&mut ram, 2, idx(va4k, 3), 3 * PAGE_SIZE | P);
-        set(&mut ram, 3, idx(va4k, 2), 4 * PAGE_SIZE | P);
+        set(&mut ram, 1, idx(va4k, 4), (2 * PAGE_SIZE) | P);
+        set(&mut ram, 2, idx(va4k, 3), (3 * PAGE_SIZE) | P);
+        set(&mut ram, 3, idx(va4k, 2), (4 * PAGE_SIZE) | P);
         set(&mut ram, 4, idx(va4k, 1), 0x7_7000 | P | (1 << 63));
         // A 2 MiB leaf beside it and a 1 GiB leaf in another PDPT slot.
         let va2m = va4k + (1 << 21);
@@ -151,10 +151,10 @@ mod tests {
 
     #[test]
     fn five_level_walk_uses_the_extra_level() {
-        let mut ram = ImageMemory::zeroed(8 * PAGE_SIZE as usize);
+        let mut ram = ImageMemory::zeroed(8 * 4096);
         let va = 0xff11_0000_0000_1234u64;
-        set(&mut ram, 1, idx(va, 5), 2 * PAGE_SIZE | P);
-        set(&mut ram, 2, idx(va, 4), 3 * PAGE_SIZE | P);
+        set(&mut ram, 1, idx(va, 5), (2 * PAGE_SIZE) | P);
+        set(&mut ram, 2, idx(va, 4), (3 * PAGE_SIZE) | P);
         set(&mut ram, 3, idx(va, 3), 0x8000_0000 | P | PAGE_SIZE_BIT);
         let pt = PageTables { root: Gpa(PAGE_SIZE), mode: PagingMode::FiveLevel };
         assert_eq!(pt.translate(&ram, Gva(va)).expect("5-level"), Gpa(0x8000_1234));
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn tables_pointing_outside_ram_fail_cleanly() {
-        let mut ram = ImageMemory::zeroed(4 * PAGE_SIZE as usize);
+        let mut ram = ImageMemory::zeroed(4 * 4096);
         let va = 0xffff_ffff_8100_0000u64;
         set(&mut ram, 1, idx(va, 4), 0xdead_0000_0000 | P);
         let pt = PageTables { root: Gpa(PAGE_SIZE), mode: PagingMode::FourLevel };

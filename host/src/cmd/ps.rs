@@ -40,8 +40,8 @@ pub fn run(args: &PsArgs) -> anyhow::Result<()> {
     let mut domains = args
         .domains
         .iter()
-        .enumerate()
-        .map(|(i, spec)| Domain::attach(DomainId(i as u32), spec, profiles.clone()))
+        .zip(0..)
+        .map(|(spec, i)| Domain::attach(DomainId(i), spec, profiles.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     if !args.watch {
         let table = take(&mut domains, None)?;

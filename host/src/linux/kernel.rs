@@ -57,7 +57,7 @@ impl Kernel {
 
     /// The address of per-CPU symbol `name` in CPU `cpu`'s area.
     pub fn per_cpu(&self, name: &str, cpu: u32) -> Result<Gva, LinuxError> {
-        let offset = self.location.per_cpu_offsets.get(cpu as usize).ok_or_else(|| LinuxError::Inconsistent {
+        let offset = usize::try_from(cpu).ok().and_then(|c| self.location.per_cpu_offsets.get(c)).ok_or_else(|| LinuxError::Inconsistent {
             release: self.location.release.clone(),
             what: format!("CPU {cpu} is beyond nr_cpu_ids ({})", self.location.nr_cpu_ids),
         })?;
@@ -86,7 +86,7 @@ impl KernelMemory for Kernel {
                 release: self.location.release.clone(),
                 what: format!("read at {va} wraps around the address space"),
             })?;
-            let in_page = (crate::memory::PAGE_SIZE - at.page_offset()) as usize;
+            let in_page = crate::memory::to_usize(crate::memory::PAGE_SIZE - at.page_offset());
             let n = in_page.min(buf.len() - done);
             self.mem.read_phys(self.translate(at)?, &mut buf[done..done + n])?;
             done += n;
@@ -106,7 +106,7 @@ impl KernelMemoryMut for Kernel {
                 release: self.location.release.clone(),
                 what: format!("write at {va} wraps around the address space"),
             })?;
-            let in_page = (crate::memory::PAGE_SIZE - at.page_offset()) as usize;
+            let in_page = crate::memory::to_usize(crate::memory::PAGE_SIZE - at.page_offset());
             let n = in_page.min(data.len() - done);
             pieces.push((self.translate(at)?, done, done + n));
             done += n;

@@ -116,7 +116,7 @@ fn for_each_prefix_hit(mem: &dyn GuestMemory, mut found: impl FnMut(Gpa)) -> Res
         let mut at = 0u64;
         while at < range.len {
             let len = (range.len - at).min(SCAN_CHUNK as u64);
-            let chunk = &mut buf[..len as usize];
+            let chunk = &mut buf[..crate::memory::to_usize(len)];
             let start = Gpa(range.start.raw() + at);
             mem.read_phys(start, chunk)?;
             for offset in finder.find_iter(chunk) {
@@ -216,7 +216,7 @@ fn locate_at(mem: &dyn GuestMemory, profile: &Profile, profile_index: usize, ban
     }
 
     let page_offset_base = Gva(mem.read_u64(image_phys("page_offset_base")?)?);
-    if !mode.is_canonical(page_offset_base) || page_offset_base.raw() >> 63 == 0 || page_offset_base.raw() % (1 << 30) != 0 {
+    if !mode.is_canonical(page_offset_base) || page_offset_base.raw() >> 63 == 0 || !page_offset_base.raw().is_multiple_of(1 << 30) {
         return Err(inconsistent(format!("page_offset_base {page_offset_base} is not a 1 GiB aligned kernel address")));
     }
 
@@ -229,9 +229,9 @@ fn locate_at(mem: &dyn GuestMemory, profile: &Profile, profile_index: usize, ban
         .collect::<Result<Vec<_>, _>>()?;
     let online_mask = image_phys("__cpu_online_mask")?;
     let mut online_cpus = Vec::new();
-    for word in 0..u64::from(nr_cpu_ids).div_ceil(64) {
-        let bits = mem.read_u64(Gpa(online_mask.raw() + word * 8))?;
-        online_cpus.extend((0..64u32).filter(|bit| bits >> bit & 1 == 1).map(|bit| word as u32 * 64 + bit).filter(|&cpu| cpu < nr_cpu_ids));
+    for word in 0..nr_cpu_ids.div_ceil(64) {
+        let bits = mem.read_u64(Gpa(online_mask.raw() + u64::from(word) * 8))?;
+        online_cpus.extend((0..64u32).filter(|bit| (bits >> bit) & 1 == 1).map(|bit| word * 64 + bit).filter(|&cpu| cpu < nr_cpu_ids));
     }
     if online_cpus.is_empty() {
         return Err(inconsistent("no CPU is online".into()));
@@ -243,7 +243,8 @@ fn locate_at(mem: &dyn GuestMemory, profile: &Profile, profile_index: usize, ban
         banner,
         phys_text,
         virt_text,
-        phys_shift: phys_text.raw() as i64 - (text_link - start_kernel_map) as i64,
+        // Two's complement difference: the kernel may sit below its link-time physical address.
+        phys_shift: phys_text.raw().wrapping_sub(text_link - start_kernel_map) as i64,
         virt_shift,
         image_size: profile.symbol("_end")?.saturating_sub(text_link),
         page_tables,
@@ -261,7 +262,8 @@ fn check_runqueues(mem: &dyn GuestMemory, profile: &Profile, location: &KernelLo
     let runqueues = profile.symbol("runqueues")?;
     let cpu_field = profile.offset("rq", "cpu")?;
     for &cpu in &location.online_cpus {
-        let rq = Gva(location.per_cpu_offsets[cpu as usize].wrapping_add(runqueues).wrapping_add(cpu_field));
+        let offset = usize::try_from(cpu).ok().and_then(|c| location.per_cpu_offsets.get(c)).copied().unwrap_or_default();
+        let rq = Gva(offset.wrapping_add(runqueues).wrapping_add(cpu_field));
         let gpa = location.page_tables.translate(mem, rq)?;
         let recorded = mem.read_u32(gpa)?;
         if recorded != cpu {

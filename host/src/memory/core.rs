@@ -71,7 +71,7 @@ impl GuestMemory for CoreMemory {
         let data: &[u8] = &self.map;
         self.segments.for_each_piece(gpa, buf.len(), |file_offset, start, end| {
             // In bounds: `SegmentMap::new` checked every segment against the file's length.
-            let from = file_offset as usize;
+            let from = super::to_usize(file_offset);
             buf[start..end].copy_from_slice(&data[from..from + (end - start)]);
         })
     }

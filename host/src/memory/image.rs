@@ -1,6 +1,6 @@
 //! An in-memory guest image: synthetic physical memory for unit tests, fuzzing and benchmarks.
 
-use super::{check_access, Gpa, GuestMemory, MemoryError, PhysRange};
+use super::{check_access, to_usize, Gpa, GuestMemory, MemoryError, PhysRange};
 
 /// Guest RAM held in a `Vec`, starting at guest-physical 0. Pause and resume do nothing.
 #[derive(Clone, Debug)]
@@ -39,14 +39,14 @@ impl GuestMemory for ImageMemory {
     fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         check_access(&self.ranges, gpa, buf.len())?;
         // In bounds: the range starts at 0 and is `bytes.len()` long.
-        let at = gpa.raw() as usize;
+        let at = to_usize(gpa.raw());
         buf.copy_from_slice(&self.bytes[at..at + buf.len()]);
         Ok(())
     }
 
     fn write_phys(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), MemoryError> {
         check_access(&self.ranges, gpa, data.len())?;
-        let at = gpa.raw() as usize;
+        let at = to_usize(gpa.raw());
         self.bytes[at..at + data.len()].copy_from_slice(data);
         Ok(())
     }

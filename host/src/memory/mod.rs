@@ -101,6 +101,12 @@ pub trait GuestMemory: Send {
     }
 }
 
+/// A byte offset or length as `usize`: lossless, since xsched builds only for 64-bit hosts.
+#[allow(clippy::cast_possible_truncation, reason = "usize is 64 bits wide (lib.rs refuses other targets)")]
+pub(crate) const fn to_usize(value: u64) -> usize {
+    value as usize
+}
+
 /// Checks that `[gpa, gpa + len)` lies inside one of `ranges`.
 pub(crate) fn check_access(ranges: &[PhysRange], gpa: Gpa, len: usize) -> Result<&PhysRange, MemoryError> {
     let len64 = len as u64;

@@ -110,7 +110,7 @@ impl GuestMemory for QemuMemory {
             // inside the file, which is mapped whole; `buf[start..end]` is in bounds. The guest may
             // change these bytes at any time; a byte copy through raw pointers never forms a Rust
             // reference to them.
-            unsafe { std::ptr::copy_nonoverlapping(base.add(file_offset as usize), buf[start..end].as_mut_ptr(), end - start) }
+            unsafe { std::ptr::copy_nonoverlapping(base.add(super::to_usize(file_offset)), buf[start..end].as_mut_ptr(), end - start) }
         })
     }
 
@@ -119,7 +119,7 @@ impl GuestMemory for QemuMemory {
         self.segments.for_each_piece(gpa, data.len(), |file_offset, start, end| {
             // SAFETY: as in `read_phys`: the destination lies inside the shared mapping, the source
             // inside `data`, and the two cannot overlap.
-            unsafe { std::ptr::copy_nonoverlapping(data[start..end].as_ptr(), base.add(file_offset as usize), end - start) }
+            unsafe { std::ptr::copy_nonoverlapping(data[start..end].as_ptr(), base.add(super::to_usize(file_offset)), end - start) }
         })
     }
 

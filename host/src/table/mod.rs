@@ -187,11 +187,11 @@ impl TaskTable {
                 id: domain.id,
                 name: domain.name.clone(),
                 release: location.release.clone(),
-                vcpus: location.online_cpus.len() as u32,
+                vcpus: u32::try_from(location.online_cpus.len()).unwrap_or(u32::MAX),
                 tasks: table.tasks.len() - first,
                 cpu_percent: elapsed_ns.map_or(0.0, |ns| domain_delta as f64 * 100.0 / ns),
-                pause_us: snap.pause.as_micros() as u64,
-                read_us: snap.read.as_micros() as u64,
+                pause_us: u64::try_from(snap.pause.as_micros()).unwrap_or(u64::MAX),
+                read_us: u64::try_from(snap.read.as_micros()).unwrap_or(u64::MAX),
                 problems: snap.guest.problems.clone(),
             });
         }

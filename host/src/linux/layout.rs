@@ -158,6 +158,35 @@ impl StructBuf {
         })
     }
 
+    /// Whether the copy holds the first `len` bytes of the struct: then every field ending
+    /// there decodes with [`Self::uint_or_zero`] and [`Self::int_or_zero`], one check for all.
+    pub fn covers(&self, len: u64) -> bool {
+        usize::try_from(len).is_ok_and(|len| len <= self.bytes.len())
+    }
+
+    /// The little-endian value of a scalar `field`, 0 when the copy does not hold it: for
+    /// decoders that checked [`Self::covers`] once for all their fields (no `Result` per field).
+    #[inline]
+    pub fn uint_or_zero(&self, field: Field) -> u64 {
+        let start = usize::try_from(field.offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(field.size).unwrap_or(usize::MAX));
+        match self.bytes.get(start..end) {
+            Some(&[a]) => u64::from(a),
+            Some(&[a, b]) => u64::from(u16::from_le_bytes([a, b])),
+            Some(&[a, b, c, d]) => u64::from(u32::from_le_bytes([a, b, c, d])),
+            Some(&[a, b, c, d, e, f, g, h]) => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+            _ => 0,
+        }
+    }
+
+    /// The sign-extended value of a scalar `field`, 0 when the copy does not hold it (see
+    /// [`Self::uint_or_zero`]).
+    #[inline]
+    pub fn int_or_zero(&self, field: Field) -> i64 {
+        let shift = 64 - 8 * field.size.clamp(1, 8);
+        ((self.uint_or_zero(field) << shift) as i64) >> shift
+    }
+
     /// The signed value of a scalar `field` (sign-extended from its width).
     #[inline]
     pub fn int(&self, field: Field) -> Result<i64, LinuxError> {

@@ -187,34 +187,40 @@ pub struct TaskRecord {
 impl TaskRecord {
     /// Decodes a task from a copy of its `task_struct`.
     pub fn decode(buf: &StructBuf, l: &TaskLayout) -> Result<Self, LinuxError> {
+        // Every field below lies inside the extents: one check instead of one per field.
+        if !buf.covers(l.extents.span()) {
+            return Err(LinuxError::Walk(format!("task at {}: the copy does not hold its fields", buf.base())));
+        }
+        let u = |f: Field| buf.uint_or_zero(f);
+        let i = |f: Field| buf.int_or_zero(f);
         let comm = buf.bytes(l.comm)?;
         let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())];
         Ok(Self {
             addr: buf.base(),
-            pid: buf.int(l.pid)? as i32,
-            tgid: buf.int(l.tgid)? as i32,
+            pid: i(l.pid) as i32,
+            tgid: i(l.tgid) as i32,
             comm: String::from_utf8_lossy(comm).into_owned(),
-            state: buf.uint(l.state)? as u32,
-            exit_state: buf.uint(l.exit_state)? as u32,
-            flags: buf.uint(l.flags)? as u32,
-            ti_flags: buf.uint(l.ti_flags)?,
-            cpu: buf.uint(l.cpu)? as u32,
-            on_cpu: buf.uint(l.on_cpu)? != 0,
-            on_rq: buf.uint(l.on_rq)? as u32,
-            prio: buf.int(l.prio)? as i32,
-            static_prio: buf.int(l.static_prio)? as i32,
-            rt_priority: buf.uint(l.rt_priority)? as u32,
-            policy: buf.uint(l.policy)? as u32,
-            start_time: buf.uint(l.start_time)?,
-            weight: buf.uint(l.se_weight)?,
-            se_on_rq: buf.uint(l.se_on_rq)? != 0,
-            sum_exec_runtime: buf.uint(l.se_sum_exec_runtime)?,
-            vruntime: buf.uint(l.se_vruntime)?,
-            cfs_rq: buf.ptr(l.se_cfs_rq)?,
-            task_group: buf.ptr(l.sched_task_group)?,
+            state: u(l.state) as u32,
+            exit_state: u(l.exit_state) as u32,
+            flags: u(l.flags) as u32,
+            ti_flags: u(l.ti_flags),
+            cpu: u(l.cpu) as u32,
+            on_cpu: u(l.on_cpu) != 0,
+            on_rq: u(l.on_rq) as u32,
+            prio: i(l.prio) as i32,
+            static_prio: i(l.static_prio) as i32,
+            rt_priority: u(l.rt_priority) as u32,
+            policy: u(l.policy) as u32,
+            start_time: u(l.start_time),
+            weight: u(l.se_weight),
+            se_on_rq: u(l.se_on_rq) != 0,
+            sum_exec_runtime: u(l.se_sum_exec_runtime),
+            vruntime: u(l.se_vruntime),
+            cfs_rq: Gva(u(l.se_cfs_rq)),
+            task_group: Gva(u(l.sched_task_group)),
             pi_locked: buf.bytes(l.pi_lock)?.iter().any(|&b| b != 0),
-            cred: buf.ptr(l.cred)?,
-            css_set: buf.ptr(l.cgroups)?,
+            cred: Gva(u(l.cred)),
+            css_set: Gva(u(l.cgroups)),
         })
     }
 }

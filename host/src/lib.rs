@@ -11,6 +11,7 @@ pub mod arch;
 pub mod domain;
 pub mod linux;
 pub mod memory;
+pub mod policy;
 pub mod profile;
 pub mod run;
 pub mod table;

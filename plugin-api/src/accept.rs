@@ -50,7 +50,9 @@ pub enum Refusal {
         plugin: String,
         /// The host's interface version.
         host: String,
-        /// abi_stable's report of the differences.
+        /// The differences, in one line (from `report`).
+        summary: String,
+        /// abi_stable's full report: both layouts and the differences.
         report: String,
     },
     /// Its root-module constructor failed or panicked.
@@ -66,9 +68,9 @@ impl fmt::Display for Refusal {
                 write!(f, "incompatible interface version: built against {plugin}, this xsched has {host}")
             }
             Self::NoLayout => f.write_str("the plugin carries no type-layout information to check"),
-            Self::Layout { plugin, host, report } => write!(
+            Self::Layout { plugin, host, summary, .. } => write!(
                 f,
-                "layout mismatch: built against interface {plugin} (this xsched has {host}) but its types differ: {report}"
+                "layout mismatch: built against interface {plugin} (this xsched has {host}) but its types differ: {summary}"
             ),
             Self::Init(why) => write!(f, "the plugin's root module failed to initialize: {why}"),
         }
@@ -104,11 +106,45 @@ pub fn accept<M: RootModule>(header: &'static LibHeader) -> Result<M, Refusal> {
     };
     if let Err(errors) = checked {
         let report = errors.to_string();
-        return Err(Refusal::Layout { plugin: plugin.to_string(), host: host.to_string(), report });
+        let summary = summarize(&report);
+        return Err(Refusal::Layout { plugin: plugin.to_string(), host: host.to_string(), summary, report });
     }
     // SAFETY: `M`'s layout was checked against the library's just above, in the direction that
     // lets the newer side have more prefix fields; prefix types carry their real field count, so
     // fields the older side lacks read as missing, never as garbage.
     let module = unsafe { header.unchecked_layout::<M>() };
     module.map_err(|e| Refusal::Init(e.to_string()))
+}
+
+/// The differences of an abi_stable layout report in one line: each `Error:<what>` with its
+/// `Expected:` and `Found:` values.
+fn summarize(report: &str) -> String {
+    let lines: Vec<&str> = report.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let value = |label: &str, from: usize| {
+        lines.get(from..).and_then(|rest| rest.iter().position(|l| *l == label).and_then(|i| rest.get(i + 1)).copied())
+    };
+    let found: Vec<String> = (0..lines.len())
+        .filter_map(|i| {
+            let what = lines.get(i)?.strip_prefix("Error:")?;
+            Some(match (value("Expected:", i), value("Found:", i)) {
+                (Some(e), Some(f)) => format!("{what} (expected {e}, found {f})"),
+                _ => what.to_string(),
+            })
+        })
+        .collect();
+    if found.is_empty() {
+        lines.first().map_or_else(String::new, |l| (*l).to_string())
+    } else {
+        found.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_report_is_summarized_in_one_line() {
+        let report = "Compared <this>:\n  --- Type Layout ---\n\nError:mismatched package\nExpected:\n    xsched-plugin-api\nFound:\n    other\n\nError:too many fields\nExpected:\n    3\nFound:\n    2\n";
+        assert_eq!(super::summarize(report), "mismatched package (expected xsched-plugin-api, found other); too many fields (expected 3, found 2)");
+        assert_eq!(super::summarize("odd\nreport"), "odd");
+    }
 }

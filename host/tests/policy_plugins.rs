@@ -1,0 +1,355 @@
+//! Policy plugins as real shared libraries: the bundled policies load and rank a synthetic task
+//! table; several load in one process; a panicking plugin returns an error; plugins built
+//! against another interface, non-plugins and files others could change are refused with
+//! messages naming the file; a bad config gives its line.
+//!
+//! The plugins (and the test fixtures under `plugins/testing-*`) are built first with
+//! `cargo build`, into this test's own target directory.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use xsched::domain::DomainId;
+use xsched::policy::{PolicyError, PolicyPlugin};
+use xsched::run::{admit, Ranked, Ranker};
+use xsched::table::{DomainSummary, Policy, TaskEntry, TaskKey, TaskTable};
+
+const PACKAGES: [&str; 6] = ["priority", "idle", "fairshare", "testing-panic", "testing-v2", "testing-layout"];
+
+/// The directory holding the built plugins (this test's profile directory, `target/debug`).
+fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
+        let target = profile.parent().expect("target dir");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.arg("build").arg("--quiet").env("CARGO_TARGET_DIR", target).current_dir(env!("CARGO_MANIFEST_DIR"));
+        for p in PACKAGES {
+            build.args(["-p", p]);
+        }
+        if profile.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let out = build.output().expect("run cargo build");
+        assert!(out.status.success(), "cargo build of the plugins failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        profile
+    })
+}
+
+fn plugin(package: &str) -> PathBuf {
+    plugin_dir().join(format!("lib{}.so", package.replace('-', "_")))
+}
+
+fn load(package: &str) -> PolicyPlugin {
+    PolicyPlugin::load(plugin(package)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The example configuration shipped beside a bundled plugin.
+fn example(package: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/{package}/{package}.toml"))
+}
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("xsched-policy-test-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn entry(domain: u32, pid: i32, comm: &str, state: char) -> TaskEntry {
+    TaskEntry {
+        key: TaskKey { domain: DomainId(domain), pid, start_time: 1_000 + u64::from(pid.unsigned_abs()) },
+        tgid: pid,
+        comm: comm.into(),
+        state,
+        cpu: 0,
+        queued: state == 'R',
+        running: false,
+        policy: Policy::Normal,
+        nice: 0,
+        prio: 120,
+        weight: 1024,
+        runtime_ns: 0,
+        runtime_delta_ns: 0,
+        cpu_percent: 0.0,
+        vruntime: 0,
+        cgroup: None,
+        task_group: 0,
+        uid: Some(0),
+        kthread: false,
+        task_addr: 0,
+    }
+}
+
+fn domain(id: u32, name: &str) -> DomainSummary {
+    DomainSummary {
+        id: DomainId(id),
+        name: name.into(),
+        release: "6.1.0".into(),
+        vcpus: 1,
+        tasks: 0,
+        cpu_percent: 0.0,
+        pause_us: 0,
+        read_us: 0,
+        problems: vec![],
+    }
+}
+
+/// The paper's setup: DB and bkup in guest1, web in guest2, plus a shell, a sleeper and a
+/// kernel thread that no bundled example ranks.
+fn paper_table() -> TaskTable {
+    TaskTable {
+        interval_ms: Some(10.0),
+        domains: vec![domain(0, "guest1"), domain(1, "guest2")],
+        tasks: vec![
+            entry(0, 30, "bkup", 'R'),
+            entry(0, 10, "dbd", 'R'),
+            TaskEntry { kthread: true, ..entry(0, 2, "kworker/0:1", 'R') },
+            entry(1, 20, "webd", 'R'),
+            entry(1, 21, "webd", 'S'),
+        ],
+    }
+}
+
+/// The pids of a ranking in rank order (class, order, then domain and pid, as the host does).
+fn pids(ranked: &[Ranked]) -> Vec<i32> {
+    let mut r = ranked.to_vec();
+    r.sort_by_key(|r| (r.class, r.order, r.key.domain, r.key.pid));
+    r.iter().map(|r| r.key.pid).collect()
+}
+
+fn key(table: &TaskTable, pid: i32) -> TaskKey {
+    table.tasks.iter().find(|t| t.key.pid == pid).map(|t| t.key).expect("task")
+}
+
+const PERIOD: Duration = Duration::from_millis(10);
+
+#[test]
+fn priority_ranks_db_over_web_over_bkup_and_the_host_parks_accordingly() {
+    let plugin = load("priority");
+    assert_eq!((plugin.name(), plugin.interface_version()), ("priority", xsched_plugin_api::INTERFACE_VERSION));
+    let mut policy = plugin.instantiate(Some(&example("priority"))).unwrap_or_else(|e| panic!("{e}"));
+    let table = paper_table();
+    let ranked = policy.rank_table(&table, &HashSet::new(), PERIOD, 1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pids(&ranked), vec![10, 20, 30]);
+    assert_eq!(ranked.iter().map(|r| (r.key.pid, r.class)).collect::<HashSet<_>>(), HashSet::from([(10, 0), (20, 1), (30, 2)]));
+    // With a budget of one CPU the host admits DB and parks web and bkup.
+    let plan = admit(&table, &ranked, &HashSet::new(), 1);
+    assert_eq!(plan.admitted, vec![key(&table, 10)]);
+    assert_eq!(plan.park, vec![key(&table, 20), key(&table, 30)]);
+}
+
+#[test]
+fn idle_ranks_the_backup_after_every_other_runnable_task() {
+    let mut policy = load("idle").instantiate(Some(&example("idle"))).unwrap_or_else(|e| panic!("{e}"));
+    let table = paper_table();
+    // bkup is parked: it still counts as runnable, and is ranked last.
+    let parked = HashSet::from([key(&table, 30)]);
+    let table = TaskTable { tasks: table.tasks.iter().map(|t| if t.key.pid == 30 { TaskEntry { state: 'P', ..t.clone() } } else { t.clone() }).collect(), ..table };
+    let ranked = policy.rank_table(&table, &parked, PERIOD, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pids(&ranked), vec![10, 20, 30]);
+    let classes: HashSet<(i32, u32)> = ranked.iter().map(|r| (r.key.pid, r.class)).collect();
+    assert_eq!(classes, HashSet::from([(10, 0), (20, 0), (30, 1)]));
+    // Two CPUs, both taken by DB and web: bkup stays parked. With DB asleep, bkup still waits
+    // (guest1 has one vCPU free, but web takes the second host CPU first)...
+    assert!(admit(&table, &ranked, &parked, 2).unpark.is_empty());
+    // ...and with web asleep too, it runs.
+    let quiet = TaskTable { tasks: table.tasks.iter().filter(|t| t.key.pid == 30).cloned().collect(), ..table.clone() };
+    let ranked = policy.rank_table(&quiet, &parked, PERIOD, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(admit(&quiet, &ranked, &parked, 2).unpark, vec![key(&table, 30)]);
+}
+
+#[test]
+fn fairshare_puts_the_group_furthest_below_its_share_first() {
+    let mut policy = load("fairshare").instantiate(Some(&example("fairshare"))).unwrap_or_else(|e| panic!("{e}"));
+    // Example groups: batch (hogA*, weight 1) and interactive (hogB*, weight 2), across guests.
+    let table = |delta_a: u64, delta_b: u64| TaskTable {
+        interval_ms: Some(10.0),
+        domains: vec![domain(0, "guest1"), domain(1, "guest2")],
+        tasks: vec![
+            TaskEntry { runtime_delta_ns: delta_a, ..entry(0, 10, "hogA1", 'R') },
+            TaskEntry { runtime_delta_ns: delta_a, ..entry(1, 11, "hogA2", 'R') },
+            TaskEntry { runtime_delta_ns: delta_b, ..entry(0, 20, "hogB1", 'R') },
+            TaskEntry { runtime_delta_ns: delta_b, ..entry(1, 21, "hogB2", 'R') },
+        ],
+    };
+    // batch used 10 ms per task, interactive 10 ms per task: per unit of weight interactive used
+    // half as much, so its tasks go first.
+    let ranked = policy.rank_table(&table(10_000_000, 10_000_000), &HashSet::new(), PERIOD, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pids(&ranked)[..2], [20, 21]);
+    // Then interactive runs alone for a while and falls behind... batch catches up.
+    for _ in 0..5 {
+        policy.rank_table(&table(0, 10_000_000), &HashSet::new(), PERIOD, 2).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let ranked = policy.rank_table(&table(0, 10_000_000), &HashSet::new(), PERIOD, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pids(&ranked)[..2], [10, 11]);
+}
+
+#[test]
+fn several_plugins_load_in_one_process() {
+    let (priority, idle, fairshare) = (load("priority"), load("idle"), load("fairshare"));
+    assert_eq!([priority.name(), idle.name(), fairshare.name()], ["priority", "idle", "fairshare"]);
+    let table = paper_table();
+    let mut by_priority = priority.instantiate(Some(&example("priority"))).unwrap_or_else(|e| panic!("{e}"));
+    let mut by_idle = idle.instantiate(Some(&example("idle"))).unwrap_or_else(|e| panic!("{e}"));
+    let classes = |r: Vec<Ranked>| r.iter().map(|r| (r.key.pid, r.class)).collect::<HashSet<_>>();
+    let none = HashSet::new();
+    assert_eq!(classes(by_priority.rank_table(&table, &none, PERIOD, 1).unwrap_or_default()), HashSet::from([(10, 0), (20, 1), (30, 2)]));
+    assert_eq!(classes(by_idle.rank_table(&table, &none, PERIOD, 1).unwrap_or_default()), HashSet::from([(10, 0), (20, 0), (30, 1)]));
+    // A second instance of the same plugin, and the same file loaded again, are independent.
+    let dir = TempDir::new("two");
+    let config = dir.0.join("flipped.toml");
+    fs::write(&config, "[[rule]]\nclass = 0\nmatch = { comm = \"bkup\" }\n").expect("write");
+    let mut flipped = load("priority").instantiate(Some(&config)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(classes(flipped.rank_table(&table, &none, PERIOD, 1).unwrap_or_default()), HashSet::from([(30, 0)]));
+    assert_eq!(classes(by_priority.rank_table(&table, &none, PERIOD, 1).unwrap_or_default()).len(), 3);
+}
+
+#[test]
+fn bare_names_are_found_beside_the_running_binary() {
+    // This test binary lives in target/<profile>/deps, where cargo also puts the cdylibs.
+    plugin_dir();
+    for spec in ["libpriority.so", "priority"] {
+        let plugin = PolicyPlugin::load(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        assert_eq!(plugin.name(), "priority");
+        assert!(plugin.path().ends_with("libpriority.so"), "{}", plugin.path().display());
+    }
+    let e = PolicyPlugin::load("libno-such-policy.so").expect_err("missing").to_string();
+    assert!(e.starts_with("policy plugin libno-such-policy.so: not found in ") && e.contains("/usr/lib/xsched/plugins"), "{e}");
+}
+
+#[test]
+fn a_panicking_plugin_returns_an_error_instead_of_aborting() {
+    let plugin = load("testing-panic");
+    let dir = TempDir::new("panic");
+    let config = dir.0.join("panic.toml");
+    fs::write(&config, "panic").expect("write");
+    match plugin.instantiate(Some(&config)) {
+        Err(e @ PolicyError::Config { .. }) => assert!(e.to_string().ends_with("policy panicked: told to panic in new"), "{e}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("instantiated"),
+    }
+    let mut policy = plugin.instantiate(None).unwrap_or_else(|e| panic!("{e}"));
+    let table = paper_table();
+    let e = policy.rank_table(&table, &HashSet::new(), PERIOD, 1).expect_err("panicked");
+    assert!(matches!(e, PolicyError::Policy { .. }), "{e:?}");
+    let shown = e.to_string();
+    assert!(shown.starts_with("policy testing-panic (") && shown.ends_with("): policy panicked: rank always panics (5 tasks)"), "{shown}");
+    // The policy object is gone; the host goes on, and the loop gets an error each time.
+    let again = Ranker::rank(&mut policy, &table, &HashSet::new(), PERIOD, 1).expect_err("still failing");
+    assert!(again.contains("unusable after an earlier panic"), "{again}");
+}
+
+#[test]
+fn a_plugin_built_against_interface_2_is_refused() {
+    let path = plugin("testing-v2");
+    match PolicyPlugin::load(&path) {
+        Err(e @ PolicyError::Version { .. }) => assert_eq!(
+            e.to_string(),
+            format!(
+                "policy plugin {}: incompatible interface version: built against 2.0.0, this xsched has {}",
+                path.display(),
+                xsched_plugin_api::INTERFACE_VERSION
+            )
+        ),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("loaded"),
+    }
+}
+
+#[test]
+fn a_plugin_whose_types_differ_is_refused() {
+    let path = plugin("testing-layout");
+    match PolicyPlugin::load(&path) {
+        Err(e @ PolicyError::Layout { .. }) => {
+            let shown = e.to_string();
+            let expected = format!(
+                "policy plugin {}: layout mismatch: built against interface 1.0.0 (this xsched has {}) but its types differ: \
+                 mismatched package (expected xsched-plugin-api, found testing-layout)",
+                path.display(),
+                xsched_plugin_api::INTERFACE_VERSION
+            );
+            assert_eq!(shown, expected);
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("loaded"),
+    }
+}
+
+#[test]
+fn files_that_are_not_plugins_are_refused() {
+    let dir = TempDir::new("not");
+    let text = dir.0.join("libnotes.so");
+    fs::write(&text, "# just a text file named like a plugin\n").expect("write");
+    let e = PolicyPlugin::load(&text).expect_err("text file").to_string();
+    assert_eq!(e, format!("policy plugin {}: not a shared library (no ELF header)", text.display()));
+
+    // A real shared library that is not a plugin: the C library this test runs on.
+    let maps = fs::read_to_string("/proc/self/maps").expect("maps");
+    let libc = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.contains("/libc.so")).expect("libc mapped");
+    let e = PolicyPlugin::load(libc).expect_err("libc").to_string();
+    assert!(e.starts_with(&format!("policy plugin {libc}: not an xsched policy plugin: it exports no abi_stable root module")), "{e}");
+
+    let e = PolicyPlugin::load(dir.0.join("libmissing.so")).expect_err("missing").to_string();
+    assert!(e.contains("libmissing.so: No such file or directory"), "{e}");
+}
+
+#[test]
+fn plugins_others_can_change_are_refused() {
+    let dir = TempDir::new("writable");
+    let copy = dir.0.join("libidle-copy.so");
+    fs::copy(plugin("idle"), &copy).expect("copy");
+    let chmod = |p: &Path, mode| fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
+    chmod(&copy, 0o666);
+    let e = PolicyPlugin::load(&copy).expect_err("world-writable").to_string();
+    assert!(e.starts_with(&format!("policy plugin {}: refused: the file is writable by others", copy.display())), "{e}");
+    chmod(&copy, 0o644);
+    chmod(&dir.0, 0o777);
+    let e = PolicyPlugin::load(&copy).expect_err("world-writable directory").to_string();
+    assert!(e.contains(&format!("refused: directory {} is writable by others", dir.0.display())), "{e}");
+    chmod(&dir.0, 0o755);
+    assert_eq!(PolicyPlugin::load(&copy).map(|p| p.name().to_string()).ok().as_deref(), Some("idle"));
+}
+
+#[test]
+fn a_bad_config_gives_the_file_the_line_and_the_problem() {
+    let plugin = load("priority");
+    let dir = TempDir::new("config");
+    let config = dir.0.join("bad.toml");
+    fs::write(&config, "[[rule]]\nclass = 0\nmatch = { comm = \"db*\", user = 3 }\n").expect("write");
+    let e = plugin.instantiate(Some(&config)).map(|_| ()).expect_err("bad config").to_string();
+    assert!(e.starts_with(&format!("policy priority: config file {}: priority config: TOML parse error at line 3", config.display())), "{e}");
+    assert!(e.contains("unknown field `user`"), "{e}");
+
+    // A reload with a bad file keeps the old configuration; a missing file is an error too.
+    let good = dir.0.join("good.toml");
+    fs::write(&good, "[[rule]]\nclass = 0\nmatch = { comm = \"dbd\" }\n").expect("write");
+    let mut policy = plugin.instantiate(Some(&good)).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(&good, "[[rule]]\nclass = \"zero\"\n").expect("write");
+    let e = policy.reload().expect_err("bad reload").to_string();
+    assert!(e.contains("line 2") && e.contains("invalid type"), "{e}");
+    let ranked = policy.rank_table(&paper_table(), &HashSet::new(), PERIOD, 1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pids(&ranked), vec![10]);
+    fs::remove_file(&good).expect("rm");
+    let e = policy.reload().expect_err("missing file").to_string();
+    assert!(e.contains("good.toml: No such file or directory"), "{e}");
+}

@@ -211,7 +211,7 @@ impl ParkLayout {
                 psi_system: sym("psi_system")?,
                 disabled_key: sym("psi_disabled")?,
                 cgroups_key: sym("psi_cgroups_enabled")?,
-                key_enabled: Field::scalar(p, "static_key", "enabled.counter")?,
+                key_enabled: Field::scalar(p, "static_key", "enabled")?,
                 nr_running: p.constant("PSI_NR_RUNNING")?,
             })
         })()

@@ -213,7 +213,7 @@ pub const OPTIONAL: ProfileSpec = ProfileSpec {
         ("psi_group", &["parent", "pcpu"]),
         ("psi_group_cpu", &["tasks"]),
         ("cgroup", &["psi"]),
-        ("static_key", &["enabled.counter"]),
+        ("static_key", &["enabled"]),
         // CONFIG_NUMA_BALANCING.
         ("task_struct", &["numa_preferred_nid"]),
         // CONFIG_RT_GROUP_SCHED.

@@ -19,7 +19,7 @@ use xsched::policy::{PolicyError, PolicyPlugin};
 use xsched::run::{admit, Ranked, Ranker};
 use xsched::table::{DomainSummary, Policy, TaskEntry, TaskKey, TaskTable};
 
-const PACKAGES: [&str; 6] = ["priority", "idle", "fairshare", "testing-panic", "testing-v2", "testing-layout"];
+const PACKAGES: [&str; 7] = ["priority", "idle", "fairshare", "testing-panic", "testing-v2", "testing-layout", "testing-next"];
 
 /// The directory holding the built plugins (this test's profile directory, `target/debug`).
 fn plugin_dir() -> &'static Path {
@@ -352,4 +352,36 @@ fn a_bad_config_gives_the_file_the_line_and_the_problem() {
     fs::remove_file(&good).expect("rm");
     let e = policy.reload().expect_err("missing file").to_string();
     assert!(e.contains("good.toml: No such file or directory"), "{e}");
+}
+
+/// A plugin built against this interface (1.0) loads in a host of the next minor version, whose
+/// root module and policy object have one more field and method: the field reads as `None`, the
+/// method runs its default. Checked on the real libpriority.so, with the checks
+/// `PolicyPlugin::load` runs.
+#[test]
+fn a_plugin_built_against_an_older_minor_version_loads_in_a_newer_host() {
+    use abi_stable::std_types::RStr;
+    use xsched_plugin_api::next_minor;
+
+    let header = abi_stable::library::lib_header_from_path(&plugin("priority")).unwrap_or_else(|e| panic!("{e}"));
+    let module = xsched_plugin_api::accept::<next_minor::PolicyModRef>(header).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(module.name().as_str(), "priority");
+    assert!(module.describe().is_none());
+    let config = fs::read_to_string(example("priority")).expect("example");
+    let mut policy = (module.new())(RStr::from_str(&config)).into_result().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.summary().as_str(), "(no summary: an older plugin)");
+    let snapshot = xsched::policy::snapshot_of(&paper_table(), |_| false, 0, 10_000_000, 1);
+    let decisions = policy.rank(&snapshot).into_result().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(decisions.len(), 3);
+    // abi_stable's own check would refuse it (its issue #118): the reason for `accept`.
+    assert!(header.init_root_module::<next_minor::PolicyModRef>().is_err());
+}
+
+/// And the other way round: a plugin built against the next minor version loads today.
+#[test]
+fn a_plugin_built_against_a_newer_minor_version_loads_in_an_older_host() {
+    let plugin = load("testing-next");
+    assert_eq!((plugin.name(), plugin.interface_version()), ("next-minor", xsched_plugin_api::next_minor::VERSION));
+    let mut policy = plugin.instantiate(None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.rank_table(&paper_table(), &HashSet::new(), PERIOD, 1).map(|r| r.len()).ok(), Some(0));
 }

@@ -91,74 +91,7 @@ fn a_panic_becomes_an_error_and_poisons_the_policy() {
     assert!(e.as_str().contains("unusable"), "{e}");
 }
 
-/// The interface as a hypothetical 1.1 would have it: a field appended to the root module and
-/// a method (with a default body) appended to the policy object.
-#[allow(clippy::wrong_self_convention, non_local_definitions)]
-mod v1_1 {
-    use super::*;
-    use abi_stable::sabi_trait;
-    use abi_stable::std_types::RBox;
-
-    #[sabi_trait]
-    pub trait PolicyObject: Send {
-        fn rank(&mut self, snapshot: &Snapshot) -> RResult<RVec<Decision>, RString>;
-
-        #[sabi(last_prefix_field)]
-        fn reload(&mut self, config: RStr<'_>) -> RResult<(), RString>;
-
-        fn summary(&self) -> RString {
-            RString::from("(no summary: an older plugin)")
-        }
-    }
-
-    pub type PolicyBox = PolicyObject_TO<'static, RBox<()>>;
-
-    #[repr(C)]
-    #[derive(StableAbi)]
-    #[sabi(kind(Prefix(prefix_ref = PolicyModRef)))]
-    #[sabi(missing_field(option))]
-    pub struct PolicyMod {
-        pub name: RStr<'static>,
-        #[sabi(last_prefix_field)]
-        pub new: extern "C" fn(config: RStr<'_>) -> RResult<PolicyBox, RString>,
-        pub describe: extern "C" fn() -> RStr<'static>,
-    }
-
-    impl RootModule for PolicyModRef {
-        declare_root_module_statics! {PolicyModRef}
-        const BASE_NAME: &'static str = ROOT_MODULE_NAME;
-        const NAME: &'static str = ROOT_MODULE_NAME;
-        const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.1.0");
-    }
-
-    struct Summarized;
-
-    impl PolicyObject for Summarized {
-        fn rank(&mut self, _: &Snapshot) -> RResult<RVec<Decision>, RString> {
-            ROk(RVec::new())
-        }
-
-        fn reload(&mut self, _: RStr<'_>) -> RResult<(), RString> {
-            ROk(())
-        }
-
-        fn summary(&self) -> RString {
-            RString::from("a 1.1 object")
-        }
-    }
-
-    extern "C" fn new(_: RStr<'_>) -> RResult<PolicyBox, RString> {
-        ROk(PolicyObject_TO::from_value(Summarized, abi_stable::sabi_trait::TD_Opaque))
-    }
-
-    extern "C" fn describe() -> RStr<'static> {
-        RStr::from_str("a 1.1 plugin")
-    }
-
-    pub fn module() -> PolicyModRef {
-        PolicyMod { name: RStr::from_str("toy-1.1"), new, describe }.leak_into_prefix()
-    }
-}
+use crate::next_minor as v1_1;
 
 /// The interface as a hypothetical 2.0 would have it (same layout, new major version).
 #[allow(dead_code, clippy::wrong_self_convention)]
@@ -208,7 +141,7 @@ fn an_older_minor_plugin_loads_in_a_newer_host() {
 #[test]
 fn a_newer_minor_plugin_loads_in_an_older_host() {
     let module = accept::<PolicyModRef>(header(v1_1::module())).expect("1.1 plugin in a 1.0 host");
-    assert_eq!(module.name().as_str(), "toy-1.1");
+    assert_eq!(module.name().as_str(), "next-minor");
     let mut policy = (module.new())(RStr::from_str("")).into_result().expect("new");
     assert_eq!(policy.rank(&snapshot(&["a"])).into_result().map(|d| d.len()), Ok(0));
 }
@@ -287,4 +220,6 @@ fn another_root_module_is_not_a_policy() {
 fn the_interface_version_is_the_package_version() {
     assert!(INTERFACE_VERSION.starts_with("1."));
     assert_eq!(PolicyModRef::VERSION_STRINGS.version.as_str(), INTERFACE_VERSION);
+    let minor = |v: &str| v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
+    assert_eq!(minor(v1_1::VERSION), minor(INTERFACE_VERSION).map(|m| m + 1), "next_minor::VERSION must follow the real one");
 }

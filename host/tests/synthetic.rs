@@ -577,3 +577,23 @@ fn random_corruption_always_ends() {
     }
     worker.join().expect("worker");
 }
+
+#[test]
+fn a_forged_list_of_broken_processes_yields_few_problems() {
+    // 4000 list_heads packed 16 bytes apart in the scratch space, linked into the task list: each
+    // is a "process" whose task_struct overlaps its neighbours and whose thread list is garbage.
+    let mut g = guest(10, 1, 24);
+    let head = at(g.init_task, "task_struct", "tasks");
+    let (next, prev) = (field("list_head", "next"), field("list_head", "prev"));
+    let nodes: Vec<Gva> = (0..4000u64).map(|i| Gva(g.scratch.raw() + 16 * i)).collect();
+    let ring: Vec<Gva> = std::iter::once(head).chain(nodes.iter().copied()).collect();
+    for (i, &node) in ring.iter().enumerate() {
+        g.write_u64(next.at(node).expect("va"), ring[(i + 1) % ring.len()].raw()).expect("write");
+        g.write_u64(prev.at(node).expect("va"), ring[(i + ring.len() - 1) % ring.len()].raw()).expect("write");
+    }
+    let (_, snap) = read_bounded(g, HOSTILE_BOUND);
+    // At most 100 problems, a line saying the list was abandoned, one counting the rest.
+    assert!(!snap.problems.is_empty() && snap.problems.len() <= 102, "{} problems, first: {:?}", snap.problems.len(), snap.problems.first());
+    // Each forged task is read once (the N x N reads of shared thread lists are refused).
+    assert!(snap.tasks.len() <= 10 + 2 * nodes.len(), "{} tasks", snap.tasks.len());
+}

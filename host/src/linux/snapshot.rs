@@ -9,7 +9,7 @@ use super::cgroup::{CgroupLayout, CgroupResolver};
 use super::layout::Field;
 use super::runqueue::{read_runqueue, RqLayout, RunqueueSnapshot};
 use super::state::TaskStates;
-use super::tasks::{read_tasks, TaskLayout, TaskRecord, TASK_LIMIT};
+use super::tasks::{read_tasks, TaskLayout, TaskRecord, MAX_PROBLEMS, TASK_LIMIT};
 use super::virt::KernelMemory;
 use super::{Kernel, LinuxError};
 
@@ -117,9 +117,19 @@ impl SnapshotReader {
         snap.problems.extend(scan.problems);
         let mut cgroups = CgroupResolver::default();
         snap.tasks.reserve_exact(scan.tasks.len());
+        // Per-task problems beyond the first few are only counted: a forged cgroup or cred
+        // shared by every task would otherwise make one line per task.
+        let mut unlisted = 0usize;
+        let mut note = |problem: String| {
+            if snap.problems.len() < MAX_PROBLEMS {
+                snap.problems.push(problem);
+            } else {
+                unlisted += 1;
+            }
+        };
         for record in scan.tasks {
-            let cgroup = cgroups.path_of_css_set(mem, &self.cgroup, record.css_set).map_err(|e| snap.problems.push(format!("pid {}: cgroup: {e}", record.pid))).ok();
-            let uid = self.cred_uid.at(record.cred).and_then(|uid| mem.read_u32(uid)).map_err(|e| snap.problems.push(format!("pid {}: cred: {e}", record.pid))).ok();
+            let cgroup = cgroups.path_of_css_set(mem, &self.cgroup, record.css_set).map_err(|e| note(format!("pid {}: cgroup: {e}", record.pid))).ok();
+            let uid = self.cred_uid.at(record.cred).and_then(|uid| mem.read_u32(uid)).map_err(|e| note(format!("pid {}: cred: {e}", record.pid))).ok();
             snap.tasks.push(GuestTask {
                 state: self.states.letter(record.state, record.exit_state),
                 queued: queued.contains(&record.addr),
@@ -128,6 +138,9 @@ impl SnapshotReader {
                 uid,
                 record,
             });
+        }
+        if unlisted > 0 {
+            snap.problems.push(format!("... and {unlisted} more task problems"));
         }
         snap
     }

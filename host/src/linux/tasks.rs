@@ -1,6 +1,8 @@
 //! The guest's tasks: every thread of every process, from `init_task.tasks` and each process's
 //! `signal->thread_head` list.
 
+use std::collections::HashSet;
+
 use crate::memory::Gva;
 use crate::profile::Profile;
 
@@ -11,6 +13,10 @@ use super::LinuxError;
 
 /// No kernel has more tasks than pids (`PID_MAX_LIMIT`).
 pub const TASK_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Problems kept per scan: a guest can forge any number of broken entries, and past this many
+/// the list is garbage anyway.
+pub const MAX_PROBLEMS: usize = 100;
 
 /// Offsets of the `task_struct` fields xsched reads (sched_entity fields relative to the task).
 #[derive(Clone, Debug)]
@@ -252,6 +258,9 @@ pub fn read_tasks<K: KernelMemory + ?Sized>(mem: &K, l: &TaskLayout, init_task: 
         scan.problems.push(format!("init_task: {e}"));
         return scan;
     }
+    // Every task read: a real one is listed once, so one listed again ends its thread group.
+    // Without this, forged processes sharing one long thread list cost N x N task reads.
+    let mut seen = HashSet::new();
     for node in list_for_each(mem, l.list, head, limit) {
         let leader = match node.and_then(|n| container_of(n, l.tasks)) {
             Ok(leader) => leader,
@@ -260,8 +269,12 @@ pub fn read_tasks<K: KernelMemory + ?Sized>(mem: &K, l: &TaskLayout, init_task: 
                 break;
             }
         };
-        if let Err(e) = read_thread_group(mem, l, leader, &mut buf, limit, &mut scan) {
+        if let Err(e) = read_thread_group(mem, l, leader, &mut buf, limit, &mut seen, &mut scan) {
             scan.problems.push(format!("process at {leader}: {e}"));
+            if scan.problems.len() >= MAX_PROBLEMS {
+                scan.problems.push(format!("{MAX_PROBLEMS} broken processes: the rest of the list is not read"));
+                break;
+            }
         }
         if scan.tasks.len() >= limit {
             scan.problems.push(format!("more than {limit} tasks"));
@@ -278,8 +291,12 @@ fn read_thread_group<K: KernelMemory + ?Sized>(
     leader: Gva,
     buf: &mut StructBuf,
     limit: usize,
+    seen: &mut HashSet<Gva>,
     scan: &mut TaskScan,
 ) -> Result<(), LinuxError> {
+    if !seen.insert(leader) {
+        return Err(listed_twice(leader));
+    }
     buf.refill_extents(mem, leader, &l.extents)?;
     let signal = buf.ptr(l.signal)?;
     // Read once; listed where the thread list has it.
@@ -291,6 +308,9 @@ fn read_thread_group<K: KernelMemory + ?Sized>(
             scan.tasks.extend(leader_record.take());
             continue;
         }
+        if !seen.insert(task) {
+            return Err(listed_twice(task));
+        }
         buf.refill_extents(mem, task, &l.extents)?;
         scan.tasks.push(TaskRecord::decode(buf, l)?);
         if scan.tasks.len() >= limit {
@@ -300,6 +320,10 @@ fn read_thread_group<K: KernelMemory + ?Sized>(
     // An exiting leader has left its thread list; /proc still shows it (as a zombie).
     scan.tasks.extend(leader_record);
     Ok(())
+}
+
+fn listed_twice(task: Gva) -> LinuxError {
+    LinuxError::Walk(format!("task {task} is listed twice"))
 }
 
 /// `container_of`: the struct whose `field` is at `node`.

@@ -4,6 +4,7 @@ mod park;
 mod probe;
 mod profile;
 mod ps;
+mod run;
 
 use std::path::PathBuf;
 
@@ -11,10 +12,13 @@ use clap::{Parser, Subcommand};
 
 /// A system-wide process scheduler that spans virtual machines.
 #[derive(Debug, Parser)]
-#[command(name = "xsched", version, about)]
+#[command(name = "xsched", version, about, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no subcommand, `xsched --plugin PATH --domain …` runs the scheduling loop.
+    #[command(flatten)]
+    run: Option<run::RunArgs>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +31,8 @@ enum Command {
     Unpark(park::TaskArgs),
     /// Unpark what the journal says is parked (after a crash, or to clean up).
     Release(park::ReleaseArgs),
+    /// Run the scheduling loop with a policy plugin.
+    Run(run::RunArgs),
     /// List every task of every domain in one table.
     Ps(ps::PsArgs),
     /// Kernel layout profiles.
@@ -36,7 +42,14 @@ enum Command {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return match cli.run {
+            Some(args) => run::run(&args),
+            None => anyhow::bail!("nothing to do: give a subcommand, or --plugin and --domain to run the loop (see --help)"),
+        };
+    };
+    match command {
+        Command::Run(args) => run::run(&args),
         Command::Probe(args) => probe::run(&args),
         Command::Profile(command) => profile::run(command),
         Command::Ps(args) => ps::run(&args),

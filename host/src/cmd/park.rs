@@ -28,7 +28,13 @@ pub struct JournalArgs {
 }
 
 impl JournalArgs {
-    fn open(&self) -> anyhow::Result<Journal> {
+    /// The `--kernels` directory, if given.
+    pub fn kernels(&self) -> Option<PathBuf> {
+        self.kernels.clone()
+    }
+
+    /// Opens the journal.
+    pub fn open(&self) -> anyhow::Result<Journal> {
         let path = self
             .journal
             .clone()

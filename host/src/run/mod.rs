@@ -96,11 +96,12 @@ impl<R: Ranker> Scheduler<R> {
                 }
             }
             let table = self.read(previous.as_ref().map(|(t, at)| (t, started - *at)))?;
+            // Before planning: the table was read after the previous period's parks.
+            self.forget_vanished(&table)?;
             let parked: HashSet<TaskKey> = self.parked.iter().map(|(k, _)| *k).collect();
             let ranking = self.ranker.rank(&table, &parked, self.period, self.host_cpus).map_err(|e| anyhow::anyhow!("policy failed: {e}"))?;
             let plan = admit(&table, &ranking, &parked, self.host_cpus);
             self.apply(&table, &plan)?;
-            self.forget_vanished(&table)?;
             self.stats.periods += 1;
             if started.elapsed() > self.period {
                 self.stats.overruns += 1;

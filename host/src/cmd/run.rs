@@ -1,0 +1,127 @@
+//! `xsched run --plugin PATH --domain …` (also `xsched --plugin PATH --domain …`): the
+//! scheduling loop with a policy plugin.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use xsched::domain::{Domain, DomainSpec};
+use xsched::policy::PolicyPlugin;
+use xsched::profile::Profile;
+use xsched::run::{Plan, RunStats, Scheduler, Signals};
+use xsched::table::TaskTable;
+
+use super::park::JournalArgs;
+
+/// Arguments of `xsched run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The policy plugin: a path, or a file name looked up on $XSCHED_PLUGIN_PATH, beside the
+    /// xsched binary, then in /usr/lib/xsched/plugins.
+    #[arg(long)]
+    plugin: PathBuf,
+    /// The policy's configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A domain, as NAME=qemu:RAMFILE,qmp=SOCK | NAME=xen:DOMID (repeatable).
+    #[arg(long = "domain", required = true)]
+    domains: Vec<DomainSpec>,
+    /// The period, milliseconds.
+    #[arg(long, default_value_t = 10)]
+    period: u64,
+    /// The host CPU budget: how many tasks may run at once machine-wide [default: the host's CPUs].
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Stop after this many periods (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    periods: Option<u64>,
+    /// Write one JSON line per period with every managed task's state and decision.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    #[command(flatten)]
+    common: JournalArgs,
+}
+
+/// Runs the loop until a signal, a period limit or an error; everything parked is released
+/// before it returns.
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let plugin = PolicyPlugin::load(&args.plugin)?;
+    let policy = plugin.instantiate(args.config.as_deref())?;
+    let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(args.common.kernels()))?.into_iter().map(|(_, p)| p).collect();
+    let domains = args
+        .domains
+        .iter()
+        .zip(0..)
+        .map(|(spec, i)| Domain::attach(xsched::domain::DomainId(i), spec, profiles.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let host_cpus = match args.cpus {
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+    };
+    let signals = Signals::default();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, signals.stop.clone()).context("installing a signal handler")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, signals.reload.clone()).context("installing a signal handler")?;
+
+    let mut trace = args
+        .trace
+        .as_ref()
+        .map(|path| File::create(path).map(BufWriter::new).with_context(|| format!("trace file {}", path.display())))
+        .transpose()?;
+    let started = Instant::now();
+    let mut last_summary = Instant::now();
+    let mut trace_error = None;
+    let mut scheduler = Scheduler::new(domains, args.common.open()?, policy, Duration::from_millis(args.period), host_cpus);
+    println!("xsched: policy {} on {} domain(s), period {} ms, {host_cpus} host CPU(s)", plugin.name(), args.domains.len(), args.period);
+    let result = scheduler.run(&signals, args.periods, |table, plan, stats| {
+        if let Some(out) = trace.as_mut() {
+            if let Err(e) = write_trace(out, started.elapsed(), table, plan, stats) {
+                trace_error.get_or_insert(e);
+            }
+        }
+        if last_summary.elapsed() >= Duration::from_secs(1) {
+            last_summary = Instant::now();
+            let parked = table.tasks.iter().filter(|t| t.state == 'P').count();
+            println!(
+                "xsched: {} tasks, {parked} parked, {} admitted; periods {} ({} overrun), parks {}, unparks {}, deferred {}",
+                table.tasks.len(), plan.admitted.len(), stats.periods, stats.overruns, stats.parks, stats.unparks, stats.deferred
+            );
+        }
+    });
+    if let Some(out) = trace.as_mut() {
+        out.flush().context("trace file")?;
+    }
+    if signals.stop.load(Ordering::Relaxed) {
+        println!("xsched: stopped; every parked task was released");
+    }
+    result?;
+    trace_error.map_or(Ok(()), |e| Err(e.context("trace file")))
+}
+
+/// One trace line: the period's time and every managed task with its state and the decision.
+fn write_trace(out: &mut impl Write, at: Duration, table: &TaskTable, plan: &Plan, stats: &RunStats) -> anyhow::Result<()> {
+    let name = |id| table.domains.iter().find(|d| d.id == id).map_or("?", |d| d.name.as_str());
+    let tasks: Vec<_> = plan
+        .admitted
+        .iter()
+        .map(|k| (k, "run"))
+        .chain(plan.park.iter().map(|k| (k, "park")))
+        .chain(plan.unpark.iter().map(|k| (k, "unpark")))
+        .filter_map(|(key, decision)| {
+            let t = table.tasks.iter().find(|t| t.key == *key)?;
+            Some(json!({
+                "domain": name(key.domain), "pid": key.pid, "comm": t.comm, "state": t.state.to_string(),
+                "queued": t.queued, "running": t.running, "decision": decision, "runtime_ns": t.runtime_ns,
+            }))
+        })
+        .collect();
+    let line = json!({ "t": at.as_secs_f64(), "period": stats.periods, "tasks": tasks });
+    writeln!(out, "{line}")?;
+    Ok(())
+}

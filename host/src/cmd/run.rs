@@ -104,15 +104,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     trace_error.map_or(Ok(()), |e| Err(e.context("trace file")))
 }
 
-/// One trace line: the period's time and every managed task with its state and the decision.
+/// One trace line: the period's time and every managed task with its state (as read at the
+/// start of the period) and the decision: `run`, `park`, `unpark`, or `parked` (stays parked).
 fn write_trace(out: &mut impl Write, at: Duration, table: &TaskTable, plan: &Plan, stats: &RunStats) -> anyhow::Result<()> {
     let name = |id| table.domains.iter().find(|d| d.id == id).map_or("?", |d| d.name.as_str());
+    let staying_parked = table.tasks.iter().filter(|t| t.state == 'P' && !plan.unpark.contains(&t.key)).map(|t| t.key);
+    let staying_parked: Vec<_> = staying_parked.collect();
     let tasks: Vec<_> = plan
         .admitted
         .iter()
+        .filter(|k| !plan.unpark.contains(k))
         .map(|k| (k, "run"))
         .chain(plan.park.iter().map(|k| (k, "park")))
         .chain(plan.unpark.iter().map(|k| (k, "unpark")))
+        .chain(staying_parked.iter().map(|k| (k, "parked")))
         .filter_map(|(key, decision)| {
             let t = table.tasks.iter().find(|t| t.key == *key)?;
             Some(json!({

@@ -1,0 +1,184 @@
+//! `xsched run` with the bundled policies on two lab guests, measured by the guests' own
+//! accounting: the kernel's `se.sum_exec_runtime` of each task (what `/proc/PID/schedstat`
+//! shows), from the views the guests print and, per period, from xsched's trace.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{domain_arg, kernels_dir, workspace, xsched_ok};
+use serde_json::Value;
+use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn lab() -> &'static [Guest] {
+    shared_lab(|| {
+        vec![
+            GuestSpec::new("guest1").view_interval_ms(1000).view_kthreads(false),
+            GuestSpec::new("guest2").view_interval_ms(1000).view_kthreads(false),
+        ]
+    })
+}
+
+/// The tests start their own workloads in the shared guests: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Builds the bundled policy `name` and returns its library.
+fn plugin(name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo).args(["build", "--quiet", "-p", name]).current_dir(workspace()).status().expect("cargo");
+    assert!(status.success(), "building plugin {name}");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
+    target.join("debug").join(format!("lib{name}.so"))
+}
+
+/// Runs the loop for `periods` periods with `plugin` and `config` over both guests.
+fn run_loop(plugin_name: &str, config: &str, cpus: u32, periods: u32, tag: &str) -> Vec<Value> {
+    let g = lab();
+    let dir = g[0].dir();
+    let config_file = dir.join(format!("{tag}.toml"));
+    std::fs::write(&config_file, config).expect("config");
+    let trace = dir.join(format!("{tag}.trace"));
+    let journal = dir.join(format!("{tag}.journal"));
+    let lib = plugin(plugin_name);
+    let out = xsched_ok(&[
+        "run",
+        "--plugin", lib.to_str().expect("utf-8"),
+        "--config", config_file.to_str().expect("utf-8"),
+        "--domain", &domain_arg(&g[0]),
+        "--domain", &domain_arg(&g[1]),
+        "--cpus", &cpus.to_string(),
+        "--period", "10",
+        "--periods", &periods.to_string(),
+        "--trace", trace.to_str().expect("utf-8"),
+        "--journal", journal.to_str().expect("utf-8"),
+        "--kernels", kernels_dir().to_str().expect("utf-8"),
+    ]);
+    eprintln!("{}", out.lines().last().unwrap_or_default());
+    assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0, "everything was released");
+    for guest in g {
+        let view = guest.next_view(WAIT).expect("view after the run");
+        assert!(view.procs.iter().all(|p| p.state != 'P'), "{} has parked tasks after the run", guest.name());
+    }
+    std::fs::read_to_string(&trace).expect("trace").lines().map(|l| serde_json::from_str(l).expect("trace line")).collect()
+}
+
+fn stop(g: &Guest, pids: &[u32]) {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    g.exec_ok(&format!("kill {}", list.join(" "))).expect("kill");
+}
+
+/// Per trace line: comm → (state, runtime_ns).
+fn states(line: &Value) -> BTreeMap<String, (char, u64)> {
+    line["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            let state = t["state"].as_str().and_then(|s| s.chars().next()).unwrap_or('?');
+            (t["comm"].as_str().expect("comm").to_string(), (state, t["runtime_ns"].as_u64().expect("runtime")))
+        })
+        .collect()
+}
+
+#[test]
+fn priority_db_over_web_over_bkup_across_guests() {
+    let _serial = serial();
+    let (g1, g2) = (&lab()[0], &lab()[1]);
+    let db = g1.start_workload(&Workload::phases("db", 2000, 3000)).expect("db");
+    let bkup = g1.start_workload(&Workload::cpu("bkup")).expect("bkup");
+    let web = g2.start_workload(&Workload::phases("web", 1500, 2500)).expect("web");
+    let config = r#"
+        [[rule]]
+        class = 0
+        match = { domain = "guest1", comm = "db" }
+        [[rule]]
+        class = 1
+        match = { domain = "guest2", comm = "web" }
+        [[rule]]
+        class = 2
+        match = { comm = "bkup" }
+    "#;
+    let before = g1.next_view(WAIT).expect("view");
+    let trace = run_loop("priority", config, 1, 2500, "priority");
+    let after = g1.next_view(WAIT).expect("view");
+    stop(g1, &[db[0], bkup[0]]);
+    stop(g2, &[web[0]]);
+
+    // Period by period: bkup's runtime growth while db or web was runnable (after two periods
+    // of reaction) and while both were idle.
+    let (mut contended, mut contended_ns, mut free, mut free_ns) = (0u64, 0u64, 0u64, 0u64);
+    let lines: Vec<(f64, BTreeMap<String, (char, u64)>)> = trace.iter().map(|l| (l["t"].as_f64().expect("t"), states(l))).collect();
+    let busy = |s: &BTreeMap<String, (char, u64)>, comm: &str| s.get(comm).is_some_and(|(state, _)| *state == 'R');
+    for w in lines.windows(4) {
+        let [(_, a), (_, b), (t2, c), (t3, d)] = w else { continue };
+        let (Some((_, r2)), Some((_, r3))) = (c.get("bkup"), d.get("bkup")) else { continue };
+        let grew = r3.saturating_sub(*r2);
+        let span = ((t3 - t2) * 1e9) as u64;
+        let high = |s| busy(s, "db") || busy(s, "web");
+        if [a, b, c, d].iter().all(|s| high(s)) {
+            contended += span;
+            contended_ns += grew;
+        } else if [a, b, c, d].iter().all(|s| !high(s)) {
+            free += span;
+            free_ns += grew;
+        }
+    }
+    let share = |ns: u64, span: u64| ns as f64 * 100.0 / span.max(1) as f64;
+    eprintln!(
+        "bkup: {:.2}% of {:.1} s while db or web runnable, {:.1}% of {:.1} s while both idle",
+        share(contended_ns, contended), contended as f64 / 1e9, share(free_ns, free), free as f64 / 1e9
+    );
+    assert!(contended > 5_000_000_000, "too little contended time observed: {contended} ns");
+    assert!(share(contended_ns, contended) < 1.0, "bkup ran while db or web was runnable");
+    assert!(free > 1_000_000_000 && share(free_ns, free) > 50.0, "bkup barely ran while both were idle");
+    // The trace's runtimes are the guest's own: the guest's /proc view brackets them.
+    let last = lines.last().expect("trace").1.get("bkup").expect("bkup").1;
+    let (b0, b1) = (before.get(bkup[0]).expect("bkup").run_ns, after.get(bkup[0]).expect("bkup").run_ns);
+    assert!(b0 <= last && last <= b1, "trace {last} outside the guest's [{b0}, {b1}]");
+    assert!(g1.console_problems().is_empty() && g2.console_problems().is_empty());
+}
+
+#[test]
+fn fairshare_splits_the_host_one_to_two_across_guests() {
+    let _serial = serial();
+    let (g1, g2) = (&lab()[0], &lab()[1]);
+    let mut pids = BTreeMap::new();
+    for (g, gold, bronze) in [(g1, "gold1", "bronze1"), (g2, "gold2", "bronze2")] {
+        pids.insert(gold, (g, g.start_workload(&Workload::cpu(gold)).expect("gold")[0]));
+        pids.insert(bronze, (g, g.start_workload(&Workload::cpu(bronze)).expect("bronze")[0]));
+    }
+    let config = r#"
+        half_life_ms = 1000
+        [[group]]
+        name = "gold"
+        weight = 2
+        match = { comm = "gold*" }
+        [[group]]
+        name = "bronze"
+        weight = 1
+        match = { comm = "bronze*" }
+    "#;
+    let trace = run_loop("fairshare", config, 2, 2000, "fairshare");
+    // The kernel's own runtimes of the four hogs, from the trace, after 5 s for the decayed usage
+    // to settle (the policy measures over a window with a 1 s half-life).
+    let lines: Vec<(f64, BTreeMap<String, (char, u64)>)> = trace.iter().map(|l| (l["t"].as_f64().expect("t"), states(l))).collect();
+    let first = lines.iter().find(|(t, s)| *t >= 5.0 && pids.keys().all(|k| s.contains_key(*k))).expect("a trace line after 5 s");
+    let last = lines.iter().rev().find(|(_, s)| pids.keys().all(|k| s.contains_key(*k))).expect("a last trace line");
+    let growth = |name: &str| last.1[name].1 - first.1[name].1;
+    let gold = growth("gold1") + growth("gold2");
+    let bronze = growth("bronze1") + growth("bronze2");
+    let ratio = gold as f64 / bronze.max(1) as f64;
+    eprintln!("fairshare: gold {:.2} s, bronze {:.2} s, ratio {ratio:.2} (target 2)", gold as f64 / 1e9, bronze as f64 / 1e9);
+    for (g, pid) in pids.values() {
+        stop(g, &[*pid]);
+    }
+    assert!((ratio - 2.0).abs() <= 0.2, "gold:bronze = {ratio:.2}, not within 10% of 2");
+}

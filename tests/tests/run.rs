@@ -36,7 +36,7 @@ fn plugin(name: &str) -> PathBuf {
     let status = Command::new(cargo).args(["build", "--quiet", "-p", name]).current_dir(workspace()).status().expect("cargo");
     assert!(status.success(), "building plugin {name}");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
-    target.join("debug").join(format!("lib{name}.so"))
+    target.join("debug").join(format!("lib{}.so", name.replace('-', "_")))
 }
 
 /// Runs the loop for `periods` periods with `plugin` and `config` over both guests.
@@ -181,4 +181,34 @@ fn fairshare_splits_the_host_one_to_two_across_guests() {
         stop(g, &[*pid]);
     }
     assert!((ratio - 2.0).abs() <= 0.2, "gold:bronze = {ratio:.2}, not within 10% of 2");
+}
+
+#[test]
+fn a_panicking_policy_ends_the_loop_with_nothing_left_parked() {
+    let _serial = serial();
+    let g1 = &lab()[0];
+    let hogs = g1.start_workload(&Workload::cpu("spinner").count(3)).expect("hogs");
+    let dir = g1.dir();
+    let (config, trace, journal) = (dir.join("panic.conf"), dir.join("panic.trace"), dir.join("panic.journal"));
+    std::fs::write(&config, "after=150").expect("config");
+    let lib = plugin("testing-panic");
+    let out = common::xsched(&[
+        "run",
+        "--plugin", lib.to_str().expect("utf-8"),
+        "--config", config.to_str().expect("utf-8"),
+        "--domain", &domain_arg(g1),
+        "--cpus", "1",
+        "--trace", trace.to_str().expect("utf-8"),
+        "--journal", journal.to_str().expect("utf-8"),
+        "--kernels", kernels_dir().to_str().expect("utf-8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the loop must fail");
+    assert!(stderr.contains("panicked"), "{stderr}");
+    let parks = std::fs::read_to_string(&trace).expect("trace").lines().filter(|l| l.contains("\"park\"")).count();
+    assert!(parks > 0, "the policy had xsched park tasks before it panicked");
+    assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0, "the journal is empty");
+    let view = g1.next_view(WAIT).expect("view");
+    assert!(view.procs.iter().all(|p| p.state != 'P'), "a task stayed parked");
+    stop(g1, &hogs);
 }

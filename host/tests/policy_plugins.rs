@@ -253,7 +253,7 @@ fn a_panicking_plugin_returns_an_error_instead_of_aborting() {
     let e = policy.rank_table(&table, &HashSet::new(), PERIOD, 1).expect_err("panicked");
     assert!(matches!(e, PolicyError::Policy { .. }), "{e:?}");
     let shown = e.to_string();
-    assert!(shown.starts_with("policy testing-panic (") && shown.ends_with("): policy panicked: rank always panics (5 tasks)"), "{shown}");
+    assert!(shown.starts_with("policy testing-panic (") && shown.ends_with("): policy panicked: rank panics as configured (5 tasks)"), "{shown}");
     // The policy object is gone; the host goes on, and the loop gets an error each time.
     let again = Ranker::rank(&mut policy, &table, &HashSet::new(), PERIOD, 1).expect_err("still failing");
     assert!(again.contains("unusable after an earlier panic"), "{again}");

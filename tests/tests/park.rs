@@ -153,7 +153,7 @@ fn release_all_restores_what_a_dead_xsched_left_parked() {
 fn soak_park_unpark_cycles() {
     let _serial = serial();
     let g = &lab()[0];
-    let cycles: usize = std::env::var("XSCHED_SOAK_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let cycles: usize = std::env::var("XSCHED_SOAK_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let profiles: Vec<Profile> = Profile::load_dir(&kernels_dir()).expect("profiles").into_iter().map(|(_, p)| p).collect();
     let spec: DomainSpec = domain_arg(g).parse().expect("spec");
     let mut domain = Domain::attach(DomainId(0), &spec, profiles).expect("attach");

@@ -4,6 +4,7 @@
 //! pass over the domains and, given the previous table, computes each task's CPU use from the
 //! growth of its `sum_exec_runtime`. A task is identified by domain, pid and start time, so a
 //! pid reused by a new task never inherits its predecessor's history.
+//! [`TaskTable::build_from`] does the same from plain parts ([`DomainFacts`]), with no live guest.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::domain::{Domain, DomainId, DomainSnapshot};
 use crate::linux::snapshot::GuestTask;
+use crate::profile::Profile;
 
 /// Identifies a task across snapshots: its domain, its pid and when it started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -142,6 +144,37 @@ pub struct TaskTable {
     pub tasks: Vec<TaskEntry>,
 }
 
+/// What the table needs to know of a domain besides its snapshot: plain parts, so that a table
+/// can be built without a live guest (benchmarks, tests). [`DomainFacts::of`] takes them from a
+/// [`Domain`].
+#[derive(Clone, Copy, Debug)]
+pub struct DomainFacts<'a> {
+    /// Its id.
+    pub id: DomainId,
+    /// Its name.
+    pub name: &'a str,
+    /// The guest kernel release.
+    pub release: &'a str,
+    /// Online vCPUs.
+    pub vcpus: u32,
+    /// The guest kernel's profile (its `NICE_0_LOAD`, `SCHED_*` and `PF_KTHREAD` constants).
+    pub profile: &'a Profile,
+}
+
+impl<'a> DomainFacts<'a> {
+    /// The facts of an attached domain.
+    pub fn of(domain: &'a Domain) -> Self {
+        let location = domain.kernel().location();
+        Self {
+            id: domain.id,
+            name: &domain.name,
+            release: &location.release,
+            vcpus: u32::try_from(location.online_cpus.len()).unwrap_or(u32::MAX),
+            profile: domain.kernel().profile(),
+        }
+    }
+}
+
 /// Converts a kernel load weight (scaled by 1024 on 64-bit kernels) to the user-visible scale.
 fn unscaled_weight(weight: u64, nice_0_load: u64) -> u64 {
     if nice_0_load > 1024 {
@@ -155,12 +188,18 @@ impl TaskTable {
     /// Builds the table from one pass of snapshots; `previous` (taken `elapsed` earlier) gives
     /// the CPU use.
     pub fn build(pass: &[(&Domain, DomainSnapshot)], previous: Option<(&TaskTable, Duration)>) -> Self {
+        let pass: Vec<(DomainFacts<'_>, &DomainSnapshot)> = pass.iter().map(|(d, snap)| (DomainFacts::of(d), snap)).collect();
+        Self::build_from(&pass, previous)
+    }
+
+    /// [`build`](Self::build) from plain parts: each domain's facts and snapshot.
+    pub fn build_from(pass: &[(DomainFacts<'_>, &DomainSnapshot)], previous: Option<(&TaskTable, Duration)>) -> Self {
         let before: HashMap<TaskKey, u64> =
             previous.map(|(t, _)| t.tasks.iter().map(|e| (e.key, e.runtime_ns)).collect()).unwrap_or_default();
         let elapsed_ns = previous.map(|(_, d)| d.as_nanos() as f64).filter(|&ns| ns > 0.0);
         let mut table = TaskTable { interval_ms: elapsed_ns.map(|ns| ns / 1e6), ..Self::default() };
         for (domain, snap) in pass {
-            let profile = domain.kernel().profile();
+            let profile = domain.profile;
             let nice_0_load = profile.constant("NICE_0_LOAD").unwrap_or(1024);
             let policy_of = |raw: u32| -> Policy {
                 let is = |name: &str| profile.constant(name).is_ok_and(|v| v == u64::from(raw));
@@ -182,12 +221,11 @@ impl TaskTable {
                 domain_delta += entry.runtime_delta_ns;
                 table.tasks.push(entry);
             }
-            let location = domain.kernel().location();
             table.domains.push(DomainSummary {
                 id: domain.id,
-                name: domain.name.clone(),
-                release: location.release.clone(),
-                vcpus: u32::try_from(location.online_cpus.len()).unwrap_or(u32::MAX),
+                name: domain.name.to_string(),
+                release: domain.release.to_string(),
+                vcpus: domain.vcpus,
                 tasks: table.tasks.len() - first,
                 cpu_percent: elapsed_ns.map_or(0.0, |ns| domain_delta as f64 * 100.0 / ns),
                 pause_us: u64::try_from(snap.pause.as_micros()).unwrap_or(u64::MAX),

@@ -190,7 +190,7 @@ fn a_panicking_policy_ends_the_loop_with_nothing_left_parked() {
     let hogs = g1.start_workload(&Workload::cpu("spinner").count(3)).expect("hogs");
     let dir = g1.dir();
     let (config, trace, journal) = (dir.join("panic.conf"), dir.join("panic.trace"), dir.join("panic.journal"));
-    std::fs::write(&config, "after=150").expect("config");
+    std::fs::write(&config, "after=150 spinner").expect("config");
     let lib = plugin("testing-panic");
     let out = common::xsched(&[
         "run",
@@ -210,5 +210,59 @@ fn a_panicking_policy_ends_the_loop_with_nothing_left_parked() {
     assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0, "the journal is empty");
     let view = g1.next_view(WAIT).expect("view");
     assert!(view.procs.iter().all(|p| p.state != 'P'), "a task stayed parked");
+    stop(g1, &hogs);
+}
+
+/// Starts `xsched run` with the `testing-panic` fixture ranking the `victim` tasks in one class
+/// (it panics only after a million periods), lets it park some, and kills it with SIGKILL.
+fn run_and_kill(g: &Guest, journal: &std::path::Path, tag: &str) {
+    let config = g.dir().join(format!("{tag}.conf"));
+    std::fs::write(&config, "after=1000000 victim").expect("config");
+    let lib = plugin("testing-panic");
+    let mut child = Command::new(common::xsched_bin())
+        .args(["run", "--plugin", lib.to_str().expect("utf-8"), "--config", config.to_str().expect("utf-8")])
+        .args(["--domain", &domain_arg(g), "--cpus", "1", "--journal", journal.to_str().expect("utf-8")])
+        .args(["--kernels", kernels_dir().to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start xsched run");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::metadata(journal).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "xsched parked nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+}
+
+#[test]
+fn after_sigkill_release_all_or_the_next_start_restores_every_task() {
+    let _serial = serial();
+    let g1 = &lab()[0];
+    let hogs = g1.start_workload(&Workload::cpu("victim").count(3)).expect("hogs");
+    let journal = g1.dir().join("killed.journal");
+    let parked = |g: &Guest| g.next_view(WAIT).expect("view").procs.iter().filter(|p| p.state == 'P').count();
+
+    // SIGKILL may land while the guest is paused: the guest stays paused until a release.
+    run_and_kill(g1, &journal, "killed1");
+    assert!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0) > 0, "the killed xsched left parks in the journal");
+    let out = xsched_ok(&["release", "--all", "--journal", journal.to_str().expect("utf-8"), "--kernels", kernels_dir().to_str().expect("utf-8")]);
+    assert!(out.contains("unparked pid"), "{out}");
+    assert_eq!(parked(g1), 0, "release --all left a task parked");
+
+    // The next start of the loop releases them too (here with a policy that ranks nothing).
+    run_and_kill(g1, &journal, "killed2");
+    assert!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0) > 0);
+    let config = g1.dir().join("nothing.toml");
+    std::fs::write(&config, "[[rule]]\nclass = 0\nmatch = { comm = \"no-such-task\" }\n").expect("config");
+    let lib = plugin("priority");
+    xsched_ok(&[
+        "run", "--plugin", lib.to_str().expect("utf-8"), "--config", config.to_str().expect("utf-8"),
+        "--domain", &domain_arg(g1), "--periods", "20",
+        "--journal", journal.to_str().expect("utf-8"), "--kernels", kernels_dir().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(parked(g1), 0, "the next start left a task parked");
+    assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0);
     stop(g1, &hogs);
 }

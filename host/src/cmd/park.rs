@@ -177,7 +177,8 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
         let index = match domains.iter().position(|d| d.spec == spec) {
             Some(i) => i,
             None => match args.common.attach(&spec) {
-                Ok(d) => {
+                Ok(mut d) => {
+                    d.resume_if_paused()?;
                     domains.push(d);
                     domains.len() - 1
                 }

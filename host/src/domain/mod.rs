@@ -118,6 +118,18 @@ impl Domain {
         Ok(started.elapsed())
     }
 
+    /// Resumes the domain if it is paused: an xsched killed while it held the guest paused leaves
+    /// it so. Recovery paths (`release`, the loop's start) call this; says whether it resumed.
+    pub fn resume_if_paused(&mut self) -> Result<bool, DomainError> {
+        let error = |e: MemoryError| DomainError { name: self.name.clone(), source: e.into() };
+        if !self.kernel.memory_mut().is_paused().map_err(error)? {
+            return Ok(false);
+        }
+        log::warn!("domain {} is paused (by an xsched that was killed?): resuming it", self.name);
+        self.kernel.memory_mut().resume().map_err(error)?;
+        Ok(true)
+    }
+
     /// Whether `state` is the state xsched gives a parked task.
     pub fn is_parked_state(&self, state: u32) -> bool {
         self.park_layout.is_parked(state)

@@ -70,6 +70,11 @@ pub trait GuestMemory: Send {
     /// Lets the domain's vCPUs run again.
     fn resume(&mut self) -> Result<(), MemoryError>;
 
+    /// Whether the domain is paused right now (by anyone). Backends that cannot tell say no.
+    fn is_paused(&mut self) -> Result<bool, MemoryError> {
+        Ok(false)
+    }
+
     /// Interrupts the domain's vCPUs (an NMI), so that an idle one notices work queued for it.
     /// Backends that cannot do it say so.
     fn kick(&mut self) -> Result<(), MemoryError> {

@@ -131,6 +131,13 @@ impl GuestMemory for QemuMemory {
         self.qmp("resume")?.cont()
     }
 
+    fn is_paused(&mut self) -> Result<bool, MemoryError> {
+        match self.qmp.as_mut() {
+            Some(qmp) => qmp.is_paused(),
+            None => Ok(false),
+        }
+    }
+
     fn kick(&mut self) -> Result<(), MemoryError> {
         self.qmp("kick vCPUs")?.execute("inject-nmi", None).map(drop)
     }

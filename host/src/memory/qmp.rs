@@ -74,6 +74,12 @@ impl QmpClient {
         self.execute("cont", None).map(drop)
     }
 
+    /// Whether the guest's vCPUs are stopped (`query-status` reports `paused`).
+    pub fn is_paused(&mut self) -> Result<bool, MemoryError> {
+        let status = self.execute("query-status", None)?;
+        Ok(status.get("status").and_then(Value::as_str) == Some("paused"))
+    }
+
     /// Writes an ELF core of guest memory to `path` (`dump-guest-memory`, synchronous, no paging).
     pub fn dump_guest_memory(&mut self, path: &Path) -> Result<(), MemoryError> {
         let protocol = format!("file:{}", path.display());

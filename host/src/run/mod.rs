@@ -207,8 +207,12 @@ impl<R: Ranker> Scheduler<R> {
         anyhow::bail!("{} task(s) stay parked (in the journal: run `xsched release --all`)", self.parked.len())
     }
 
-    /// Releases what the journal holds for these domains (an earlier xsched crashed).
+    /// Resumes domains an earlier, killed xsched left paused and releases what the journal holds
+    /// for these domains.
     fn release_leftovers(&mut self) -> anyhow::Result<()> {
+        for d in &mut self.domains {
+            d.resume_if_paused()?;
+        }
         let leftovers: Vec<ParkRecord> = self
             .journal
             .parked()

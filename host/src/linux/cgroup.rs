@@ -88,7 +88,7 @@ pub fn read_c_string<K: KernelMemory + ?Sized>(mem: &K, va: Gva, max: usize) -> 
     while bytes.len() <= max {
         let at = va.checked_add(bytes.len() as u64).ok_or_else(|| LinuxError::Walk(format!("string at {va} wraps")))?;
         // Never cross into the next page unasked: it may be unmapped.
-        let n = chunk.len().min((crate::memory::PAGE_SIZE - at.page_offset()) as usize);
+        let n = chunk.len().min(crate::memory::to_usize(crate::memory::PAGE_SIZE - at.page_offset()));
         mem.read_virt(at, &mut chunk[..n])?;
         if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
             bytes.extend_from_slice(&chunk[..end]);

@@ -187,6 +187,24 @@ impl StructBuf {
         ((self.uint_or_zero(field) << shift) as i64) >> shift
     }
 
+    /// A 32-bit unsigned field (`unsigned int`); a wider field whose value does not fit reads as
+    /// `u32::MAX` rather than being truncated.
+    pub fn u32_or_zero(&self, field: Field) -> u32 {
+        u32::try_from(self.uint_or_zero(field)).unwrap_or(u32::MAX)
+    }
+
+    /// A 32-bit signed field (`int`, `pid_t`); a wider field whose value does not fit reads as
+    /// `i32::MIN` rather than being truncated.
+    pub fn i32_or_zero(&self, field: Field) -> i32 {
+        i32::try_from(self.int_or_zero(field)).unwrap_or(i32::MIN)
+    }
+
+    /// [`Self::uint`] of a 32-bit unsigned field, refusing a value that does not fit.
+    pub fn u32(&self, field: Field) -> Result<u32, LinuxError> {
+        let value = self.uint(field)?;
+        u32::try_from(value).map_err(|_| LinuxError::Walk(format!("{value:#x} at {}+{:#x} does not fit 32 bits", self.base, field.offset)))
+    }
+
     /// The signed value of a scalar `field` (sign-extended from its width).
     #[inline]
     pub fn int(&self, field: Field) -> Result<i64, LinuxError> {

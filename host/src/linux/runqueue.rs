@@ -203,11 +203,11 @@ pub fn read_runqueue<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cpu: u32, 
         cpu,
         addr: rq,
         locked: buf.bytes(l.lock)?.iter().any(|&b| b != 0),
-        nr_running: buf.uint(l.nr_running)? as u32,
+        nr_running: buf.u32(l.nr_running)?,
         curr: buf.ptr(l.curr)?,
         idle: buf.ptr(l.idle)?,
         clock_task: buf.uint(l.clock_task)?,
-        rt_nr_running: buf.uint(l.rt_nr_running)? as u32,
+        rt_nr_running: buf.u32(l.rt_nr_running)?,
         ..RunqueueSnapshot::default()
     };
     let mut budget = Budget { left: limit, seen: HashSet::new() };
@@ -230,8 +230,8 @@ fn read_cfs_rq<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cfs_rq: Gva, dep
     snap.cfs_rqs.push(CfsRqState {
         addr: cfs_rq,
         tg: buf.ptr(c.tg)?,
-        nr_running: buf.uint(c.nr_running)? as u32,
-        h_nr_running: buf.uint(c.h_nr_running)? as u32,
+        nr_running: buf.u32(c.nr_running)?,
+        h_nr_running: buf.u32(c.h_nr_running)?,
         load_weight: buf.uint(c.load_weight)?,
         min_vruntime: buf.uint(c.min_vruntime)?,
         curr: buf.ptr(c.curr)?,

@@ -198,25 +198,24 @@ impl TaskRecord {
             return Err(LinuxError::Walk(format!("task at {}: the copy does not hold its fields", buf.base())));
         }
         let u = |f: Field| buf.uint_or_zero(f);
-        let i = |f: Field| buf.int_or_zero(f);
         let comm = buf.bytes(l.comm)?;
         let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())];
         Ok(Self {
             addr: buf.base(),
-            pid: i(l.pid) as i32,
-            tgid: i(l.tgid) as i32,
+            pid: buf.i32_or_zero(l.pid),
+            tgid: buf.i32_or_zero(l.tgid),
             comm: String::from_utf8_lossy(comm).into_owned(),
-            state: u(l.state) as u32,
-            exit_state: u(l.exit_state) as u32,
-            flags: u(l.flags) as u32,
+            state: buf.u32_or_zero(l.state),
+            exit_state: buf.u32_or_zero(l.exit_state),
+            flags: buf.u32_or_zero(l.flags),
             ti_flags: u(l.ti_flags),
-            cpu: u(l.cpu) as u32,
+            cpu: buf.u32_or_zero(l.cpu),
             on_cpu: u(l.on_cpu) != 0,
-            on_rq: u(l.on_rq) as u32,
-            prio: i(l.prio) as i32,
-            static_prio: i(l.static_prio) as i32,
-            rt_priority: u(l.rt_priority) as u32,
-            policy: u(l.policy) as u32,
+            on_rq: buf.u32_or_zero(l.on_rq),
+            prio: buf.i32_or_zero(l.prio),
+            static_prio: buf.i32_or_zero(l.static_prio),
+            rt_priority: buf.u32_or_zero(l.rt_priority),
+            policy: buf.u32_or_zero(l.policy),
             start_time: u(l.start_time),
             weight: u(l.se_weight),
             se_on_rq: u(l.se_on_rq) != 0,

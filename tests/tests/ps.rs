@@ -64,18 +64,18 @@ fn ps(guests: &[&Guest]) -> (Value, Vec<BTreeMap<u32, Row>>) {
     for t in table["tasks"].as_array().expect("tasks") {
         let n = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("{k} in {t}"));
         let row = Row {
-            pid: t["key"]["pid"].as_u64().expect("pid") as u32,
-            tgid: n("tgid") as u32,
+            pid: u32::try_from(t["key"]["pid"].as_u64().expect("pid")).expect("pid fits"),
+            tgid: u32::try_from(n("tgid")).expect("tgid fits"),
             comm: t["comm"].as_str().expect("comm").to_string(),
             state: t["state"].as_str().and_then(|s| s.chars().next()).expect("state"),
-            cpu: n("cpu") as u32,
+            cpu: u32::try_from(n("cpu")).expect("cpu fits"),
             queued: t["queued"].as_bool().expect("queued"),
             running: t["running"].as_bool().expect("running"),
             runtime_ns: n("runtime_ns"),
             start_time_ns: t["key"]["start_time"].as_u64().expect("start"),
             cgroup: t["cgroup"].as_str().unwrap_or("?").to_string(),
         };
-        domains[t["key"]["domain"].as_u64().expect("domain") as usize].insert(row.pid, row);
+        domains[usize::try_from(t["key"]["domain"].as_u64().expect("domain")).expect("index")].insert(row.pid, row);
     }
     (table, domains)
 }
@@ -205,7 +205,7 @@ fn watch_reports_cpu_use_like_the_guest_measures_it() {
         .as_array()
         .expect("tasks")
         .iter()
-        .filter(|t| batch.contains(&(t["key"]["pid"].as_u64().expect("pid") as u32)))
+        .filter(|t| batch.iter().any(|&p| t["key"]["pid"].as_u64() == Some(u64::from(p))))
         .map(|t| t["cpu_percent"].as_f64().expect("cpu%"))
         .sum();
     let domain_percent = last["domains"][0]["cpu_percent"].as_f64().expect("domain cpu%");

@@ -75,8 +75,11 @@ fn stop(g: &Guest, pids: &[u32]) {
     g.exec_ok(&format!("kill {}", list.join(" "))).expect("kill");
 }
 
+/// A trace line's tasks: comm → (state, runtime_ns).
+type TaskStates = BTreeMap<String, (char, u64)>;
+
 /// Per trace line: comm → (state, runtime_ns).
-fn states(line: &Value) -> BTreeMap<String, (char, u64)> {
+fn states(line: &Value) -> TaskStates {
     line["tasks"]
         .as_array()
         .expect("tasks")
@@ -115,13 +118,13 @@ fn priority_db_over_web_over_bkup_across_guests() {
     // Period by period: bkup's runtime growth while db or web was runnable (after two periods
     // of reaction) and while both were idle.
     let (mut contended, mut contended_ns, mut free, mut free_ns) = (0u64, 0u64, 0u64, 0u64);
-    let lines: Vec<(f64, BTreeMap<String, (char, u64)>)> = trace.iter().map(|l| (l["t"].as_f64().expect("t"), states(l))).collect();
-    let busy = |s: &BTreeMap<String, (char, u64)>, comm: &str| s.get(comm).is_some_and(|(state, _)| *state == 'R');
+    let lines: Vec<(f64, TaskStates)> = trace.iter().map(|l| (l["t"].as_f64().expect("t"), states(l))).collect();
+    let busy = |s: &TaskStates, comm: &str| s.get(comm).is_some_and(|(state, _)| *state == 'R');
     for w in lines.windows(4) {
         let [(_, a), (_, b), (t2, c), (t3, d)] = w else { continue };
         let (Some((_, r2)), Some((_, r3))) = (c.get("bkup"), d.get("bkup")) else { continue };
         let grew = r3.saturating_sub(*r2);
-        let span = ((t3 - t2) * 1e9) as u64;
+        let span = Duration::from_secs_f64((t3 - t2).max(0.0)).as_nanos().try_into().unwrap_or(u64::MAX);
         let high = |s| busy(s, "db") || busy(s, "web");
         if [a, b, c, d].iter().all(|s| high(s)) {
             contended += span;
@@ -169,7 +172,7 @@ fn fairshare_splits_the_host_one_to_two_across_guests() {
     let trace = run_loop("fairshare", config, 2, 2000, "fairshare");
     // The kernel's own runtimes of the four hogs, from the trace, after 5 s for the decayed usage
     // to settle (the policy measures over a window with a 1 s half-life).
-    let lines: Vec<(f64, BTreeMap<String, (char, u64)>)> = trace.iter().map(|l| (l["t"].as_f64().expect("t"), states(l))).collect();
+    let lines: Vec<(f64, TaskStates)> = trace.iter().map(|l| (l["t"].as_f64().expect("t"), states(l))).collect();
     let first = lines.iter().find(|(t, s)| *t >= 5.0 && pids.keys().all(|k| s.contains_key(*k))).expect("a trace line after 5 s");
     let last = lines.iter().rev().find(|(_, s)| pids.keys().all(|k| s.contains_key(*k))).expect("a last trace line");
     let growth = |name: &str| last.1[name].1 - first.1[name].1;

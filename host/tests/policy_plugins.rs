@@ -84,6 +84,7 @@ fn entry(domain: u32, pid: i32, comm: &str, state: char) -> TaskEntry {
         cpu: 0,
         queued: state == 'R',
         running: false,
+        parked: false,
         policy: Policy::Normal,
         nice: 0,
         prio: 120,

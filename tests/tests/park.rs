@@ -66,6 +66,9 @@ fn a_parked_hog_stops_and_resumes() {
         let (a, state) = runtime(g, pid);
         let (b, _) = runtime(g, pid);
         assert_eq!(state, 'P', "pid {pid} shows as parked in the guest");
+        let table: serde_json::Value = serde_json::from_str(&xsched_ok(&["ps", "--json", "--domain", &dom])).expect("ps --json");
+        let row = table["tasks"].as_array().expect("tasks").iter().find(|t| t["key"]["pid"].as_u64() == Some(u64::from(pid))).expect("in ps");
+        assert_eq!(row["parked"], true, "ps shows pid {pid} as parked by xsched");
         assert_eq!(a, b, "pid {pid} ran while parked");
         let other = g.pids_of("hog")[1];
         let (o1, _) = runtime(g, other);

@@ -265,7 +265,7 @@ impl ParkLayout {
             tg_cfs_rq: tg("cfs_rq")?,
             list: ListHeadLayout::from_profile(p)?,
             psi,
-            parked_state: k("TASK_PARKED")? | k("TASK_WAKEKILL")?,
+            parked_state: crate::linux::state::TaskStates::from_profile(p)?.xsched_parked,
             running: k("TASK_RUNNING")?,
             interruptible: k("TASK_INTERRUPTIBLE")?,
             tif_need_resched: k("TIF_NEED_RESCHED")?,

@@ -87,7 +87,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         if last_summary.elapsed() >= Duration::from_secs(1) {
             last_summary = Instant::now();
-            let parked = table.tasks.iter().filter(|t| t.state == 'P').count();
+            let parked = table.tasks.iter().filter(|t| t.parked).count();
             println!(
                 "xsched: {} tasks, {parked} parked, {} admitted; periods {} ({} overrun), parks {}, unparks {}, deferred {}",
                 table.tasks.len(), plan.admitted.len(), stats.periods, stats.overruns, stats.parks, stats.unparks, stats.deferred
@@ -108,7 +108,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 /// start of the period) and the decision: `run`, `park`, `unpark`, or `parked` (stays parked).
 fn write_trace(out: &mut impl Write, at: Duration, table: &TaskTable, plan: &Plan, stats: &RunStats) -> anyhow::Result<()> {
     let name = |id| table.domains.iter().find(|d| d.id == id).map_or("?", |d| d.name.as_str());
-    let staying_parked = table.tasks.iter().filter(|t| t.state == 'P' && !plan.unpark.contains(&t.key)).map(|t| t.key);
+    let staying_parked = table.tasks.iter().filter(|t| t.parked && !plan.unpark.contains(&t.key)).map(|t| t.key);
     let staying_parked: Vec<_> = staying_parked.collect();
     let tasks: Vec<_> = plan
         .admitted

@@ -24,6 +24,8 @@ pub struct GuestTask {
     pub queued: bool,
     /// Its CPU's `rq.curr`.
     pub running: bool,
+    /// xsched holds it parked (its state is the one xsched parks tasks in).
+    pub parked: bool,
     /// Its cgroup v2 path, when it could be read.
     pub cgroup: Option<String>,
     /// Its real uid (`cred->uid`), when it could be read.
@@ -132,6 +134,7 @@ impl SnapshotReader {
             let uid = self.cred_uid.at(record.cred).and_then(|uid| mem.read_u32(uid)).map_err(|e| note(format!("pid {}: cred: {e}", record.pid))).ok();
             snap.tasks.push(GuestTask {
                 state: self.states.letter(record.state, record.exit_state),
+                parked: record.state == self.states.xsched_parked,
                 queued: queued.contains(&record.addr),
                 running: running.contains(&record.addr),
                 cgroup,

@@ -13,6 +13,8 @@ pub struct TaskStates {
     pub uninterruptible: u32,
     /// `TASK_NOLOAD`.
     pub noload: u32,
+    /// The state xsched gives the tasks it parks (see `actuate::park`).
+    pub xsched_parked: u32,
     /// The reported bits in `/proc` order (R is the absence of all): S, D, T, t, X, Z, P.
     report: [u32; 7],
 }
@@ -31,6 +33,7 @@ impl TaskStates {
             interruptible: c("TASK_INTERRUPTIBLE")?,
             uninterruptible: c("TASK_UNINTERRUPTIBLE")?,
             noload: c("TASK_NOLOAD")?,
+            xsched_parked: c("TASK_PARKED")? | c("TASK_WAKEKILL")?,
             report: [
                 c("TASK_INTERRUPTIBLE")?,
                 c("TASK_UNINTERRUPTIBLE")?,
@@ -67,7 +70,7 @@ mod tests {
     use super::*;
 
     /// Linux 6.1's state bits (include/linux/sched.h).
-    const V6_1: TaskStates = TaskStates { interruptible: 1, uninterruptible: 2, noload: 0x400, report: [1, 2, 4, 8, 0x10, 0x20, 0x40] };
+    const V6_1: TaskStates = TaskStates { interruptible: 1, uninterruptible: 2, noload: 0x400, xsched_parked: 0x140, report: [1, 2, 4, 8, 0x10, 0x20, 0x40] };
 
     #[test]
     fn letters_follow_proc() {

@@ -71,6 +71,7 @@ mod tests {
             cpu: 0,
             queued: state == 'R',
             running: false,
+            parked: false,
             policy: Policy::Normal,
             nice: -5,
             prio: 115,

@@ -86,6 +86,7 @@ mod tests {
             cpu: 0,
             queued: state == 'R',
             running: false,
+            parked: false,
             policy: Policy::Normal,
             nice: 0,
             prio: 120,

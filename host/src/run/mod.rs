@@ -179,7 +179,7 @@ impl<R: Ranker> Scheduler<R> {
         while i < self.parked.len() {
             let key = self.parked[i].0;
             match table.tasks.iter().find(|t| t.key == key) {
-                Some(t) if t.state == 'P' => i += 1,
+                Some(t) if t.parked => i += 1,
                 // Not parked any more (killed and gone, or the task undid the park): re-plan it.
                 _ => {
                     let (_, record) = self.parked.remove(i);

@@ -82,6 +82,8 @@ pub struct TaskEntry {
     pub queued: bool,
     /// Running right now (its CPU's current task).
     pub running: bool,
+    /// Held parked by xsched.
+    pub parked: bool,
     /// Its scheduling policy.
     pub policy: Policy,
     /// Its nice value (normal policies).
@@ -258,6 +260,7 @@ impl TaskTable {
             cpu: r.cpu,
             queued: task.queued,
             running: task.running,
+            parked: task.parked,
             policy,
             nice: if policy.is_realtime() { 0 } else { r.static_prio - 120 },
             prio: r.prio,

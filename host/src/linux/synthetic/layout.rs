@@ -152,6 +152,8 @@ impl Builder<'_> {
                 truth_tasks.push(GuestTask {
                     record: t.record.clone(),
                     state: t.sched.letter(),
+                    // Synthetic guests hold no task in xsched's parked state.
+                    parked: false,
                     queued: queued.contains(&addr),
                     running: running.contains(&addr),
                     cgroup: Some(groups[t.group].truth.path.clone()),

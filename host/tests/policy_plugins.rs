@@ -17,7 +17,7 @@ use std::time::Duration;
 use xsched::domain::DomainId;
 use xsched::policy::{PolicyError, PolicyPlugin};
 use xsched::run::{admit, Ranked, Ranker};
-use xsched::table::{DomainSummary, Policy, TaskEntry, TaskKey, TaskTable};
+use xsched::table::{DomainSummary, TaskEntry, TaskKey, TaskTable};
 
 const PACKAGES: [&str; 7] = ["priority", "idle", "fairshare", "testing-panic", "testing-v2", "testing-layout", "testing-next"];
 
@@ -76,29 +76,8 @@ impl Drop for TempDir {
 }
 
 fn entry(domain: u32, pid: i32, comm: &str, state: char) -> TaskEntry {
-    TaskEntry {
-        key: TaskKey { domain: DomainId(domain), pid, start_time: 1_000 + u64::from(pid.unsigned_abs()) },
-        tgid: pid,
-        comm: comm.into(),
-        state,
-        cpu: 0,
-        queued: state == 'R',
-        running: false,
-        parked: false,
-        policy: Policy::Normal,
-        nice: 0,
-        prio: 120,
-        weight: 1024,
-        runtime_ns: 0,
-        runtime_delta_ns: 0,
-        cpu_percent: 0.0,
-        vruntime: 0,
-        cgroup: None,
-        task_group: 0,
-        uid: Some(0),
-        kthread: false,
-        task_addr: 0,
-    }
+    let key = TaskKey { domain: DomainId(domain), pid, start_time: 1_000 + u64::from(pid.unsigned_abs()) };
+    TaskEntry { uid: Some(0), ..TaskEntry::plain(key, comm, state) }
 }
 
 fn domain(id: u32, name: &str) -> DomainSummary {

@@ -60,31 +60,19 @@ pub fn ranking_of(decisions: &[Decision], table: &TaskTable) -> Vec<Ranked> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::{DomainSummary, Policy, TaskEntry};
+    use crate::table::{DomainSummary, TaskEntry};
 
     fn entry(domain: u32, pid: i32, state: char) -> TaskEntry {
+        let key = TaskKey { domain: DomainId(domain), pid, start_time: 7 };
         TaskEntry {
-            key: TaskKey { domain: DomainId(domain), pid, start_time: 7 },
-            tgid: pid,
-            comm: format!("t{pid}"),
-            state,
-            cpu: 0,
-            queued: state == 'R',
-            running: false,
-            parked: false,
-            policy: Policy::Normal,
             nice: -5,
             prio: 115,
             weight: 3121,
             runtime_ns: 900,
             runtime_delta_ns: 90,
-            cpu_percent: 0.0,
-            vruntime: 0,
             cgroup: Some("/batch".into()),
-            task_group: 0,
             uid: Some(1000),
-            kthread: false,
-            task_addr: 0,
+            ..TaskEntry::plain(key, &format!("t{pid}"), state)
         }
     }
 

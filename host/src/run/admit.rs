@@ -71,36 +71,14 @@ pub fn admit(table: &TaskTable, ranking: &[Ranked], parked: &HashSet<TaskKey>, h
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::{DomainSummary, Policy, TaskEntry};
+    use crate::table::{DomainSummary, TaskEntry};
 
     fn domain(id: u32, vcpus: u32) -> DomainSummary {
         DomainSummary { id: DomainId(id), name: format!("u{id}"), release: "test".into(), vcpus, tasks: 0, cpu_percent: 0.0, pause_us: 0, read_us: 0, problems: vec![] }
     }
 
     fn task(domain: u32, pid: i32, state: char) -> TaskEntry {
-        TaskEntry {
-            key: TaskKey { domain: DomainId(domain), pid, start_time: 1 },
-            tgid: pid,
-            comm: format!("t{pid}"),
-            state,
-            cpu: 0,
-            queued: state == 'R',
-            running: false,
-            parked: false,
-            policy: Policy::Normal,
-            nice: 0,
-            prio: 120,
-            weight: 1024,
-            runtime_ns: 0,
-            runtime_delta_ns: 0,
-            cpu_percent: 0.0,
-            vruntime: 0,
-            cgroup: None,
-            task_group: 0,
-            uid: None,
-            kthread: false,
-            task_addr: 0,
-        }
+        TaskEntry::plain(TaskKey { domain: DomainId(domain), pid, start_time: 1 }, &format!("t{pid}"), state)
     }
 
     fn rank(t: &TaskEntry, class: u32) -> Ranked {

@@ -112,6 +112,37 @@ pub struct TaskEntry {
     pub task_addr: u64,
 }
 
+impl TaskEntry {
+    /// A plain user task: `SCHED_NORMAL`, nice 0, weight 1024, no CPU time yet, on CPU 0, queued
+    /// when its state is `R`. For synthetic tables (tests, benchmarks); set other fields with
+    /// struct-update syntax.
+    pub fn plain(key: TaskKey, comm: &str, state: char) -> Self {
+        Self {
+            key,
+            tgid: key.pid,
+            comm: comm.to_string(),
+            state,
+            cpu: 0,
+            queued: state == 'R',
+            running: false,
+            parked: false,
+            policy: Policy::Normal,
+            nice: 0,
+            prio: 120,
+            weight: 1024,
+            runtime_ns: 0,
+            runtime_delta_ns: 0,
+            cpu_percent: 0.0,
+            vruntime: 0,
+            cgroup: None,
+            task_group: 0,
+            uid: None,
+            kthread: false,
+            task_addr: 0,
+        }
+    }
+}
+
 /// One domain's line in the table.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DomainSummary {

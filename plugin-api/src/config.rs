@@ -160,22 +160,11 @@ mod tests {
 
     fn task(comm: &str, uid: Option<u32>, cgroup: Option<&str>) -> TaskView {
         TaskView {
-            domain: 0,
-            pid: 42,
             start_time: 1,
             tgid: 40,
-            comm: comm.into(),
             uid: uid.into(),
             cgroup: cgroup.map(Into::into).into(),
-            state: b'R',
-            runnable: true,
-            running: false,
-            parked: false,
-            kthread: false,
-            nice: 0,
-            weight: 1024,
-            runtime_ns: 0,
-            runtime_delta_ns: 0,
+            ..crate::testing::task(0, 42, comm)
         }
     }
 

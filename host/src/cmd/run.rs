@@ -40,7 +40,8 @@ pub struct RunArgs {
     /// Stop after this many periods (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     periods: Option<u64>,
-    /// Write one JSON line per period with every managed task's state and decision.
+    /// Write one JSON line per period with every managed task's state and decision (see
+    /// `xsched timeline` to draw it).
     #[arg(long)]
     trace: Option<PathBuf>,
     #[command(flatten)]
@@ -79,9 +80,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut trace_error = None;
     let mut scheduler = Scheduler::new(domains, args.common.open()?, policy, Duration::from_millis(args.period), host_cpus);
     println!("xsched: policy {} on {} domain(s), period {} ms, {host_cpus} host CPU(s)", plugin.name(), args.domains.len(), args.period);
-    let result = scheduler.run(&signals, args.periods, |table, plan, stats| {
+    let result = scheduler.run(&signals, args.periods, |period_start, table, plan, stats| {
         if let Some(out) = trace.as_mut() {
-            if let Err(e) = write_trace(out, started.elapsed(), table, plan, stats) {
+            if let Err(e) = write_trace(out, period_start.saturating_duration_since(started), table, plan, stats) {
                 trace_error.get_or_insert(e);
             }
         }
@@ -104,12 +105,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     trace_error.map_or(Ok(()), |e| Err(e.context("trace file")))
 }
 
-/// One trace line: the period's time and every managed task with its state (as read at the
-/// start of the period) and the decision: `run`, `park`, `unpark`, or `parked` (stays parked).
+/// One trace line: when the period began (seconds since the loop started), and every managed
+/// task with its state as read then and the decision: `run`, `park`, `unpark`, `parked` (stays
+/// parked) or `idle` (ranked, but wants no CPU).
 fn write_trace(out: &mut impl Write, at: Duration, table: &TaskTable, plan: &Plan, stats: &RunStats) -> anyhow::Result<()> {
     let name = |id| table.domains.iter().find(|d| d.id == id).map_or("?", |d| d.name.as_str());
-    let staying_parked = table.tasks.iter().filter(|t| t.parked && !plan.unpark.contains(&t.key)).map(|t| t.key);
-    let staying_parked: Vec<_> = staying_parked.collect();
+    let staying_parked: Vec<_> = table.tasks.iter().filter(|t| t.parked && !plan.unpark.contains(&t.key)).map(|t| t.key).collect();
     let tasks: Vec<_> = plan
         .admitted
         .iter()
@@ -118,6 +119,7 @@ fn write_trace(out: &mut impl Write, at: Duration, table: &TaskTable, plan: &Pla
         .chain(plan.park.iter().map(|k| (k, "park")))
         .chain(plan.unpark.iter().map(|k| (k, "unpark")))
         .chain(staying_parked.iter().map(|k| (k, "parked")))
+        .chain(plan.idle.iter().map(|k| (k, "idle")))
         .filter_map(|(key, decision)| {
             let t = table.tasks.iter().find(|t| t.key == *key)?;
             Some(json!({

@@ -35,6 +35,8 @@ pub struct Plan {
     pub unpark: Vec<TaskKey>,
     /// Tasks admitted to run.
     pub admitted: Vec<TaskKey>,
+    /// Ranked tasks that want no CPU this period (sleeping, not parked).
+    pub idle: Vec<TaskKey>,
 }
 
 /// Plans the period: `ranking` from the policy, `parked` the tasks xsched holds parked,
@@ -43,13 +45,13 @@ pub fn admit(table: &TaskTable, ranking: &[Ranked], parked: &HashSet<TaskKey>, h
     let runnable: HashSet<TaskKey> = table.tasks.iter().filter(|t| t.state == 'R').map(|t| t.key).collect();
     let mut free: HashMap<DomainId, u32> = table.domains.iter().map(|d| (d.id, d.vcpus)).collect();
     let mut budget = host_cpus;
-    let mut order: Vec<&Ranked> = ranking
-        .iter()
-        .filter(|r| runnable.contains(&r.key) || parked.contains(&r.key))
-        .collect();
+    let (mut order, idle): (Vec<&Ranked>, Vec<&Ranked>) =
+        ranking.iter().partition(|r| runnable.contains(&r.key) || parked.contains(&r.key));
     order.sort_by_key(|r| (r.class, r.order, r.key.domain, r.key.pid, r.key.start_time));
     order.dedup_by_key(|r| r.key);
-    let mut plan = Plan::default();
+    let mut plan = Plan { idle: idle.iter().map(|r| r.key).collect(), ..Plan::default() };
+    plan.idle.sort_unstable();
+    plan.idle.dedup();
     for r in order {
         let slots = free.get_mut(&r.key.domain);
         match slots {
@@ -103,9 +105,10 @@ mod tests {
         assert_eq!((plan.admitted.clone(), plan.unpark.clone(), plan.park.clone()), (vec![web.key], vec![web.key], vec![]));
 
         // Both sleep: bkup gets the CPU.
-        let table = TaskTable { tasks: vec![TaskEntry { state: 'S', ..db }, TaskEntry { state: 'S', ..web }, bkup.clone()], ..table };
+        let table = TaskTable { tasks: vec![TaskEntry { state: 'S', ..db.clone() }, TaskEntry { state: 'S', ..web.clone() }, bkup.clone()], ..table };
         let plan = admit(&table, &ranking, &[bkup.key].into(), 1);
         assert_eq!(plan.unpark, vec![bkup.key]);
+        assert_eq!(plan.idle, vec![db.key, web.key], "sleeping ranked tasks are listed as idle");
     }
 
     #[test]

@@ -77,15 +77,17 @@ impl<R: Ranker> Scheduler<R> {
     }
 
     /// Runs until `signals.stop` is set or `periods` periods have passed, then releases every
-    /// parked task. A policy or guest error also ends the loop (after the release).
-    pub fn run(&mut self, signals: &Signals, periods: Option<u64>, mut on_period: impl FnMut(&TaskTable, &Plan, &RunStats)) -> anyhow::Result<()> {
+    /// parked task. A policy or guest error also ends the loop (after the release). After each
+    /// period, `on_period` gets the moment the period began (its snapshot), the table, the plan
+    /// and the counters.
+    pub fn run(&mut self, signals: &Signals, periods: Option<u64>, mut on_period: impl FnMut(Instant, &TaskTable, &Plan, &RunStats)) -> anyhow::Result<()> {
         self.release_leftovers()?;
         let result = self.periods(signals, periods, &mut on_period);
         let released = self.release_all();
         result.and(released)
     }
 
-    fn periods(&mut self, signals: &Signals, periods: Option<u64>, on_period: &mut impl FnMut(&TaskTable, &Plan, &RunStats)) -> anyhow::Result<()> {
+    fn periods(&mut self, signals: &Signals, periods: Option<u64>, on_period: &mut impl FnMut(Instant, &TaskTable, &Plan, &RunStats)) -> anyhow::Result<()> {
         let mut previous: Option<(TaskTable, Instant)> = None;
         while !signals.stop.load(Ordering::Relaxed) && periods.is_none_or(|n| self.stats.periods < n) {
             let started = Instant::now();
@@ -106,7 +108,7 @@ impl<R: Ranker> Scheduler<R> {
             if started.elapsed() > self.period {
                 self.stats.overruns += 1;
             }
-            on_period(&table, &plan, &self.stats);
+            on_period(started, &table, &plan, &self.stats);
             previous = Some((table, started));
             std::thread::sleep(self.period.saturating_sub(started.elapsed()));
         }

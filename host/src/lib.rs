@@ -15,3 +15,4 @@ pub mod policy;
 pub mod profile;
 pub mod run;
 pub mod table;
+pub mod timeline;

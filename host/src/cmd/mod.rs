@@ -5,6 +5,7 @@ mod probe;
 mod profile;
 mod ps;
 mod run;
+mod timeline;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,8 @@ enum Command {
     Run(run::RunArgs),
     /// List every task of every domain in one table.
     Ps(ps::PsArgs),
+    /// Draw a loop trace (`run --trace`) as a timeline picture, one lane per task.
+    Timeline(timeline::TimelineArgs),
     /// Kernel layout profiles.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Park(args) => park::park(&args),
         Command::Unpark(args) => park::unpark(&args),
         Command::Release(args) => park::release(&args),
+        Command::Timeline(args) => timeline::run(&args),
     }
 }
 

@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::json;
 use xsched::domain::{Domain, DomainSpec};
 use xsched::policy::PolicyPlugin;
 use xsched::profile::Profile;
-use xsched::run::{Plan, RunStats, Scheduler, Signals};
-use xsched::table::TaskTable;
+use xsched::run::trace::TraceLine;
+use xsched::run::{Scheduler, Signals};
 
 use super::park::JournalArgs;
 
@@ -82,7 +81,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     println!("xsched: policy {} on {} domain(s), period {} ms, {host_cpus} host CPU(s)", plugin.name(), args.domains.len(), args.period);
     let result = scheduler.run(&signals, args.periods, |period_start, table, plan, stats| {
         if let Some(out) = trace.as_mut() {
-            if let Err(e) = write_trace(out, period_start.saturating_duration_since(started), table, plan, stats) {
+            if let Err(e) = TraceLine::of_period(period_start.saturating_duration_since(started), table, plan, stats).write_to(out) {
                 trace_error.get_or_insert(e);
             }
         }
@@ -102,33 +101,5 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         println!("xsched: stopped; every parked task was released");
     }
     result?;
-    trace_error.map_or(Ok(()), |e| Err(e.context("trace file")))
-}
-
-/// One trace line: when the period began (seconds since the loop started), and every managed
-/// task with its state as read then and the decision: `run`, `park`, `unpark`, `parked` (stays
-/// parked) or `idle` (ranked, but wants no CPU).
-fn write_trace(out: &mut impl Write, at: Duration, table: &TaskTable, plan: &Plan, stats: &RunStats) -> anyhow::Result<()> {
-    let name = |id| table.domains.iter().find(|d| d.id == id).map_or("?", |d| d.name.as_str());
-    let staying_parked: Vec<_> = table.tasks.iter().filter(|t| t.parked && !plan.unpark.contains(&t.key)).map(|t| t.key).collect();
-    let tasks: Vec<_> = plan
-        .admitted
-        .iter()
-        .filter(|k| !plan.unpark.contains(k))
-        .map(|k| (k, "run"))
-        .chain(plan.park.iter().map(|k| (k, "park")))
-        .chain(plan.unpark.iter().map(|k| (k, "unpark")))
-        .chain(staying_parked.iter().map(|k| (k, "parked")))
-        .chain(plan.idle.iter().map(|k| (k, "idle")))
-        .filter_map(|(key, decision)| {
-            let t = table.tasks.iter().find(|t| t.key == *key)?;
-            Some(json!({
-                "domain": name(key.domain), "pid": key.pid, "comm": t.comm, "state": t.state.to_string(),
-                "queued": t.queued, "running": t.running, "decision": decision, "runtime_ns": t.runtime_ns,
-            }))
-        })
-        .collect();
-    let line = json!({ "t": at.as_secs_f64(), "period": stats.periods, "tasks": tasks });
-    writeln!(out, "{line}")?;
-    Ok(())
+    trace_error.map_or(Ok(()), |e| Err(anyhow::Error::from(e).context("trace file")))
 }

@@ -7,6 +7,7 @@
 //! domains are released when the loop starts.
 
 pub mod admit;
+pub mod trace;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,234 @@
+//! Timeline pictures of a loop trace, like the paper's Figure 2: one lane per task, showing
+//! when it was on its guest's runqueue, when xsched held it parked, when it slept, and how much
+//! CPU its guest kernel accounted to it in each period.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::run::trace::{Decision, TraceLine};
+
+/// What a task was doing over a stretch of time, as xsched saw it at the periods' starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// Runnable: running or waiting on its runqueue.
+    Queued,
+    /// Held parked by xsched.
+    Parked,
+    /// Sleeping (wanting no CPU).
+    Sleeping,
+}
+
+impl Activity {
+    fn of(decision: Decision, state: &str) -> Self {
+        match decision {
+            Decision::Park | Decision::Parked => Self::Parked,
+            Decision::Unpark => Self::Queued,
+            Decision::Run | Decision::Idle if state == "R" => Self::Queued,
+            Decision::Run | Decision::Idle => Self::Sleeping,
+        }
+    }
+}
+
+/// A stretch of one activity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Span {
+    /// Start, seconds.
+    pub from: f64,
+    /// End, seconds.
+    pub to: f64,
+    /// What the task was doing.
+    pub activity: Activity,
+}
+
+/// One task's lane.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lane {
+    /// `domain/comm pid`.
+    pub name: String,
+    /// Its activities over time, merged where they repeat.
+    pub spans: Vec<Span>,
+    /// Per period: (start, end, share of one CPU its kernel accounted to it, 0–1).
+    pub cpu: Vec<(f64, f64, f64)>,
+}
+
+/// A marked moment (a phase change), drawn as a vertical line with its label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mark {
+    /// Seconds since the loop started.
+    pub at: f64,
+    /// What begins there.
+    pub label: String,
+}
+
+/// The lanes of a trace, ordered by domain, name and pid. A task's lane covers each period
+/// from one trace line to the next in which it appears in both.
+pub fn lanes(trace: &[TraceLine]) -> Vec<Lane> {
+    let mut lanes: BTreeMap<(String, String, i32), Lane> = BTreeMap::new();
+    for (line, next) in trace.iter().zip(trace.iter().skip(1)) {
+        let (from, to) = (line.t, next.t);
+        if to <= from {
+            continue;
+        }
+        for task in &line.tasks {
+            let later = next.tasks.iter().find(|n| n.domain == task.domain && n.pid == task.pid);
+            let Some(later) = later else { continue };
+            let lane = lanes.entry((task.domain.clone(), task.comm.clone(), task.pid)).or_insert_with(|| Lane {
+                name: format!("{}/{} {}", task.domain, task.comm, task.pid),
+                spans: Vec::new(),
+                cpu: Vec::new(),
+            });
+            let activity = Activity::of(task.decision, &task.state);
+            match lane.spans.last_mut() {
+                Some(last) if last.activity == activity && last.to == from => last.to = to,
+                _ => lane.spans.push(Span { from, to, activity }),
+            }
+            let ran = later.runtime_ns.saturating_sub(task.runtime_ns) as f64 / 1e9;
+            lane.cpu.push((from, to, (ran / (to - from)).clamp(0.0, 1.0)));
+        }
+    }
+    lanes.into_values().collect()
+}
+
+/// Where a lane's band sits inside its row (fractions of the row height).
+const BAND: (f64, f64) = (0.15, 0.85);
+
+/// Draws `lanes` between `start` and `end` seconds, with `marks`, as an SVG file.
+pub fn draw_svg(path: &Path, title: &str, lanes: &[Lane], marks: &[Mark], (start, end): (f64, f64)) -> anyhow::Result<()> {
+    let rows = u32::try_from(lanes.len()).unwrap_or(u32::MAX).max(1);
+    let root = SVGBackend::new(path, (1200, 140 + 70 * rows)).into_drawing_area();
+    draw(&root, title, lanes, marks, (start, end)).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    root.present().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+type DrawResult = Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
+
+fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, title: &str, lanes: &[Lane], marks: &[Mark], (start, end): (f64, f64)) -> DrawResult {
+    root.fill(&WHITE)?;
+    let rows = lanes.len().max(1) as f64;
+    let end = if end > start { end } else { start + 1.0 };
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(170)
+        .build_cartesian_2d(start..end, 0.0..rows)?;
+    chart.configure_mesh().disable_y_mesh().y_labels(0).x_desc("seconds").light_line_style(WHITE.mix(0.0)).draw()?;
+
+    // Lane k is drawn in row (rows - 1 - k): the first lane on top.
+    let row = |k: usize| rows - 1.0 - k as f64;
+    let queued = GREEN.mix(0.35).filled();
+    let parked = RED.mix(0.55).filled();
+    for (k, lane) in lanes.iter().enumerate() {
+        let (lo, hi) = (row(k) + BAND.0, row(k) + BAND.1);
+        let band = |activity, style: ShapeStyle| {
+            lane.spans.iter().filter(move |s| s.activity == activity).map(move |s| Rectangle::new([(s.from, lo), (s.to, hi)], style))
+        };
+        chart.draw_series(band(Activity::Queued, queued))?;
+        chart.draw_series(band(Activity::Parked, parked))?;
+        let sleeping = lane.spans.iter().filter(|s| s.activity == Activity::Sleeping);
+        chart.draw_series(sleeping.map(|s| PathElement::new(vec![(s.from, lo), (s.to, lo)], BLACK.mix(0.4))))?;
+        let steps = lane.cpu.iter().flat_map(|&(from, to, share)| {
+            let y = lo + share * (hi - lo);
+            [(from, y), (to, y)]
+        });
+        chart.draw_series(LineSeries::new(steps, BLUE.stroke_width(1)))?;
+        let (x, y) = chart.backend_coord(&(start, row(k) + 0.5));
+        root.draw(&Text::new(lane.name.clone(), (x - 8, y), TextStyle::from(("sans-serif", 15).into_font()).pos(label_anchor())))?;
+    }
+    for mark in marks.iter().filter(|m| m.at >= start && m.at <= end) {
+        chart.draw_series([PathElement::new(vec![(mark.at, 0.0), (mark.at, rows)], BLACK.mix(0.6))])?;
+        let (x, y) = chart.backend_coord(&(mark.at, rows));
+        root.draw(&Text::new(mark.label.clone(), (x + 4, y + 4), ("sans-serif", 13)))?;
+    }
+    legend(root)?;
+    Ok(())
+}
+
+/// Right-aligned, vertically centred text.
+fn label_anchor() -> plotters::style::text_anchor::Pos {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    Pos::new(HPos::Right, VPos::Center)
+}
+
+/// The key, in the bottom-left corner.
+fn legend(root: &DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult {
+    let (_, height) = root.dim_in_pixel();
+    let y = i32::try_from(height).unwrap_or(i32::MAX) - 22;
+    let items: [(&str, ShapeStyle); 3] = [
+        ("on its runqueue", GREEN.mix(0.35).filled()),
+        ("parked by xsched", RED.mix(0.55).filled()),
+        ("CPU its kernel accounted (0-100% of the band)", BLUE.filled()),
+    ];
+    let mut x = 12;
+    for (text, style) in items {
+        root.draw(&Rectangle::new([(x, y - 6), (x + 18, y + 6)], style))?;
+        root.draw(&Text::new(text, (x + 24, y - 7), ("sans-serif", 13)))?;
+        x += 40 + 8 * i32::try_from(text.len()).unwrap_or(0);
+    }
+    root.draw(&PathElement::new(vec![(x, y + 4), (x + 18, y + 4)], BLACK.mix(0.4)))?;
+    root.draw(&Text::new("sleeping", (x + 24, y - 7), ("sans-serif", 13)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::trace::TraceTask;
+
+    fn line(t: f64, tasks: &[(&str, &str, Decision, u64)]) -> TraceLine {
+        let tasks = tasks
+            .iter()
+            .map(|&(comm, state, decision, runtime_ns)| TraceTask {
+                domain: "u1".into(),
+                pid: if comm == "db" { 1 } else { 2 },
+                comm: comm.into(),
+                state: state.into(),
+                queued: state == "R",
+                running: false,
+                decision,
+                runtime_ns,
+            })
+            .collect();
+        TraceLine { t, period: 0, tasks }
+    }
+
+    #[test]
+    fn lanes_merge_repeated_activities_and_measure_cpu_per_period() {
+        let trace = [
+            line(0.0, &[("db", "R", Decision::Run, 0), ("bkup", "R", Decision::Park, 0)]),
+            line(0.1, &[("db", "R", Decision::Run, 100_000_000), ("bkup", "P", Decision::Parked, 1_000_000)]),
+            line(0.2, &[("db", "S", Decision::Idle, 150_000_000), ("bkup", "P", Decision::Unpark, 1_000_000)]),
+            line(0.3, &[("db", "S", Decision::Idle, 150_000_000), ("bkup", "R", Decision::Run, 100_000_000)]),
+        ];
+        let lanes = lanes(&trace);
+        let names: Vec<&str> = lanes.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["u1/bkup 2", "u1/db 1"]);
+        let db = &lanes[1];
+        assert_eq!(db.spans.iter().map(|s| (s.activity, s.from, s.to)).collect::<Vec<_>>(), [
+            (Activity::Queued, 0.0, 0.2),
+            (Activity::Sleeping, 0.2, 0.3)
+        ]);
+        let shares: Vec<f64> = db.cpu.iter().map(|c| (c.2 * 100.0).round()).collect();
+        assert_eq!(shares, [100.0, 50.0, 0.0]);
+        let bkup = &lanes[0];
+        assert_eq!(bkup.spans.iter().map(|s| s.activity).collect::<Vec<_>>(), [Activity::Parked, Activity::Queued]);
+    }
+
+    #[test]
+    fn a_picture_is_written() {
+        let trace = [
+            line(0.0, &[("db", "R", Decision::Run, 0)]),
+            line(0.5, &[("db", "S", Decision::Idle, 400_000_000)]),
+            line(1.0, &[("db", "S", Decision::Idle, 400_000_000)]),
+        ];
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.svg");
+        let marks = [Mark { at: 0.5, label: "db idle".into() }];
+        draw_svg(&path, "test", &lanes(&trace), &marks, (0.0, 1.0)).expect("draw");
+        let svg = std::fs::read_to_string(&path).expect("svg");
+        assert!(svg.starts_with("<svg") && svg.contains("u1/db 1") && svg.contains("db idle"), "{svg}");
+    }
+}

@@ -337,6 +337,29 @@ impl Guest {
         self.exec_ok(&format!(". /lab/lib.sh; move_to_cgroup {pid} {}", group.unwrap_or("-"))).map(drop)
     }
 
+    /// Confines every QEMU thread of this guest to the host CPUs `cpus` (threads it starts later
+    /// inherit it): several guests pinned to one CPU share it, as VMs share a physical CPU.
+    pub fn pin_to_host_cpus(&self, cpus: &[usize]) -> Result<(), LabError> {
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.pid));
+        let entries = std::fs::read_dir(&tasks).map_err(|e| LabError::io("list threads in", &tasks, e))?;
+        // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus {
+            // SAFETY: CPU_SET only writes inside `set`; it ignores CPUs beyond the set's size.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        for entry in entries.flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok()) else { continue };
+            // SAFETY: `set` is a valid cpu_set_t of the size passed.
+            let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+            let error = std::io::Error::last_os_error();
+            if rc != 0 && error.raw_os_error() != Some(libc::ESRCH) {
+                return Err(LabError::io("pin thread of", &tasks, error));
+            }
+        }
+        Ok(())
+    }
+
     /// Stops QEMU (`SIGTERM`, then `SIGKILL` after a grace period), reaps it and removes the guest's
     /// directory. Dropping the guest does the same.
     pub fn stop(self) -> Result<(), LabError> {

@@ -22,6 +22,7 @@ const SCRIPTS: &[(&str, &str, u32)] = &[
     ("lab/workload", include_str!("../lab/workload"), 0o755),
     ("lab/view", include_str!("../lab/view"), 0o755),
     ("lab/control", include_str!("../lab/control"), 0o755),
+    ("lab/steer", include_str!("../lab/steer"), 0o755),
 ];
 
 /// Directories every guest has (busybox applet directories are added from its own list).

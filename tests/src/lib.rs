@@ -29,6 +29,7 @@ pub mod initramfs;
 pub mod kernel;
 mod lab;
 pub mod spec;
+mod steer;
 pub mod view;
 
 pub use error::LabError;
@@ -36,4 +37,5 @@ pub use guest::{Guest, EXEC_TIMEOUT, KERNEL_CMDLINE};
 pub use kernel::KernelFiles;
 pub use lab::{guest, shared_lab, try_shared_lab, Lab};
 pub use spec::{GuestSpec, Workload, WorkloadKind};
+pub use steer::{CpuTimes, Steer};
 pub use view::{ProcEntry, ProcView};

@@ -27,6 +27,9 @@ pub enum WorkloadKind {
     },
     /// Sleeps forever (never runnable).
     Sleep,
+    /// Starts idle (sleeping), then spins or sleeps as the host says with
+    /// [`Guest::steer`](crate::Guest::steer).
+    Steered,
 }
 
 impl WorkloadKind {
@@ -36,6 +39,7 @@ impl WorkloadKind {
             Self::Cpu => "cpu",
             Self::Phases { .. } => "phases",
             Self::Sleep => "sleep",
+            Self::Steered => "steered",
         }
     }
 }
@@ -68,6 +72,11 @@ impl Workload {
     /// One process sleeping forever.
     pub fn sleep(name: &str) -> Self {
         Self::new(name, WorkloadKind::Sleep)
+    }
+
+    /// One process that starts idle and is made busy or idle by [`Guest::steer`](crate::Guest::steer).
+    pub fn steered(name: &str) -> Self {
+        Self::new(name, WorkloadKind::Steered)
     }
 
     /// A workload of `kind` called `name`.
@@ -108,7 +117,7 @@ impl Workload {
     pub(crate) fn spawn_args(&self) -> String {
         let (busy, idle) = match self.kind {
             WorkloadKind::Phases { busy_ms, idle_ms } => (busy_ms, idle_ms),
-            WorkloadKind::Cpu | WorkloadKind::Sleep => (0, 0),
+            WorkloadKind::Cpu | WorkloadKind::Sleep | WorkloadKind::Steered => (0, 0),
         };
         let group = self.cgroup.as_deref().unwrap_or("-");
         format!("{} {} {} {group} {busy} {idle}", self.name, self.kind.word(), self.count)
@@ -304,7 +313,7 @@ impl GuestSpec {
 /// Parses `NAME[:ITEM,ITEM...]`, where each ITEM is a guest option or a workload:
 ///
 /// - `vcpus=N`, `mem=MIB`, `sleepers=N`, `view=MS`, `kthreads=0|1`, `la57`, `arg=KERNEL_WORD`;
-/// - `COMM=KIND[*COUNT][@CGROUP]` with KIND `cpu`, `sleep` or `phases:BUSY_MS:IDLE_MS`.
+/// - `COMM=KIND[*COUNT][@CGROUP]` with KIND `cpu`, `sleep`, `steered` or `phases:BUSY_MS:IDLE_MS`.
 ///
 /// Example: `u1:vcpus=2,db=cpu,web=phases:200:300,bkup=cpu*2@g1`.
 impl FromStr for GuestSpec {
@@ -351,11 +360,12 @@ fn parse_workload(comm: &str, value: &str) -> Result<Workload, String> {
     let kind = match kind.split(':').collect::<Vec<_>>().as_slice() {
         ["cpu"] => WorkloadKind::Cpu,
         ["sleep"] => WorkloadKind::Sleep,
+        ["steered"] => WorkloadKind::Steered,
         ["phases", busy, idle] => {
             let ms = |s: &str| s.parse::<u32>().map_err(|_| format!("{comm}={value}: bad milliseconds {s:?}"));
             WorkloadKind::Phases { busy_ms: ms(busy)?, idle_ms: ms(idle)? }
         }
-        _ => return Err(format!("{comm}={value}: kind must be cpu, sleep or phases:BUSY_MS:IDLE_MS")),
+        _ => return Err(format!("{comm}={value}: kind must be cpu, sleep, steered or phases:BUSY_MS:IDLE_MS")),
     };
     let mut workload = Workload::new(comm, kind).count(count);
     if let Some(group) = group {
@@ -370,7 +380,7 @@ mod tests {
 
     #[test]
     fn parses_the_command_line_form() -> Result<(), LabError> {
-        let spec: GuestSpec = "u1:vcpus=2,mem=512,db=cpu,web=phases:200:300,bkup=cpu*2@g1/a,z=sleep,view=0,kthreads=0".parse()?;
+        let spec: GuestSpec = "u1:vcpus=2,mem=512,db=cpu,web=phases:200:300,bkup=cpu*2@g1/a,z=sleep,s=steered,view=0,kthreads=0".parse()?;
         assert_eq!(spec.name, "u1");
         assert_eq!((spec.vcpus, spec.memory_mib, spec.view_interval_ms), (2, 512, 0));
         let expected = GuestSpec::new("u1")
@@ -381,13 +391,14 @@ mod tests {
             .workload(Workload::cpu("db"))
             .workload(Workload::phases("web", 200, 300))
             .workload(Workload::cpu("bkup").count(2).in_cgroup("g1/a"))
-            .workload(Workload::sleep("z"));
+            .workload(Workload::sleep("z"))
+            .workload(Workload::steered("s"));
         assert_eq!(spec, expected);
         let shown: Vec<String> = spec.workloads.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["db=cpu", "web=phases:200:300", "bkup=cpu*2@g1/a", "z=sleep"]);
+        assert_eq!(shown, ["db=cpu", "web=phases:200:300", "bkup=cpu*2@g1/a", "z=sleep", "s=steered"]);
         assert_eq!(
             spec.lab_workloads(),
-            "db cpu 1 - 0 0\nweb phases 1 - 200 300\nbkup cpu 2 g1/a 0 0\nz sleep 1 - 0 0\n"
+            "db cpu 1 - 0 0\nweb phases 1 - 200 300\nbkup cpu 2 g1/a 0 0\nz sleep 1 - 0 0\ns steered 1 - 0 0\n"
         );
         Ok(())
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use xsched_lab::{guest, shared_lab, Guest, GuestSpec, Lab, LabError, Workload};
+use xsched_lab::{guest, shared_lab, Guest, GuestSpec, Lab, LabError, Steer, Workload};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -28,6 +28,54 @@ fn lab() -> &'static [Guest] {
                 .view_kthreads(false),
         ]
     })
+}
+
+/// A steered workload sleeps until told to spin and spins until told to sleep, as the guest's own
+/// /proc says; pinning QEMU to one host CPU shows in the host's /proc.
+#[test]
+fn steered_workloads_follow_the_host_and_qemu_can_be_pinned() -> TestResult {
+    let g = guest(lab(), "u2");
+    let pids = g.start_workload(&Workload::steered("tide").count(2))?;
+    let state = |pid: u32| -> Result<String, LabError> {
+        let stat = g.exec_ok(&format!("cat /proc/{pid}/stat"))?;
+        Ok(stat.rsplit_once(") ").map_or(String::new(), |(_, rest)| rest[..1].to_owned()))
+    };
+    let settle = || std::thread::sleep(Duration::from_millis(300));
+    settle();
+    let before = g.cpu_times(&pids)?;
+    settle();
+    let idle = g.cpu_times(&pids)?;
+    for pid in &pids {
+        assert_eq!(state(*pid)?, "S", "a steered workload starts idle");
+        assert!(idle.run_ns[pid] - before.run_ns[pid] < 20_000_000, "idle, yet it ran: {before:?} {idle:?}");
+    }
+    g.steer(&[("tide", Steer::Busy)])?;
+    settle();
+    let busy_start = g.cpu_times(&pids)?;
+    settle();
+    let busy = g.cpu_times(&pids)?;
+    assert!(busy.uptime > busy_start.uptime);
+    for pid in &pids {
+        assert!(busy.run_ns[pid] - busy_start.run_ns[pid] > 20_000_000, "busy, yet it did not run: {busy_start:?} {busy:?}");
+    }
+    g.steer(&[("tide", Steer::Idle)])?;
+    settle();
+    for pid in &pids {
+        assert_eq!(state(*pid)?, "S", "told to idle");
+    }
+    assert!(g.steer(&[("nosuch", Steer::Busy)]).is_err(), "an unknown workload is an error");
+
+    g.pin_to_host_cpus(&[0])?;
+    let threads = std::fs::read_dir(format!("/proc/{}/task", g.qemu_pid()))?;
+    for thread in threads {
+        let status = std::fs::read_to_string(thread?.path().join("status"))?;
+        let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(str::trim);
+        assert_eq!(allowed, Some("0"), "{status}");
+    }
+    let all: Vec<usize> = (0..std::thread::available_parallelism()?.get()).collect();
+    g.pin_to_host_cpus(&all)?;
+    g.exec_ok("kill -9 $(pidof tide)")?;
+    Ok(())
 }
 
 #[test]

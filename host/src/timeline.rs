@@ -63,30 +63,43 @@ pub struct Mark {
     pub label: String,
 }
 
-/// The lanes of a trace, ordered by domain, name and pid. A task's lane covers each period
-/// from one trace line to the next in which it appears in both.
+/// The lanes of a trace, ordered by domain, name and pid. Between a task's first and last line
+/// in the trace, a period it is missing from counts as sleeping (the policy ranked only tasks
+/// that wanted a CPU); its CPU share is known for periods it is in at both ends.
 pub fn lanes(trace: &[TraceLine]) -> Vec<Lane> {
-    let mut lanes: BTreeMap<(String, String, i32), Lane> = BTreeMap::new();
-    for (line, next) in trace.iter().zip(trace.iter().skip(1)) {
+    type Key = (String, String, i32);
+    let key = |t: &crate::run::trace::TraceTask| (t.domain.clone(), t.comm.clone(), t.pid);
+    let mut seen: BTreeMap<Key, (usize, usize)> = BTreeMap::new();
+    for (i, line) in trace.iter().enumerate() {
+        for task in &line.tasks {
+            seen.entry(key(task)).and_modify(|(_, last)| *last = i).or_insert((i, i));
+        }
+    }
+    let mut lanes: BTreeMap<Key, Lane> = seen
+        .keys()
+        .map(|k| (k.clone(), Lane { name: format!("{}/{} {}", k.0, k.1, k.2), spans: Vec::new(), cpu: Vec::new() }))
+        .collect();
+    for (i, (line, next)) in trace.iter().zip(trace.iter().skip(1)).enumerate() {
         let (from, to) = (line.t, next.t);
         if to <= from {
             continue;
         }
-        for task in &line.tasks {
-            let later = next.tasks.iter().find(|n| n.domain == task.domain && n.pid == task.pid);
-            let Some(later) = later else { continue };
-            let lane = lanes.entry((task.domain.clone(), task.comm.clone(), task.pid)).or_insert_with(|| Lane {
-                name: format!("{}/{} {}", task.domain, task.comm, task.pid),
-                spans: Vec::new(),
-                cpu: Vec::new(),
-            });
-            let activity = Activity::of(task.decision, &task.state);
+        for (k, lane) in &mut lanes {
+            let (first, last) = seen[k];
+            if i < first || i >= last {
+                continue;
+            }
+            let now = line.tasks.iter().find(|t| key(t) == *k);
+            let activity = now.map_or(Activity::Sleeping, |t| Activity::of(t.decision, &t.state));
             match lane.spans.last_mut() {
-                Some(last) if last.activity == activity && last.to == from => last.to = to,
+                Some(span) if span.activity == activity && span.to == from => span.to = to,
                 _ => lane.spans.push(Span { from, to, activity }),
             }
-            let ran = later.runtime_ns.saturating_sub(task.runtime_ns) as f64 / 1e9;
-            lane.cpu.push((from, to, (ran / (to - from)).clamp(0.0, 1.0)));
+            let later = next.tasks.iter().find(|t| key(t) == *k);
+            if let (Some(now), Some(later)) = (now, later) {
+                let ran = later.runtime_ns.saturating_sub(now.runtime_ns) as f64 / 1e9;
+                lane.cpu.push((from, to, (ran / (to - from)).clamp(0.0, 1.0)));
+            }
         }
     }
     lanes.into_values().collect()
@@ -192,7 +205,7 @@ mod tests {
                 runtime_ns,
             })
             .collect();
-        TraceLine { t, period: 0, tasks }
+        TraceLine { t, period: 0, tasks, wall: t }
     }
 
     #[test]
@@ -202,6 +215,8 @@ mod tests {
             line(0.1, &[("db", "R", Decision::Run, 100_000_000), ("bkup", "P", Decision::Parked, 1_000_000)]),
             line(0.2, &[("db", "S", Decision::Idle, 150_000_000), ("bkup", "P", Decision::Unpark, 1_000_000)]),
             line(0.3, &[("db", "S", Decision::Idle, 150_000_000), ("bkup", "R", Decision::Run, 100_000_000)]),
+            line(0.4, &[("bkup", "R", Decision::Run, 200_000_000)]),
+            line(0.5, &[("db", "R", Decision::Run, 150_000_000), ("bkup", "R", Decision::Run, 200_000_000)]),
         ];
         let lanes = lanes(&trace);
         let names: Vec<&str> = lanes.iter().map(|l| l.name.as_str()).collect();
@@ -209,10 +224,10 @@ mod tests {
         let db = &lanes[1];
         assert_eq!(db.spans.iter().map(|s| (s.activity, s.from, s.to)).collect::<Vec<_>>(), [
             (Activity::Queued, 0.0, 0.2),
-            (Activity::Sleeping, 0.2, 0.3)
+            (Activity::Sleeping, 0.2, 0.5)
         ]);
         let shares: Vec<f64> = db.cpu.iter().map(|c| (c.2 * 100.0).round()).collect();
-        assert_eq!(shares, [100.0, 50.0, 0.0]);
+        assert_eq!(shares, [100.0, 50.0, 0.0], "periods where db is missing at either end have no share");
         let bkup = &lanes[0];
         assert_eq!(bkup.spans.iter().map(|s| s.activity).collect::<Vec<_>>(), [Activity::Parked, Activity::Queued]);
     }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
@@ -75,13 +75,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .map(|path| File::create(path).map(BufWriter::new).with_context(|| format!("trace file {}", path.display())))
         .transpose()?;
     let started = Instant::now();
+    let started_wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut last_summary = Instant::now();
     let mut trace_error = None;
     let mut scheduler = Scheduler::new(domains, args.common.open()?, policy, Duration::from_millis(args.period), host_cpus);
     println!("xsched: policy {} on {} domain(s), period {} ms, {host_cpus} host CPU(s)", plugin.name(), args.domains.len(), args.period);
     let result = scheduler.run(&signals, args.periods, |period_start, table, plan, stats| {
         if let Some(out) = trace.as_mut() {
-            if let Err(e) = TraceLine::of_period(period_start.saturating_duration_since(started), table, plan, stats).write_to(out) {
+            let at = period_start.saturating_duration_since(started);
+            if let Err(e) = TraceLine::of_period(at, (started_wall + at).as_secs_f64(), table, plan, stats).write_to(out) {
                 trace_error.get_or_insert(e);
             }
         }

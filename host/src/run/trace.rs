@@ -2,8 +2,9 @@
 //!
 //! `xsched run --trace FILE` writes it; `xsched timeline` draws it. A line looks like
 //! `{"t":1.23,"period":123,"tasks":[{"domain":"u1","pid":42,"comm":"db","state":"R",
-//! "queued":true,"running":true,"decision":"run","runtime_ns":123456}]}`, where `t` is when the
-//! period began (its snapshot), in seconds since the loop started.
+//! "queued":true,"running":true,"decision":"run","runtime_ns":123456}],"wall":1795000000.123}`,
+//! where `t` is when the period began (its snapshot), in seconds since the loop started, and
+//! `wall` the same moment in seconds since the Unix epoch (to line it up with other logs).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -61,11 +62,14 @@ pub struct TraceLine {
     pub period: u64,
     /// Every managed task.
     pub tasks: Vec<TraceTask>,
+    /// When the period began, seconds since the Unix epoch.
+    pub wall: f64,
 }
 
 impl TraceLine {
-    /// The line for a period that began `at` after the loop started.
-    pub fn of_period(at: Duration, table: &TaskTable, plan: &Plan, stats: &RunStats) -> Self {
+    /// The line for a period that began `at` after the loop started, at `wall` seconds since the
+    /// Unix epoch.
+    pub fn of_period(at: Duration, wall: f64, table: &TaskTable, plan: &Plan, stats: &RunStats) -> Self {
         let staying_parked = table.tasks.iter().filter(|t| t.parked && !plan.unpark.contains(&t.key)).map(|t| t.key);
         let decisions = plan
             .admitted
@@ -77,7 +81,7 @@ impl TraceLine {
             .chain(staying_parked.map(|k| (k, Decision::Parked)))
             .chain(plan.idle.iter().map(|k| (*k, Decision::Idle)));
         let tasks = decisions.filter_map(|(key, decision)| Self::task(table, key, decision)).collect();
-        Self { t: at.as_secs_f64(), period: stats.periods, tasks }
+        Self { t: at.as_secs_f64(), period: stats.periods, tasks, wall }
     }
 
     fn task(table: &TaskTable, key: TaskKey, decision: Decision) -> Option<TraceTask> {
@@ -159,7 +163,7 @@ mod tests {
         file
     }
 
-    const LINE: &str = r#"{"t":0.5,"period":3,"tasks":[{"domain":"u1","pid":7,"comm":"db","state":"R","queued":true,"running":true,"decision":"run","runtime_ns":12}]}"#;
+    const LINE: &str = r#"{"t":0.5,"period":3,"tasks":[{"domain":"u1","pid":7,"comm":"db","state":"R","queued":true,"running":true,"decision":"run","runtime_ns":12}],"wall":1795000000.5}"#;
 
     #[test]
     fn lines_round_trip_and_a_cut_last_line_is_dropped() {

@@ -8,8 +8,10 @@
 //! open: frames the guest populates later are not seen, and frames it releases later keep their
 //! old contents here.
 //!
-//! Only translated guests (HVM, PVH) are supported: their frame numbers are what the foreign
-//! mapping takes. A PV guest needs its p2m list first (see `ForeignMap::map_next_chunk`).
+//! Translated guests (HVM, PVH): their frame numbers are what the foreign mapping takes. PV
+//! guests run on machine frames: their pseudo-physical frames are mapped through the guest's own
+//! p2m ([`p2m`]), so the window is still indexed by (pseudo-)physical frame, and the machine
+//! frames in their page-table entries are translated back ([`GuestMemory::table_frame`]).
 //!
 //! Verified against the Xen 4.17 headers (`xenctrl.h`, `xenforeignmemory.h`) and the bindgen
 //! output of `xenctrl-sys`/`xenforeignmemory-sys`; it runs only under a Xen hypervisor.
@@ -22,6 +24,10 @@ use xenctrl_sys as xc;
 use xenforeignmemory_sys as xfm;
 
 use super::{check_access, Gpa, GuestMemory, MemoryError, PhysRange, PAGE_SIZE};
+
+mod p2m;
+
+use p2m::{P2m, P2mRoot};
 
 /// Pages per `xenforeignmemory_map2` call: 1 GiB of guest RAM. Bounds the frame and error arrays
 /// (3 MiB together) and, on a PVH dom0, the ballooned pages privcmd takes for one call.
@@ -40,61 +46,173 @@ const _: () = assert!(PAGE_BYTES as u64 == PAGE_SIZE);
 pub struct XenMemory {
     domid: u32,
     xc: XcHandle,
+    /// The window reads go through, and its mapped runs.
     map: ForeignMap,
     ranges: Vec<PhysRange>,
+    /// A PV guest's second, writable window and its runs. Xen maps a PV guest's typed pages (page
+    /// tables, descriptor tables) read-only only, so the read window is read-only and this one
+    /// has holes there; a translated guest's one window is writable (`None`).
+    writable: Option<(ForeignMap, Vec<PhysRange>)>,
     /// Whether this handle holds one of the domain's toolstack pauses.
     paused: bool,
+    /// A PV guest's p2m (its page-table entries hold machine frames); `None` for translated guests.
+    p2m: Option<P2m>,
 }
 
 impl XenMemory {
     /// Opens domain `domid` and maps its RAM.
     ///
-    /// Fails if the domain does not exist (`ESRCH`), is a PV guest, or no frame of it can be mapped.
+    /// Fails if the domain does not exist (`ESRCH`), is a 32-bit PV guest, is a PV guest that has
+    /// not published its p2m yet, or no frame of it can be mapped.
     pub fn open(domid: u32) -> Result<Self, MemoryError> {
         let xc = XcHandle::open(domid)?;
         let info = xc.domain_info(domid)?;
-        if info.hvm() == 0 {
-            // The later Xen-lab issue: PV guests map machine frames, see `map_next_chunk`.
-            return Err(MemoryError::Unsupported {
-                backend: format!("xen:{domid}"),
-                action: "map a PV guest's RAM (its pseudo-physical frames need the p2m list: not implemented yet)",
-            });
-        }
-        let max_gpfn = xc.maximum_gpfn(domid)?;
-        let pages = window_pages(max_gpfn, info.max_memkb);
-        if pages <= max_gpfn {
-            log::warn!(
-                "xen:{domid}: highest guest frame {max_gpfn:#x} lies beyond max memory + 4 GiB; \
-                 mapping frames below {pages:#x} only"
-            );
-        }
-        let too_big = || MemoryError::Xen {
-            domid,
-            call: "xc_domain_maximum_gpfn",
-            source: io::Error::other(format!("{pages:#x} guest frames do not fit this address space")),
+        let fmem = Fmem::open(domid)?;
+        let (pages, p2m) = if info.hvm() != 0 {
+            let max_gpfn = xc.maximum_gpfn(domid)?;
+            let pages = window_pages(max_gpfn, info.max_memkb);
+            if pages <= max_gpfn {
+                log::warn!(
+                    "xen:{domid}: highest guest frame {max_gpfn:#x} lies beyond max memory + 4 GiB; \
+                     mapping frames below {pages:#x} only"
+                );
+            }
+            (pages, None)
+        } else {
+            let width = xc.guest_width(domid)?;
+            if width != 8 {
+                return Err(MemoryError::Unsupported {
+                    backend: format!("xen:{domid}"),
+                    action: "read a 32-bit PV guest",
+                });
+            }
+            let p2m = read_p2m(&fmem, domid, info.shared_info_frame, info.max_memkb)?;
+            (p2m.len(), Some(p2m))
         };
-        let pages = usize::try_from(pages).map_err(|_| too_big())?;
-        let mut map = ForeignMap::open(domid, pages)?;
-
-        let mut ranges = Vec::new();
-        let mut pfns = Vec::with_capacity(CHUNK_PAGES.min(pages));
-        let mut errs = Vec::with_capacity(CHUNK_PAGES.min(pages));
-        let mut first_err = None;
-        while let Some(first) = map.map_next_chunk(domid, &mut pfns, &mut errs)? {
-            first_err = first_err.or_else(|| errs.iter().copied().find(|&e| e != 0));
-            push_mapped_runs(&mut ranges, first as u64, &errs).ok_or_else(too_big)?;
-        }
-        if ranges.is_empty() {
-            // Per-page errors are negative errnos (privcmd's IOCTL_PRIVCMD_MMAPBATCH_V2).
-            let errno = first_err.map_or(libc::EINVAL, |e| e.saturating_neg());
-            return Err(MemoryError::Xen {
-                domid,
-                call: "xenforeignmemory_map2",
-                source: io::Error::from_raw_os_error(errno),
-            });
-        }
-        Ok(Self { domid, xc, map, ranges, paused: false })
+        let pages = usize::try_from(pages).map_err(|_| MemoryError::Xen {
+            domid,
+            call: "xc_domain_getinfo",
+            source: io::Error::other(format!(
+                "{pages:#x} guest frames do not fit this address space"
+            )),
+        })?;
+        // Translated guests: frame n is what the foreign mapping takes for frame n. PV guests: the
+        // machine frame their p2m names (a hole, which the mapping refuses, for none).
+        let frame_of = |pfn: u64| match &p2m {
+            None => pfn,
+            Some(p2m) => p2m.mfn(pfn).unwrap_or(INVALID_FRAME),
+        };
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let (map, ranges, writable) = if p2m.is_some() {
+            let (map, ranges) = map_window(fmem, domid, pages, libc::PROT_READ, &frame_of)?;
+            let writable = map_window(Fmem::open(domid)?, domid, pages, rw, &frame_of)?;
+            (map, ranges, Some(writable))
+        } else {
+            let (map, ranges) = map_window(fmem, domid, pages, rw, &frame_of)?;
+            (map, ranges, None)
+        };
+        Ok(Self {
+            domid,
+            xc,
+            map,
+            ranges,
+            writable,
+            paused: false,
+            p2m,
+        })
     }
+}
+
+/// Maps `pages` pages of the domain into a new window with protection `prot`, window page n from
+/// frame `frame_of(n)`; returns it with its mapped runs. Fails if no page maps.
+fn map_window(
+    fmem: Fmem,
+    domid: u32,
+    pages: usize,
+    prot: c_int,
+    frame_of: &dyn Fn(u64) -> u64,
+) -> Result<(ForeignMap, Vec<PhysRange>), MemoryError> {
+    let too_big = || MemoryError::Xen {
+        domid,
+        call: "xenforeignmemory_map2",
+        source: io::Error::other(format!(
+            "{pages:#x} guest frames do not fit this address space"
+        )),
+    };
+    let mut map = ForeignMap::new(fmem, domid, pages, prot)?;
+    let mut ranges = Vec::new();
+    let mut frames = Vec::with_capacity(CHUNK_PAGES.min(pages));
+    let mut errs = Vec::with_capacity(CHUNK_PAGES.min(pages));
+    let mut first_err = None;
+    while let Some(first) = map.map_next_chunk(domid, frame_of, &mut frames, &mut errs)? {
+        first_err = first_err.or_else(|| errs.iter().copied().find(|&e| e != 0));
+        push_mapped_runs(&mut ranges, first as u64, &errs).ok_or_else(too_big)?;
+    }
+    if ranges.is_empty() {
+        // Per-page errors are negative errnos (privcmd's IOCTL_PRIVCMD_MMAPBATCH_V2).
+        let errno = first_err.map_or(libc::EINVAL, |e| e.saturating_neg());
+        return Err(MemoryError::Xen {
+            domid,
+            call: "xenforeignmemory_map2",
+            source: io::Error::from_raw_os_error(errno),
+        });
+    }
+    Ok((map, ranges))
+}
+
+/// A frame number no domain owns: what a PV hole is mapped as, so the mapping refuses that page.
+const INVALID_FRAME: u64 = u64::MAX;
+
+/// Reads a 64-bit PV guest's p2m through its shared-info page (see [`p2m`]), as Xen's own save
+/// and core-dump code does. The p2m may cover at most max memory plus [`PHYSMAP_SLACK`]: a guest
+/// claiming more is cut off there.
+fn read_p2m(
+    fmem: &Fmem,
+    domid: u32,
+    shared_info_frame: u64,
+    max_memkb: u64,
+) -> Result<P2m, MemoryError> {
+    let bad = |what: String| MemoryError::Xen {
+        domid,
+        call: "reading the p2m",
+        source: io::Error::other(what),
+    };
+    let shared = fmem.read_frames(domid, &[shared_info_frame])?;
+    let root = P2mRoot::parse(&shared).ok_or_else(|| bad("short shared-info page".into()))?;
+    if !root.is_published() {
+        return Err(bad(format!(
+            "the guest publishes no p2m frame list (pfn_to_mfn_frame_list_list = {:#x}): still booting?",
+            root.frame_list_list
+        )));
+    }
+    let cap = frame_cap(max_memkb);
+    if root.max_pfn > cap {
+        log::warn!(
+            "xen:{domid}: the p2m claims {:#x} frames; reading the first {cap:#x}",
+            root.max_pfn
+        );
+    }
+    let pfns = root.max_pfn.min(cap);
+    let (p2m_pages, list_pages) = p2m::pages_for(pfns);
+    let frame_list_list = fmem.read_frames(domid, &[root.frame_list_list])?;
+    let lists = level(&frame_list_list, list_pages)
+        .ok_or_else(|| bad("a frame-list MFN is not a machine frame".into()))?;
+    let frame_lists = fmem.read_frames(domid, &lists)?;
+    let pages = level(&frame_lists, p2m_pages)
+        .ok_or_else(|| bad("a p2m page MFN is not a machine frame".into()))?;
+    let raw = p2m::entries(&fmem.read_frames(domid, &pages)?, pfns)
+        .ok_or_else(|| bad("short p2m".into()))?;
+    let map = P2m::from_entries(&raw);
+    log::debug!("xen:{domid}: p2m of {pfns:#x} frames in {p2m_pages} pages");
+    Ok(map)
+}
+
+/// The first `count` MFNs of one level of the p2m tree, each checked to be a machine frame.
+fn level(pages: &[u8], count: u64) -> Option<Vec<u64>> {
+    p2m::entries(pages, count)?
+        .into_iter()
+        .map(p2m::valid_mfn)
+        .collect()
 }
 
 impl GuestMemory for XenMemory {
@@ -110,7 +228,7 @@ impl GuestMemory for XenMemory {
         check_access(&self.ranges, gpa, buf.len())?;
         let src = self.map.at(gpa, buf.len())?;
         // SAFETY: `check_access` put `gpa .. gpa + buf.len()` inside one run of pages that
-        // `xenforeignmemory_map2` mapped (read-write), and `at` inside the window, which stays
+        // `xenforeignmemory_map2` mapped (readable), and `at` inside the window, which stays
         // mapped while `self` lives; `buf` is our own memory, so the two cannot overlap. The guest
         // may change these bytes at any time; a byte copy through raw pointers never forms a Rust
         // reference to them.
@@ -119,10 +237,14 @@ impl GuestMemory for XenMemory {
     }
 
     fn write_phys(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), MemoryError> {
-        check_access(&self.ranges, gpa, data.len())?;
-        let dst = self.map.at(gpa, data.len())?;
-        // SAFETY: as in `read_phys`, with the pages mapped PROT_WRITE; `data` cannot overlap the
-        // window.
+        let (map, ranges) = match &self.writable {
+            Some((map, ranges)) => (map, ranges.as_slice()),
+            None => (&self.map, self.ranges.as_slice()),
+        };
+        check_access(ranges, gpa, data.len())?;
+        let dst = map.at(gpa, data.len())?;
+        // SAFETY: as in `read_phys`, with the pages of a window mapped PROT_WRITE; `data` cannot
+        // overlap the window.
         unsafe { ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         Ok(())
     }
@@ -145,6 +267,29 @@ impl GuestMemory for XenMemory {
         }
         Ok(())
     }
+
+    /// Whether anyone holds a pause of the domain (this handle, `xl pause`, a killed xsched).
+    fn is_paused(&mut self) -> Result<bool, MemoryError> {
+        Ok(self.xc.domain_info(self.domid)?.paused() != 0)
+    }
+
+    /// Sends an NMI to every vCPU (`XEN_DOMCTL_SENDTRIGGER_NMI`): Xen marks it pending and wakes
+    /// a blocked vCPU, which then re-checks its runqueue.
+    fn kick(&mut self) -> Result<(), MemoryError> {
+        let info = self.xc.domain_info(self.domid)?;
+        for vcpu in 0..=info.max_vcpu_id {
+            self.xc.send_nmi(self.domid, vcpu)?;
+        }
+        Ok(())
+    }
+
+    /// For a PV guest, the pfn its p2m maps machine frame `frame` at; else `frame` itself.
+    fn table_frame(&self, frame: u64) -> Option<u64> {
+        match &self.p2m {
+            None => Some(frame),
+            Some(p2m) => p2m.pfn(frame),
+        }
+    }
 }
 
 impl Drop for XenMemory {
@@ -163,9 +308,14 @@ impl Drop for XenMemory {
 /// memory is the toolstack's. A toolstack lays RAM out below that bound, so the cap costs nothing
 /// in a sane guest and keeps a hostile one from making us map terabytes of holes.
 fn window_pages(max_gpfn: u64, max_memkb: u64) -> u64 {
-    let frames = max_gpfn.saturating_add(1);
-    let cap = max_memkb.div_ceil(PAGE_SIZE >> 10).saturating_add(PHYSMAP_SLACK / PAGE_SIZE);
-    frames.min(cap)
+    max_gpfn.saturating_add(1).min(frame_cap(max_memkb))
+}
+
+/// The most frames mapped for a guest of `max_memkb` KiB maximum memory: that plus [`PHYSMAP_SLACK`].
+fn frame_cap(max_memkb: u64) -> u64 {
+    max_memkb
+        .div_ceil(PAGE_SIZE >> 10)
+        .saturating_add(PHYSMAP_SLACK / PAGE_SIZE)
 }
 
 /// Appends the ranges of the pages mapped in one chunk to `ranges`.
@@ -206,7 +356,9 @@ impl XcHandle {
         // SAFETY: null loggers make libxenctrl log to stderr; flags 0 ask for a normal, reentrant
         // handle. It returns an owned handle or NULL with errno set.
         let raw = unsafe { xc::xc_interface_open(ptr::null_mut(), ptr::null_mut(), 0) };
-        NonNull::new(raw).map(Self).ok_or_else(|| last_error(domid, "xc_interface_open"))
+        NonNull::new(raw)
+            .map(Self)
+            .ok_or_else(|| last_error(domid, "xc_interface_open"))
     }
 
     /// The domain's information; `ESRCH` if no domain `domid` exists.
@@ -240,6 +392,28 @@ impl XcHandle {
         Ok(gpfn)
     }
 
+    /// The guest's word size in bytes (4 or 8; a PV guest's matters).
+    fn guest_width(&self, domid: u32) -> Result<u32, MemoryError> {
+        let mut width: std::ffi::c_uint = 0;
+        // SAFETY: the handle is open and `width` is writable; 0 on success, else -1 with errno set.
+        if unsafe { xc::xc_domain_get_guest_width(self.0.as_ptr(), domid, &mut width) } != 0 {
+            return Err(last_error(domid, "xc_domain_get_guest_width"));
+        }
+        Ok(width)
+    }
+
+    /// Sends an NMI to one vCPU of the domain.
+    fn send_nmi(&self, domid: u32, vcpu: u32) -> Result<(), MemoryError> {
+        // SAFETY: the handle is open; 0 on success, else -1 with errno set.
+        if unsafe {
+            xc::xc_domain_send_trigger(self.0.as_ptr(), domid, xc::XEN_DOMCTL_SENDTRIGGER_NMI, vcpu)
+        } != 0
+        {
+            return Err(last_error(domid, "xc_domain_send_trigger(NMI)"));
+        }
+        Ok(())
+    }
+
     fn pause(&self, domid: u32) -> Result<(), MemoryError> {
         // SAFETY: the handle is open; 0 on success, else -1 with errno set.
         if unsafe { xc::xc_domain_pause(self.0.as_ptr(), domid) } != 0 {
@@ -266,6 +440,89 @@ impl Drop for XcHandle {
     }
 }
 
+/// An open foreign-memory handle.
+#[derive(Debug)]
+struct Fmem(NonNull<xfm::xenforeignmemory_handle>);
+
+// SAFETY: the handle is a file descriptor and a logger, neither tied to a thread. `Fmem` is not
+// `Sync`, so it is used from one thread at a time.
+unsafe impl Send for Fmem {}
+
+impl Fmem {
+    fn open(domid: u32) -> Result<Self, MemoryError> {
+        // SAFETY: a null logger makes the library log to stderr; no open flags. Returns an owned
+        // handle or NULL with errno set.
+        let fmem = unsafe { xfm::xenforeignmemory_open(ptr::null_mut(), 0) };
+        NonNull::new(fmem)
+            .map(Self)
+            .ok_or_else(|| last_error(domid, "xenforeignmemory_open"))
+    }
+
+    /// Copies the pages `frames` (as the foreign mapping takes them) of the domain, in order, out
+    /// of a temporary read-only mapping. All or nothing: a frame that does not map fails the call.
+    fn read_frames(&self, domid: u32, frames: &[u64]) -> Result<Vec<u8>, MemoryError> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let len = frames
+            .len()
+            .checked_mul(PAGE_BYTES)
+            .ok_or_else(|| MemoryError::Xen {
+                domid,
+                call: "xenforeignmemory_map",
+                source: io::Error::from_raw_os_error(libc::ENOMEM),
+            })?;
+        let mut errs: Vec<c_int> = vec![0; frames.len()];
+        // SAFETY: the handle is open; `frames` and `errs` hold `frames.len()` elements each and
+        // outlive the call. Returns a fresh mapping of `len` bytes or NULL with errno set.
+        let at = unsafe {
+            xfm::xenforeignmemory_map(
+                self.0.as_ptr(),
+                domid,
+                libc::PROT_READ,
+                frames.len(),
+                frames.as_ptr(),
+                errs.as_mut_ptr(),
+            )
+        };
+        if at.is_null() {
+            return Err(last_error(domid, "xenforeignmemory_map"));
+        }
+        let mut copy = Vec::new();
+        if errs.iter().all(|&e| e == 0) {
+            copy = vec![0u8; len];
+            // SAFETY: every page of the `len`-byte mapping at `at` is mapped (no per-page error),
+            // and `copy` is our own buffer of `len` bytes.
+            unsafe { ptr::copy_nonoverlapping(at.cast::<u8>(), copy.as_mut_ptr(), len) };
+        }
+        // SAFETY: `at` and the page count are exactly this call's mapping, unmapped once here.
+        if unsafe { xfm::xenforeignmemory_unmap(self.0.as_ptr(), at, frames.len()) } != 0 {
+            log::warn!("xenforeignmemory_unmap: {}", io::Error::last_os_error());
+        }
+        match errs.iter().zip(frames).find(|(&e, _)| e != 0) {
+            Some((&e, frame)) => Err(MemoryError::Xen {
+                domid,
+                call: "xenforeignmemory_map",
+                source: io::Error::other(format!(
+                    "frame {frame:#x}: {}",
+                    io::Error::from_raw_os_error(e.saturating_neg())
+                )),
+            }),
+            None => Ok(copy),
+        }
+    }
+}
+
+impl Drop for Fmem {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from `xenforeignmemory_open` and is closed once, here (a
+        // `ForeignMap` owning it has unmapped its window first).
+        if unsafe { xfm::xenforeignmemory_close(self.0.as_ptr()) } != 0 {
+            log::warn!("xenforeignmemory_close: {}", io::Error::last_os_error());
+        }
+    }
+}
+
 /// A foreign-memory handle and the window it maps a guest into.
 ///
 /// The window is reserved whole (`PROT_NONE`) at open, then filled chunk by chunk with
@@ -274,7 +531,7 @@ impl Drop for XcHandle {
 /// places foreign mappings the same way.
 #[derive(Debug)]
 struct ForeignMap {
-    fmem: NonNull<xfm::xenforeignmemory_handle>,
+    fmem: Fmem,
     /// Start of the window: guest frame `n` lives at `base + n * PAGE_SIZE`.
     base: NonNull<u8>,
     /// Window size in pages.
@@ -282,29 +539,35 @@ struct ForeignMap {
     /// Pages from the window's start handed out to chunks so far; each chunk is [`CHUNK_PAGES`]
     /// long except the window's last.
     mapped: usize,
+    /// The protection chunks are mapped with.
+    prot: c_int,
     /// Where our `PROT_NONE` reservation still starts: `mapped`, or past a chunk that failed (the
     /// library may have unmapped its pages, and another thread may have mapped something there).
     reserved_from: usize,
 }
 
-// SAFETY: the handle is a file descriptor and a logger, neither tied to a thread; the window is
-// plain process memory. `ForeignMap` is not `Sync`, so it is used from one thread at a time.
+// SAFETY: the handle is `Send`; the window is plain process memory. `ForeignMap` is not `Sync`,
+// so it is used from one thread at a time.
 unsafe impl Send for ForeignMap {}
 
 impl ForeignMap {
-    /// Opens a foreign-memory handle and reserves a window of `pages` pages (`pages > 0`).
-    fn open(domid: u32, pages: usize) -> Result<Self, MemoryError> {
+    /// Reserves a window of `pages` pages (`pages > 0`) for mappings through `fmem` with
+    /// protection `prot`.
+    fn new(fmem: Fmem, domid: u32, pages: usize, prot: c_int) -> Result<Self, MemoryError> {
         let len = pages.checked_mul(PAGE_BYTES).ok_or(MemoryError::Xen {
             domid,
             call: "mmap",
             source: io::Error::from_raw_os_error(libc::ENOMEM),
         })?;
-        // SAFETY: a null logger makes the library log to stderr; no open flags. Returns an owned
-        // handle or NULL with errno set.
-        let fmem = unsafe { xfm::xenforeignmemory_open(ptr::null_mut(), 0) };
-        let fmem = NonNull::new(fmem).ok_or_else(|| last_error(domid, "xenforeignmemory_open"))?;
         // Owned from here: dropping it (on an early return) closes the handle.
-        let mut map = Self { fmem, base: NonNull::dangling(), pages: 0, mapped: 0, reserved_from: 0 };
+        let mut map = Self {
+            fmem,
+            base: NonNull::dangling(),
+            pages: 0,
+            mapped: 0,
+            prot,
+            reserved_from: 0,
+        };
         // SAFETY: an anonymous, inaccessible reservation at an address the kernel picks: it
         // replaces nothing. Returns MAP_FAILED with errno set on failure, never NULL (the kernel
         // keeps page 0 out of reach, vm.mmap_min_addr).
@@ -328,12 +591,14 @@ impl ForeignMap {
         Ok(map)
     }
 
-    /// Maps the window's next chunk; returns its first frame, with `errs` holding the per-page
-    /// results (0: mapped; negative errno: a hole), or `None` once the window is full.
+    /// Maps the window's next chunk, window page n from frame `frame_of(n)`; returns its first
+    /// page, with `errs` holding the per-page results (0: mapped; negative errno: a hole), or
+    /// `None` once the window is full.
     fn map_next_chunk(
         &mut self,
         domid: u32,
-        pfns: &mut Vec<xfm::xen_pfn_t>,
+        frame_of: &dyn Fn(u64) -> u64,
+        frames: &mut Vec<xfm::xen_pfn_t>,
         errs: &mut Vec<c_int>,
     ) -> Result<Option<usize>, MemoryError> {
         let first = self.mapped;
@@ -342,27 +607,24 @@ impl ForeignMap {
         if count == 0 || self.reserved_from != first {
             return Ok(None);
         }
-        // Translated guests (HVM, PVH): guest frame n is what the foreign mapping takes for frame
-        // n. A PV guest (refused in `open` for now) needs its p2m list here, pfn -> mfn: the later
-        // Xen-lab issue.
-        pfns.clear();
-        pfns.extend((first..first + count).map(|pfn| pfn as xfm::xen_pfn_t));
+        frames.clear();
+        frames.extend((first..first + count).map(|page| frame_of(page as u64)));
         errs.clear();
         errs.resize(count, 0);
         let addr = self.base.as_ptr().wrapping_add(first * PAGE_BYTES);
         // SAFETY: `first .. first + count` lies inside the window (`count` was clamped to it) and
         // is still our PROT_NONE reservation (it starts at `reserved_from`, checked above), so
         // MAP_FIXED replaces nothing but memory we own; with MAP_FIXED a success returns `addr`
-        // itself. `pfns` and `errs` hold `count` elements each and outlive the call.
+        // itself. `frames` and `errs` hold `count` elements each and outlive the call.
         let got = unsafe {
             xfm::xenforeignmemory_map2(
-                self.fmem.as_ptr(),
+                self.fmem.0.as_ptr(),
                 domid,
                 addr.cast::<c_void>(),
-                libc::PROT_READ | libc::PROT_WRITE,
+                self.prot,
                 libc::MAP_FIXED,
                 count,
-                pfns.as_ptr(),
+                frames.as_ptr(),
                 errs.as_mut_ptr(),
             )
         };
@@ -385,7 +647,10 @@ impl ForeignMap {
             .ok()
             .filter(|&offset| offset.checked_add(len).is_some_and(|end| end <= window))
             .map(|offset| self.base.as_ptr().wrapping_add(offset))
-            .ok_or(MemoryError::OutOfRange { gpa, len: len as u64 })
+            .ok_or(MemoryError::OutOfRange {
+                gpa,
+                len: len as u64,
+            })
     }
 }
 
@@ -398,30 +663,36 @@ impl Drop for ForeignMap {
             // SAFETY: `addr` and `count` are exactly one successful `xenforeignmemory_map2` call's
             // (chunks are CHUNK_PAGES from the window's start); nothing borrows the window beyond
             // a `read_phys`/`write_phys` call.
-            if unsafe { xfm::xenforeignmemory_unmap(self.fmem.as_ptr(), addr.cast(), count) } != 0 {
+            if unsafe { xfm::xenforeignmemory_unmap(self.fmem.0.as_ptr(), addr.cast(), count) } != 0
+            {
                 log::warn!("xenforeignmemory_unmap: {}", io::Error::last_os_error());
             }
             first += count;
         }
         if self.reserved_from < self.pages {
-            let addr = self.base.as_ptr().wrapping_add(self.reserved_from * PAGE_BYTES);
+            let addr = self
+                .base
+                .as_ptr()
+                .wrapping_add(self.reserved_from * PAGE_BYTES);
             // SAFETY: from `reserved_from` to the window's end is still our own PROT_NONE
             // reservation.
-            if unsafe { libc::munmap(addr.cast(), (self.pages - self.reserved_from) * PAGE_BYTES) } != 0 {
+            if unsafe { libc::munmap(addr.cast(), (self.pages - self.reserved_from) * PAGE_BYTES) }
+                != 0
+            {
                 log::warn!("munmap: {}", io::Error::last_os_error());
             }
         }
-        // SAFETY: the handle came from `xenforeignmemory_open` and is closed once, here, after its
-        // mappings.
-        if unsafe { xfm::xenforeignmemory_close(self.fmem.as_ptr()) } != 0 {
-            log::warn!("xenforeignmemory_close: {}", io::Error::last_os_error());
-        }
+        // `fmem` is closed after this, when the fields drop.
     }
 }
 
 /// A failed Xen call's error, from errno: call right after the call.
 fn last_error(domid: u32, call: &'static str) -> MemoryError {
-    MemoryError::Xen { domid, call, source: io::Error::last_os_error() }
+    MemoryError::Xen {
+        domid,
+        call,
+        source: io::Error::last_os_error(),
+    }
 }
 
 #[cfg(test)]
@@ -431,7 +702,10 @@ mod tests {
     const EINVAL: c_int = -libc::EINVAL;
 
     fn range(first_pfn: u64, pages: u64) -> PhysRange {
-        PhysRange { start: Gpa(first_pfn * PAGE_SIZE), len: pages * PAGE_SIZE }
+        PhysRange {
+            start: Gpa(first_pfn * PAGE_SIZE),
+            len: pages * PAGE_SIZE,
+        }
     }
 
     fn runs(first_pfn: u64, errs: &[c_int]) -> Vec<PhysRange> {
@@ -443,8 +717,14 @@ mod tests {
     #[test]
     fn mapped_runs_become_ranges() {
         assert_eq!(runs(0, &[0, 0, 0, 0]), [range(0, 4)]);
-        assert_eq!(runs(0, &[EINVAL, 0, 0, EINVAL, EINVAL, 0]), [range(1, 2), range(5, 1)]);
-        assert_eq!(runs(16, &[0, EINVAL, -libc::EPERM, 0, 0]), [range(16, 1), range(19, 2)]);
+        assert_eq!(
+            runs(0, &[EINVAL, 0, 0, EINVAL, EINVAL, 0]),
+            [range(1, 2), range(5, 1)]
+        );
+        assert_eq!(
+            runs(16, &[0, EINVAL, -libc::EPERM, 0, 0]),
+            [range(16, 1), range(19, 2)]
+        );
         assert!(runs(0, &[EINVAL; 3]).is_empty());
         assert!(runs(0, &[]).is_empty());
     }
@@ -478,15 +758,21 @@ mod tests {
         let mut ranges = Vec::new();
         let mut first = 0;
         for len in [1, 7, 64, 1000, 3, 2500, 1425] {
-            push_mapped_runs(&mut ranges, first as u64, &errs[first..first + len]).expect("no overflow");
+            push_mapped_runs(&mut ranges, first as u64, &errs[first..first + len])
+                .expect("no overflow");
             first += len;
         }
         assert_eq!(first, errs.len());
         for pair in ranges.windows(2) {
-            assert!(pair[0].end() < pair[1].start.raw(), "{pair:?} not sorted, disjoint and maximal");
+            assert!(
+                pair[0].end() < pair[1].start.raw(),
+                "{pair:?} not sorted, disjoint and maximal"
+            );
         }
         for (pfn, &e) in errs.iter().enumerate() {
-            let mapped = ranges.iter().any(|r| r.contains(Gpa(pfn as u64 * PAGE_SIZE), PAGE_SIZE));
+            let mapped = ranges
+                .iter()
+                .any(|r| r.contains(Gpa(pfn as u64 * PAGE_SIZE), PAGE_SIZE));
             assert_eq!(mapped, e == 0, "page {pfn}");
         }
     }
@@ -494,7 +780,10 @@ mod tests {
     #[test]
     fn overflowing_frames_are_refused() {
         let mut ranges = Vec::new();
-        assert_eq!(push_mapped_runs(&mut ranges, u64::MAX / PAGE_SIZE, &[0]), None);
+        assert_eq!(
+            push_mapped_runs(&mut ranges, u64::MAX / PAGE_SIZE, &[0]),
+            None
+        );
         assert_eq!(push_mapped_runs(&mut ranges, u64::MAX, &[EINVAL, 0]), None);
         let last = u64::MAX / PAGE_SIZE - 1;
         assert_eq!(push_mapped_runs(&mut ranges, last, &[0]), Some(()));

@@ -101,10 +101,7 @@ impl PageTables {
     /// Translates `va` by walking the tables in `mem`.
     pub fn translate(&self, mem: &dyn GuestMemory, va: Gva) -> Result<Gpa, TranslateError> {
         if !self.mode.is_canonical(va) {
-            return Err(TranslateError::NonCanonical {
-                va,
-                mode: self.mode,
-            });
+            return Err(TranslateError::NonCanonical { va, mode: self.mode });
         }
         let mut table = self.root.raw() & FRAME_MASK;
         for level in (1..=self.mode.levels()).rev() {
@@ -121,18 +118,13 @@ impl PageTables {
             // be contiguous where pseudo-physical ones are.
             let leaf = level == 1 || (matches!(level, 2 | 3) && entry & PAGE_SIZE_BIT != 0);
             let page_mask = if leaf { (1u64 << shift) - 1 } else { 0 };
-            let frame =
-                ((entry & FRAME_MASK & !page_mask) | (va.raw() & page_mask & FRAME_MASK)) >> 12;
-            let gpfn =
-                mem.table_frame(frame)
-                    .ok_or(TranslateError::ForeignFrame { va, level, entry })?;
-            let at = gpfn
-                .checked_mul(PAGE_SIZE)
-                .ok_or(TranslateError::ForeignFrame { va, level, entry })?;
+            let frame = ((entry & FRAME_MASK & !page_mask) | (va.raw() & page_mask & FRAME_MASK)) >> 12;
+            let foreign = TranslateError::ForeignFrame { va, level, entry };
+            let table_page = mem.table_frame(frame).and_then(|gpfn| gpfn.checked_mul(PAGE_SIZE)).ok_or(foreign)?;
             if leaf {
-                return Ok(Gpa(at | va.page_offset()));
+                return Ok(Gpa(table_page | va.page_offset()));
             }
-            table = at;
+            table = table_page;
         }
         unreachable!("level 1 always returns")
     }
@@ -144,8 +136,7 @@ mod tests {
     use crate::memory::ImageMemory;
 
     fn set(ram: &mut ImageMemory, table_page: u64, index: u64, entry: u64) {
-        ram.write_u64(Gpa(table_page * PAGE_SIZE + index * 8), entry)
-            .expect("inside the image");
+        ram.write_u64(Gpa(table_page * PAGE_SIZE + index * 8), entry).expect("inside the image");
     }
 
     const P: u64 = PRESENT | 0x2;
@@ -167,27 +158,12 @@ mod tests {
         set(&mut ram, 3, idx(va2m, 2), 0x4020_0000 | P | PAGE_SIZE_BIT);
         let va1g = 0xffff_8881_4000_0000u64 + 0x12_3456;
         set(&mut ram, 2, idx(va1g, 3), 0x1_c000_0000 | P | PAGE_SIZE_BIT);
-        let pt = PageTables {
-            root: Gpa(PAGE_SIZE),
-            mode: PagingMode::FourLevel,
-        };
+        let pt = PageTables { root: Gpa(PAGE_SIZE), mode: PagingMode::FourLevel };
         assert_eq!(pt.translate(&ram, Gva(va4k)).expect("4k"), Gpa(0x7_7567));
-        assert_eq!(
-            pt.translate(&ram, Gva(va2m)).expect("2m"),
-            Gpa(0x4020_0000 | (va2m & 0x1f_ffff))
-        );
-        assert_eq!(
-            pt.translate(&ram, Gva(va1g)).expect("1g"),
-            Gpa(0x1_c012_3456)
-        );
-        assert!(matches!(
-            pt.translate(&ram, Gva(va4k + (1 << 30) * 3)),
-            Err(TranslateError::NotPresent { level: 3, .. })
-        ));
-        assert!(matches!(
-            pt.translate(&ram, Gva(0x0000_8000_0000_0000)),
-            Err(TranslateError::NonCanonical { .. })
-        ));
+        assert_eq!(pt.translate(&ram, Gva(va2m)).expect("2m"), Gpa(0x4020_0000 | (va2m & 0x1f_ffff)));
+        assert_eq!(pt.translate(&ram, Gva(va1g)).expect("1g"), Gpa(0x1_c012_3456));
+        assert!(matches!(pt.translate(&ram, Gva(va4k + (1 << 30) * 3)), Err(TranslateError::NotPresent { level: 3, .. })));
+        assert!(matches!(pt.translate(&ram, Gva(0x0000_8000_0000_0000)), Err(TranslateError::NonCanonical { .. })));
     }
 
     #[test]
@@ -197,20 +173,14 @@ mod tests {
         set(&mut ram, 1, idx(va, 5), (2 * PAGE_SIZE) | P);
         set(&mut ram, 2, idx(va, 4), (3 * PAGE_SIZE) | P);
         set(&mut ram, 3, idx(va, 3), 0x8000_0000 | P | PAGE_SIZE_BIT);
-        let pt = PageTables {
-            root: Gpa(PAGE_SIZE),
-            mode: PagingMode::FiveLevel,
-        };
-        assert_eq!(
-            pt.translate(&ram, Gva(va)).expect("5-level"),
-            Gpa(0x8000_1234)
-        );
+        let pt = PageTables { root: Gpa(PAGE_SIZE), mode: PagingMode::FiveLevel };
+        assert_eq!(pt.translate(&ram, Gva(va)).expect("5-level"), Gpa(0x8000_1234));
         assert!(PagingMode::FiveLevel.is_canonical(Gva(va)));
         assert!(!PagingMode::FourLevel.is_canonical(Gva(va)));
     }
 
-    /// A Xen PV guest in miniature: page-table entries hold machine frames, pfn + 0x1000, except
-    /// machine frames below 0x1000, which are not the guest's.
+    /// A Xen PV guest in miniature: page-table entries hold machine frames, pfn + 0x1000; machine
+    /// frames below 0x1000 are not the guest's.
     struct PvImage(ImageMemory);
 
     impl GuestMemory for PvImage {
@@ -253,19 +223,10 @@ mod tests {
         let wild = va + (2 << 21);
         set(&mut ram, 3, idx(wild, 2), 0x5000 | P);
         let pv = PvImage(ram);
-        let pt = PageTables {
-            root: Gpa(PAGE_SIZE),
-            mode: PagingMode::FourLevel,
-        };
-        assert_eq!(
-            pt.translate(&pv, Gva(va)).expect("4k"),
-            Gpa(9 * PAGE_SIZE + 0x345)
-        );
+        let pt = PageTables { root: Gpa(PAGE_SIZE), mode: PagingMode::FourLevel };
+        assert_eq!(pt.translate(&pv, Gva(va)).expect("4k"), Gpa(9 * PAGE_SIZE + 0x345));
         assert_eq!(pt.translate(&pv, Gva(va2m)).expect("2m"), Gpa(0x202_345));
-        assert!(matches!(
-            pt.translate(&pv, Gva(wild)),
-            Err(TranslateError::ForeignFrame { level: 2, .. })
-        ));
+        assert!(matches!(pt.translate(&pv, Gva(wild)), Err(TranslateError::ForeignFrame { level: 2, .. })));
     }
 
     #[test]
@@ -273,13 +234,7 @@ mod tests {
         let mut ram = ImageMemory::zeroed(4 * 4096);
         let va = 0xffff_ffff_8100_0000u64;
         set(&mut ram, 1, idx(va, 4), 0xdead_0000_0000 | P);
-        let pt = PageTables {
-            root: Gpa(PAGE_SIZE),
-            mode: PagingMode::FourLevel,
-        };
-        assert!(matches!(
-            pt.translate(&ram, Gva(va)),
-            Err(TranslateError::Memory { .. })
-        ));
+        let pt = PageTables { root: Gpa(PAGE_SIZE), mode: PagingMode::FourLevel };
+        assert!(matches!(pt.translate(&ram, Gva(va)), Err(TranslateError::Memory { .. })));
     }
 }

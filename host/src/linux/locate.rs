@@ -67,33 +67,24 @@ pub struct KernelLocation {
 pub fn locate(mem: &dyn GuestMemory, profiles: &[Profile]) -> Result<KernelLocation, LinuxError> {
     let hits = find_banners(mem, profiles)?;
     if hits.is_empty() {
-        return Err(LinuxError::NoMatchingProfile(no_match_message(
-            mem, profiles,
-        )));
+        return Err(LinuxError::NoMatchingProfile(no_match_message(mem, profiles)));
     }
     let mut last_error = None;
     for (gpa, index) in hits {
         match locate_at(mem, &profiles[index], index, gpa) {
             Ok(location) => return Ok(location),
             Err(e) => {
-                log::debug!(
-                    "banner of {} at {gpa} rejected: {e}",
-                    profiles[index].release
-                );
+                log::debug!("banner of {} at {gpa} rejected: {e}", profiles[index].release);
                 last_error = Some(e);
             }
         }
     }
-    Err(last_error
-        .unwrap_or_else(|| LinuxError::NoMatchingProfile(no_match_message(mem, profiles))))
+    Err(last_error.unwrap_or_else(|| LinuxError::NoMatchingProfile(no_match_message(mem, profiles))))
 }
 
 /// [`locate`] with the guest paused, when it can be paused (a core dump cannot and need not be).
 /// The guest is resumed whatever the outcome.
-pub fn locate_paused(
-    mem: &mut dyn GuestMemory,
-    profiles: &[Profile],
-) -> Result<KernelLocation, LinuxError> {
+pub fn locate_paused(mem: &mut dyn GuestMemory, profiles: &[Profile]) -> Result<KernelLocation, LinuxError> {
     let paused = mem.pause().is_ok();
     let located = locate(mem, profiles);
     if paused {
@@ -103,14 +94,8 @@ pub fn locate_paused(
 }
 
 /// All `(address, profile index)` pairs where a profile's full banner sits at its in-page offset.
-fn find_banners(
-    mem: &dyn GuestMemory,
-    profiles: &[Profile],
-) -> Result<Vec<(Gpa, usize)>, LinuxError> {
-    let offsets = profiles
-        .iter()
-        .map(Profile::banner_page_offset)
-        .collect::<Result<Vec<_>, _>>()?;
+fn find_banners(mem: &dyn GuestMemory, profiles: &[Profile]) -> Result<Vec<(Gpa, usize)>, LinuxError> {
+    let offsets = profiles.iter().map(Profile::banner_page_offset).collect::<Result<Vec<_>, _>>()?;
     let mut hits = Vec::new();
     for_each_prefix_hit(mem, |gpa| {
         for (index, profile) in profiles.iter().enumerate() {
@@ -123,10 +108,7 @@ fn find_banners(
 }
 
 /// Calls `found` with the address of every occurrence of [`BANNER_PREFIX`] in RAM.
-fn for_each_prefix_hit(
-    mem: &dyn GuestMemory,
-    mut found: impl FnMut(Gpa),
-) -> Result<(), LinuxError> {
+fn for_each_prefix_hit(mem: &dyn GuestMemory, mut found: impl FnMut(Gpa)) -> Result<(), LinuxError> {
     let finder = memmem::Finder::new(BANNER_PREFIX);
     let overlap = BANNER_PREFIX.len() as u64 - 1;
     let mut buf = vec![0u8; SCAN_CHUNK];
@@ -152,9 +134,7 @@ fn for_each_prefix_hit(
 /// Whether the NUL-terminated `banner` text is at `gpa`.
 fn banner_at(mem: &dyn GuestMemory, gpa: Gpa, banner: &str) -> bool {
     let mut text = vec![0u8; banner.len() + 1];
-    mem.read_phys(gpa, &mut text).is_ok()
-        && text[..banner.len()] == *banner.as_bytes()
-        && text[banner.len()] == 0
+    mem.read_phys(gpa, &mut text).is_ok() && text[..banner.len()] == *banner.as_bytes() && text[banner.len()] == 0
 }
 
 /// Explains that no profile matched, naming the kernel releases whose banners are in memory.
@@ -163,12 +143,8 @@ fn no_match_message(mem: &dyn GuestMemory, profiles: &[Profile]) -> String {
     let _ = for_each_prefix_hit(mem, |gpa| {
         let mut text = [0u8; 80];
         if mem.read_phys(gpa, &mut text).is_ok() {
-            let release = text[BANNER_PREFIX.len()..]
-                .split(|&b| b == b' ' || b == 0)
-                .next()
-                .unwrap_or_default();
-            if !release.is_empty() && release.iter().all(|b| b.is_ascii_graphic()) && seen.len() < 8
-            {
+            let release = text[BANNER_PREFIX.len()..].split(|&b| b == b' ' || b == 0).next().unwrap_or_default();
+            if !release.is_empty() && release.iter().all(|b| b.is_ascii_graphic()) && seen.len() < 8 {
                 seen.insert(String::from_utf8_lossy(release).into_owned());
             }
         }
@@ -177,11 +153,7 @@ fn no_match_message(mem: &dyn GuestMemory, profiles: &[Profile]) -> String {
     let mut message = format!(
         "{}: no kernel profile matches this guest (profiles tried: {})",
         mem.describe(),
-        if known.is_empty() {
-            "none".to_string()
-        } else {
-            known.join(", ")
-        }
+        if known.is_empty() { "none".to_string() } else { known.join(", ") }
     );
     match seen.iter().next() {
         Some(release) => message.push_str(&format!(
@@ -195,16 +167,8 @@ fn no_match_message(mem: &dyn GuestMemory, profiles: &[Profile]) -> String {
 }
 
 /// Checks the banner hit at `banner` against `profile` and works out the kernel's location.
-fn locate_at(
-    mem: &dyn GuestMemory,
-    profile: &Profile,
-    profile_index: usize,
-    banner: Gpa,
-) -> Result<KernelLocation, LinuxError> {
-    let inconsistent = |what: String| LinuxError::Inconsistent {
-        release: profile.release.clone(),
-        what,
-    };
+fn locate_at(mem: &dyn GuestMemory, profile: &Profile, profile_index: usize, banner: Gpa) -> Result<KernelLocation, LinuxError> {
+    let inconsistent = |what: String| LinuxError::Inconsistent { release: profile.release.clone(), what };
     let text_link = profile.symbol("_text")?;
     let start_kernel_map = profile.constant("START_KERNEL_MAP")?;
     // The physical address of an image symbol, before the virtual shift is known.
@@ -220,9 +184,7 @@ fn locate_at(
     };
     let phys_text = image_phys("_text")?;
     if phys_text.page_offset() != 0 {
-        return Err(inconsistent(format!(
-            "_text would be at {phys_text}, not page aligned"
-        )));
+        return Err(inconsistent(format!("_text would be at {phys_text}, not page aligned")));
     }
     let mode = if profile.symbols.contains_key("__pgtable_l5_enabled")
         && mem.read_u32(image_phys("__pgtable_l5_enabled")?)? != 0
@@ -231,10 +193,7 @@ fn locate_at(
     } else {
         PagingMode::FourLevel
     };
-    let page_tables = PageTables {
-        root: image_phys("init_top_pgt")?,
-        mode,
-    };
+    let page_tables = PageTables { root: image_phys("init_top_pgt")?, mode };
 
     let virt_text = (0..KERNEL_MAP_SIZE / KERNEL_ALIGN)
         .map(|slot| Gva(start_kernel_map + slot * KERNEL_ALIGN))
@@ -246,37 +205,25 @@ fn locate_at(
             };
             inconsistent(format!("no 2 MiB slot of the kernel map translates to _text at {phys_text} (at its link address: {at_link})"))
         })?;
-    let virt_shift = virt_text.raw().checked_sub(text_link).ok_or_else(|| {
-        inconsistent(format!(
-            "_text mapped at {virt_text}, below its link address"
-        ))
-    })?;
+    let virt_shift = virt_text
+        .raw()
+        .checked_sub(text_link)
+        .ok_or_else(|| inconsistent(format!("_text mapped at {virt_text}, below its link address")))?;
 
     let banner_va = Gva(profile.symbol("linux_banner")?.wrapping_add(virt_shift));
     if page_tables.translate(mem, banner_va)? != banner {
-        return Err(inconsistent(format!(
-            "linux_banner at {banner_va} does not translate to the banner found at {banner}"
-        )));
+        return Err(inconsistent(format!("linux_banner at {banner_va} does not translate to the banner found at {banner}")));
     }
     // The kernel's own record of its physical shift: __pa_symbol(x) = x - __START_KERNEL_map + phys_base.
     let phys_base = mem.read_u64(image_phys("phys_base")?)?;
-    let expected_phys_base = phys_text
-        .raw()
-        .wrapping_sub(virt_text.raw() - start_kernel_map);
+    let expected_phys_base = phys_text.raw().wrapping_sub(virt_text.raw() - start_kernel_map);
     if phys_base != expected_phys_base {
-        return Err(inconsistent(format!(
-            "phys_base is {phys_base:#x}, the image location implies {expected_phys_base:#x}"
-        )));
+        return Err(inconsistent(format!("phys_base is {phys_base:#x}, the image location implies {expected_phys_base:#x}")));
     }
 
     let page_offset_base = Gva(mem.read_u64(image_phys("page_offset_base")?)?);
-    if !mode.is_canonical(page_offset_base)
-        || page_offset_base.raw() >> 63 == 0
-        || !page_offset_base.raw().is_multiple_of(1 << 30)
-    {
-        return Err(inconsistent(format!(
-            "page_offset_base {page_offset_base} is not a 1 GiB aligned kernel address"
-        )));
+    if !mode.is_canonical(page_offset_base) || page_offset_base.raw() >> 63 == 0 || !page_offset_base.raw().is_multiple_of(1 << 30) {
+        return Err(inconsistent(format!("page_offset_base {page_offset_base} is not a 1 GiB aligned kernel address")));
     }
 
     let nr_cpu_ids = mem.read_u32(image_phys("nr_cpu_ids")?)?;
@@ -284,21 +231,13 @@ fn locate_at(
         return Err(inconsistent(format!("nr_cpu_ids is {nr_cpu_ids}")));
     }
     let per_cpu_offsets = (0..u64::from(nr_cpu_ids))
-        .map(|cpu| {
-            image_phys("__per_cpu_offset")
-                .and_then(|base| Ok(mem.read_u64(Gpa(base.raw() + cpu * 8))?))
-        })
+        .map(|cpu| image_phys("__per_cpu_offset").and_then(|base| Ok(mem.read_u64(Gpa(base.raw() + cpu * 8))?)))
         .collect::<Result<Vec<_>, _>>()?;
     let online_mask = image_phys("__cpu_online_mask")?;
     let mut online_cpus = Vec::new();
     for word in 0..nr_cpu_ids.div_ceil(64) {
         let bits = mem.read_u64(Gpa(online_mask.raw() + u64::from(word) * 8))?;
-        online_cpus.extend(
-            (0..64u32)
-                .filter(|bit| (bits >> bit) & 1 == 1)
-                .map(|bit| word * 64 + bit)
-                .filter(|&cpu| cpu < nr_cpu_ids),
-        );
+        online_cpus.extend((0..64u32).filter(|bit| (bits >> bit) & 1 == 1).map(|bit| word * 64 + bit).filter(|&cpu| cpu < nr_cpu_ids));
     }
     if online_cpus.is_empty() {
         return Err(inconsistent("no CPU is online".into()));
@@ -325,19 +264,11 @@ fn locate_at(
 }
 
 /// Checks that every online CPU's `struct rq` (per-CPU `runqueues`) records its own CPU number.
-fn check_runqueues(
-    mem: &dyn GuestMemory,
-    profile: &Profile,
-    location: &KernelLocation,
-) -> Result<(), LinuxError> {
+fn check_runqueues(mem: &dyn GuestMemory, profile: &Profile, location: &KernelLocation) -> Result<(), LinuxError> {
     let runqueues = profile.symbol("runqueues")?;
     let cpu_field = profile.offset("rq", "cpu")?;
     for &cpu in &location.online_cpus {
-        let offset = usize::try_from(cpu)
-            .ok()
-            .and_then(|c| location.per_cpu_offsets.get(c))
-            .copied()
-            .unwrap_or_default();
+        let offset = usize::try_from(cpu).ok().and_then(|c| location.per_cpu_offsets.get(c)).copied().unwrap_or_default();
         let rq = Gva(offset.wrapping_add(runqueues).wrapping_add(cpu_field));
         let gpa = location.page_tables.translate(mem, rq)?;
         let recorded = mem.read_u32(gpa)?;

@@ -25,56 +25,32 @@ pub struct CoreMemory {
 impl CoreMemory {
     /// Maps the core file at `path` and reads its program headers.
     pub fn open(path: &Path) -> Result<Self, MemoryError> {
-        let file = File::open(path).map_err(|source| MemoryError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| MemoryError::Io { path: path.to_path_buf(), source })?;
         // SAFETY: the mapping is read-only and private to this process; a dump is not rewritten
         // while it is read (and if it were, reads would see other bytes, never invalid memory).
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| MemoryError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let segments = load_segments(&map).map_err(|reason| MemoryError::BadFile {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            map,
-            segments,
-        })
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| MemoryError::Io { path: path.to_path_buf(), source })?;
+        let segments = load_segments(&map).map_err(|reason| MemoryError::BadFile { path: path.to_path_buf(), reason })?;
+        Ok(Self { path: path.to_path_buf(), map, segments })
     }
 }
 
 /// The guest-physical segments of an ELF64 core.
 fn load_segments(data: &[u8]) -> Result<SegmentMap, String> {
-    let header =
-        FileHeader64::<Endianness>::parse(data).map_err(|e| format!("not an ELF64 file: {e}"))?;
-    let endian = header
-        .endian()
-        .map_err(|e| format!("bad ELF header: {e}"))?;
+    let header = FileHeader64::<Endianness>::parse(data).map_err(|e| format!("not an ELF64 file: {e}"))?;
+    let endian = header.endian().map_err(|e| format!("bad ELF header: {e}"))?;
     if header.e_type(endian) != ET_CORE {
         return Err("not an ELF core file (e_type is not ET_CORE)".into());
     }
-    let headers = header
-        .program_headers(endian, data)
-        .map_err(|e| format!("bad program headers: {e}"))?;
+    let headers = header.program_headers(endian, data).map_err(|e| format!("bad program headers: {e}"))?;
     let segments = headers
         .iter()
         .filter(|ph| ph.p_type(endian) == PT_LOAD)
         .map(|ph| {
             if ph.p_filesz(endian) != ph.p_memsz(endian) {
-                return Err(format!(
-                    "segment at paddr {:#x} is incomplete in the file",
-                    ph.p_paddr(endian)
-                ));
+                return Err(format!("segment at paddr {:#x} is incomplete in the file", ph.p_paddr(endian)));
             }
             Ok(Segment {
-                range: PhysRange {
-                    start: Gpa(ph.p_paddr(endian)),
-                    len: ph.p_filesz(endian),
-                },
+                range: PhysRange { start: Gpa(ph.p_paddr(endian)), len: ph.p_filesz(endian) },
                 file_offset: ph.p_offset(endian),
             })
         })
@@ -84,11 +60,7 @@ fn load_segments(data: &[u8]) -> Result<SegmentMap, String> {
 
 impl GuestMemory for CoreMemory {
     fn describe(&self) -> String {
-        format!(
-            "core:{} ({} MiB)",
-            self.path.display(),
-            self.ram_size() >> 20
-        )
+        format!("core:{} ({} MiB)", self.path.display(), self.ram_size() >> 20)
     }
 
     fn ranges(&self) -> &[PhysRange] {
@@ -97,32 +69,23 @@ impl GuestMemory for CoreMemory {
 
     fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         let data: &[u8] = &self.map;
-        self.segments
-            .for_each_piece(gpa, buf.len(), |file_offset, start, end| {
-                // In bounds: `SegmentMap::new` checked every segment against the file's length.
-                let from = super::to_usize(file_offset);
-                buf[start..end].copy_from_slice(&data[from..from + (end - start)]);
-            })
+        self.segments.for_each_piece(gpa, buf.len(), |file_offset, start, end| {
+            // In bounds: `SegmentMap::new` checked every segment against the file's length.
+            let from = super::to_usize(file_offset);
+            buf[start..end].copy_from_slice(&data[from..from + (end - start)]);
+        })
     }
 
     fn write_phys(&mut self, _gpa: Gpa, _data: &[u8]) -> Result<(), MemoryError> {
-        Err(MemoryError::ReadOnly {
-            backend: self.describe(),
-        })
+        Err(MemoryError::ReadOnly { backend: self.describe() })
     }
 
     fn pause(&mut self) -> Result<(), MemoryError> {
-        Err(MemoryError::Unsupported {
-            backend: self.describe(),
-            action: "pause",
-        })
+        Err(MemoryError::Unsupported { backend: self.describe(), action: "pause" })
     }
 
     fn resume(&mut self) -> Result<(), MemoryError> {
-        Err(MemoryError::Unsupported {
-            backend: self.describe(),
-            action: "resume",
-        })
+        Err(MemoryError::Unsupported { backend: self.describe(), action: "resume" })
     }
 }
 
@@ -176,41 +139,22 @@ mod tests {
         let mut mem = CoreMemory::open(&path).expect("open");
         assert_eq!(
             mem.ranges(),
-            &[
-                PhysRange {
-                    start: Gpa(0),
-                    len: 0x2000
-                },
-                PhysRange {
-                    start: Gpa(0x3000),
-                    len: 0x1000
-                }
-            ]
+            &[PhysRange { start: Gpa(0), len: 0x2000 }, PhysRange { start: Gpa(0x3000), len: 0x1000 }]
         );
         let mut buf = [0u8; 16];
-        mem.read_phys(Gpa(0xff8), &mut buf)
-            .expect("read across a page");
+        mem.read_phys(Gpa(0xff8), &mut buf).expect("read across a page");
         let expected: Vec<u8> = (0xff8u32..0x1008).map(|i| (i % 251) as u8).collect();
         assert_eq!(&buf[..], &expected[..]);
-        mem.read_phys(Gpa(0x3000), &mut buf)
-            .expect("read second segment");
+        mem.read_phys(Gpa(0x3000), &mut buf).expect("read second segment");
         assert_eq!(buf[0], (0x2000u32 % 251) as u8);
-        assert!(matches!(
-            mem.read_phys(Gpa(0x1ff8), &mut buf),
-            Err(MemoryError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            mem.write_phys(Gpa(0), &[1]),
-            Err(MemoryError::ReadOnly { .. })
-        ));
+        assert!(matches!(mem.read_phys(Gpa(0x1ff8), &mut buf), Err(MemoryError::OutOfRange { .. })));
+        assert!(matches!(mem.write_phys(Gpa(0), &[1]), Err(MemoryError::ReadOnly { .. })));
         assert!(matches!(mem.pause(), Err(MemoryError::Unsupported { .. })));
         std::fs::remove_file(path).expect("cleanup");
     }
 
     #[test]
     fn non_core_files_are_refused_with_a_reason() {
-        assert!(load_segments(b"not an elf at all")
-            .expect_err("refused")
-            .contains("not an ELF64"));
+        assert!(load_segments(b"not an elf at all").expect_err("refused").contains("not an ELF64"));
     }
 }

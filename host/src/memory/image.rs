@@ -18,10 +18,7 @@ impl ImageMemory {
     /// An image holding `bytes` at guest-physical 0.
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
         let len = bytes.len() as u64;
-        Self {
-            bytes,
-            ranges: [PhysRange { start: Gpa(0), len }],
-        }
+        Self { bytes, ranges: [PhysRange { start: Gpa(0), len }] }
     }
 
     /// The image's bytes.

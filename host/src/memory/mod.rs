@@ -13,9 +13,9 @@ mod addr;
 pub mod core;
 mod error;
 mod image;
+mod segments;
 pub mod qemu;
 pub mod qmp;
-mod segments;
 #[cfg(feature = "xen")]
 pub mod xen;
 
@@ -43,11 +43,7 @@ impl PhysRange {
 
     /// Whether `[gpa, gpa + len)` lies wholly inside this range.
     pub fn contains(&self, gpa: Gpa, len: u64) -> bool {
-        gpa >= self.start
-            && gpa
-                .raw()
-                .checked_add(len)
-                .is_some_and(|end| end <= self.end())
+        gpa >= self.start && gpa.raw().checked_add(len).is_some_and(|end| end <= self.end())
     }
 }
 
@@ -82,10 +78,7 @@ pub trait GuestMemory: Send {
     /// Interrupts the domain's vCPUs (an NMI), so that an idle one notices work queued for it.
     /// Backends that cannot do it say so.
     fn kick(&mut self) -> Result<(), MemoryError> {
-        Err(MemoryError::Unsupported {
-            backend: self.describe(),
-            action: "kick vCPUs",
-        })
+        Err(MemoryError::Unsupported { backend: self.describe(), action: "kick vCPUs" })
     }
 
     /// The guest-physical frame behind `frame`, a frame number as the guest's own page-table
@@ -121,20 +114,13 @@ pub trait GuestMemory: Send {
 }
 
 /// A byte offset or length as `usize`: lossless, since xsched builds only for 64-bit hosts.
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "usize is 64 bits wide (lib.rs refuses other targets)"
-)]
+#[allow(clippy::cast_possible_truncation, reason = "usize is 64 bits wide (lib.rs refuses other targets)")]
 pub(crate) const fn to_usize(value: u64) -> usize {
     value as usize
 }
 
 /// Checks that `[gpa, gpa + len)` lies inside one of `ranges`.
-pub(crate) fn check_access(
-    ranges: &[PhysRange],
-    gpa: Gpa,
-    len: usize,
-) -> Result<&PhysRange, MemoryError> {
+pub(crate) fn check_access(ranges: &[PhysRange], gpa: Gpa, len: usize) -> Result<&PhysRange, MemoryError> {
     let len64 = len as u64;
     ranges
         .iter()
@@ -149,14 +135,8 @@ mod tests {
     #[test]
     fn access_must_fit_one_range() {
         let ranges = [
-            PhysRange {
-                start: Gpa(0),
-                len: 0x8000,
-            },
-            PhysRange {
-                start: Gpa(0x1_0000_0000),
-                len: 0x1000,
-            },
+            PhysRange { start: Gpa(0), len: 0x8000 },
+            PhysRange { start: Gpa(0x1_0000_0000), len: 0x1000 },
         ];
         assert!(check_access(&ranges, Gpa(0x7ff8), 8).is_ok());
         assert!(check_access(&ranges, Gpa(0x7ff9), 8).is_err());

@@ -50,9 +50,7 @@ impl FromStr for MachineType {
         match s {
             "q35" => Ok(Self::Q35),
             "pc" | "i440fx" => Ok(Self::Pc),
-            other => Err(format!(
-                "unknown QEMU machine type {other:?} (expected q35 or pc)"
-            )),
+            other => Err(format!("unknown QEMU machine type {other:?} (expected q35 or pc)")),
         }
     }
 }
@@ -68,75 +66,37 @@ pub struct QemuMemory {
 
 impl QemuMemory {
     /// Maps the RAM file at `ram_file` and, if given, connects to the QMP socket for pause/resume.
-    pub fn open(
-        ram_file: &Path,
-        qmp_socket: Option<&Path>,
-        machine: MachineType,
-    ) -> Result<Self, MemoryError> {
-        let io = |source| MemoryError::Io {
-            path: ram_file.to_path_buf(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(ram_file)
-            .map_err(io)?;
+    pub fn open(ram_file: &Path, qmp_socket: Option<&Path>, machine: MachineType) -> Result<Self, MemoryError> {
+        let io = |source| MemoryError::Io { path: ram_file.to_path_buf(), source };
+        let file = OpenOptions::new().read(true).write(true).open(ram_file).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
         if size == 0 || size % super::PAGE_SIZE != 0 {
             return Err(MemoryError::BadFile {
                 path: ram_file.to_path_buf(),
-                reason: format!(
-                    "size {size} is not a positive multiple of the page size: not a QEMU RAM file"
-                ),
+                reason: format!("size {size} is not a positive multiple of the page size: not a QEMU RAM file"),
             });
         }
         let map = MmapRaw::map_raw(&file).map_err(io)?;
         let below = machine.split(size);
-        let mut segments = vec![Segment {
-            range: PhysRange {
-                start: Gpa(0),
-                len: below,
-            },
-            file_offset: 0,
-        }];
+        let mut segments = vec![Segment { range: PhysRange { start: Gpa(0), len: below }, file_offset: 0 }];
         if size > below {
-            segments.push(Segment {
-                range: PhysRange {
-                    start: Gpa(FOUR_GIB),
-                    len: size - below,
-                },
-                file_offset: below,
-            });
+            segments.push(Segment { range: PhysRange { start: Gpa(FOUR_GIB), len: size - below }, file_offset: below });
         }
-        let segments = SegmentMap::new(segments, size).map_err(|reason| MemoryError::BadFile {
-            path: ram_file.to_path_buf(),
-            reason,
-        })?;
+        let segments = SegmentMap::new(segments, size)
+            .map_err(|reason| MemoryError::BadFile { path: ram_file.to_path_buf(), reason })?;
         let qmp = qmp_socket.map(QmpClient::connect).transpose()?;
-        Ok(Self {
-            path: ram_file.to_path_buf(),
-            map,
-            segments,
-            qmp,
-        })
+        Ok(Self { path: ram_file.to_path_buf(), map, segments, qmp })
     }
 
     fn qmp(&mut self, action: &'static str) -> Result<&mut QmpClient, MemoryError> {
         let backend = self.describe();
-        self.qmp
-            .as_mut()
-            .ok_or(MemoryError::Unsupported { backend, action })
+        self.qmp.as_mut().ok_or(MemoryError::Unsupported { backend, action })
     }
 }
 
 impl GuestMemory for QemuMemory {
     fn describe(&self) -> String {
-        format!(
-            "qemu:{} ({} MiB)",
-            self.path.display(),
-            self.map.len() >> 20
-        )
+        format!("qemu:{} ({} MiB)", self.path.display(), self.map.len() >> 20)
     }
 
     fn ranges(&self) -> &[PhysRange] {
@@ -145,36 +105,22 @@ impl GuestMemory for QemuMemory {
 
     fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         let base = self.map.as_ptr();
-        self.segments
-            .for_each_piece(gpa, buf.len(), |file_offset, start, end| {
-                // SAFETY: `for_each_piece` checked that `file_offset..file_offset + (end - start)` lies
-                // inside the file, which is mapped whole; `buf[start..end]` is in bounds. The guest may
-                // change these bytes at any time; a byte copy through raw pointers never forms a Rust
-                // reference to them.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        base.add(super::to_usize(file_offset)),
-                        buf[start..end].as_mut_ptr(),
-                        end - start,
-                    )
-                }
-            })
+        self.segments.for_each_piece(gpa, buf.len(), |file_offset, start, end| {
+            // SAFETY: `for_each_piece` checked that `file_offset..file_offset + (end - start)` lies
+            // inside the file, which is mapped whole; `buf[start..end]` is in bounds. The guest may
+            // change these bytes at any time; a byte copy through raw pointers never forms a Rust
+            // reference to them.
+            unsafe { std::ptr::copy_nonoverlapping(base.add(super::to_usize(file_offset)), buf[start..end].as_mut_ptr(), end - start) }
+        })
     }
 
     fn write_phys(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), MemoryError> {
         let base = self.map.as_mut_ptr();
-        self.segments
-            .for_each_piece(gpa, data.len(), |file_offset, start, end| {
-                // SAFETY: as in `read_phys`: the destination lies inside the shared mapping, the source
-                // inside `data`, and the two cannot overlap.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        data[start..end].as_ptr(),
-                        base.add(super::to_usize(file_offset)),
-                        end - start,
-                    )
-                }
-            })
+        self.segments.for_each_piece(gpa, data.len(), |file_offset, start, end| {
+            // SAFETY: as in `read_phys`: the destination lies inside the shared mapping, the source
+            // inside `data`, and the two cannot overlap.
+            unsafe { std::ptr::copy_nonoverlapping(data[start..end].as_ptr(), base.add(super::to_usize(file_offset)), end - start) }
+        })
     }
 
     fn pause(&mut self) -> Result<(), MemoryError> {
@@ -193,9 +139,7 @@ impl GuestMemory for QemuMemory {
     }
 
     fn kick(&mut self) -> Result<(), MemoryError> {
-        self.qmp("kick vCPUs")?
-            .execute("inject-nmi", None)
-            .map(drop)
+        self.qmp("kick vCPUs")?.execute("inject-nmi", None).map(drop)
     }
 }
 
@@ -212,8 +156,7 @@ mod tests {
     }
 
     fn temp_ram(size: u64) -> (PathBuf, QemuMemory) {
-        let path =
-            std::env::temp_dir().join(format!("xsched-qemu-test-{}-{size}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("xsched-qemu-test-{}-{size}", std::process::id()));
         let file = std::fs::File::create(&path).expect("create");
         file.set_len(size).expect("size");
         let mem = QemuMemory::open(&path, None, MachineType::Q35).expect("open");
@@ -224,18 +167,13 @@ mod tests {
     fn reads_and_writes_cross_pages() {
         let (path, mut mem) = temp_ram(4 * 4096);
         let data: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
-        mem.write_phys(Gpa(4096 - 7), &data)
-            .expect("write across pages");
+        mem.write_phys(Gpa(4096 - 7), &data).expect("write across pages");
         let mut back = vec![0u8; 5000];
-        mem.read_phys(Gpa(4096 - 7), &mut back)
-            .expect("read across pages");
+        mem.read_phys(Gpa(4096 - 7), &mut back).expect("read across pages");
         assert_eq!(back, data);
         let on_disk = std::fs::read(&path).expect("file");
         assert_eq!(&on_disk[4096 - 7..4096 - 7 + 5000], &data[..]);
-        assert!(matches!(
-            mem.read_phys(Gpa(4 * 4096 - 4), &mut [0u8; 8]),
-            Err(MemoryError::OutOfRange { .. })
-        ));
+        assert!(matches!(mem.read_phys(Gpa(4 * 4096 - 4), &mut [0u8; 8]), Err(MemoryError::OutOfRange { .. })));
         assert!(matches!(mem.pause(), Err(MemoryError::Unsupported { .. })));
         std::fs::remove_file(path).expect("cleanup");
     }
@@ -246,34 +184,17 @@ mod tests {
         let (path, mut mem) = temp_ram(3 << 30);
         assert_eq!(
             mem.ranges(),
-            &[
-                PhysRange {
-                    start: Gpa(0),
-                    len: 2 << 30
-                },
-                PhysRange {
-                    start: Gpa(FOUR_GIB),
-                    len: 1 << 30
-                }
-            ]
+            &[PhysRange { start: Gpa(0), len: 2 << 30 }, PhysRange { start: Gpa(FOUR_GIB), len: 1 << 30 }]
         );
-        mem.write_u64(Gpa(FOUR_GIB + 8), 0x1122_3344_5566_7788)
-            .expect("write high");
-        assert_eq!(
-            mem.read_u64(Gpa(FOUR_GIB + 8)).expect("read high"),
-            0x1122_3344_5566_7788
-        );
+        mem.write_u64(Gpa(FOUR_GIB + 8), 0x1122_3344_5566_7788).expect("write high");
+        assert_eq!(mem.read_u64(Gpa(FOUR_GIB + 8)).expect("read high"), 0x1122_3344_5566_7788);
         assert!(mem.read_u64(Gpa(3 << 30)).is_err(), "the hole is not RAM");
         let mut b = [0u8; 8];
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open(&path).expect("open");
         f.seek(SeekFrom::Start((2 << 30) + 8)).expect("seek");
         f.read_exact(&mut b).expect("read");
-        assert_eq!(
-            u64::from_le_bytes(b),
-            0x1122_3344_5566_7788,
-            "high RAM follows low RAM in the file"
-        );
+        assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788, "high RAM follows low RAM in the file");
         std::fs::remove_file(path).expect("cleanup");
     }
 }

@@ -26,19 +26,12 @@ pub struct QmpClient {
 impl QmpClient {
     /// Connects to the QMP socket at `socket` and negotiates capabilities.
     pub fn connect(socket: &Path) -> Result<Self, MemoryError> {
-        let stream = UnixStream::connect(socket)
-            .map_err(|e| Self::error_at(socket, format!("connect: {e}")))?;
+        let stream = UnixStream::connect(socket).map_err(|e| Self::error_at(socket, format!("connect: {e}")))?;
         stream
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .map_err(|e| Self::error_at(socket, e.to_string()))?;
-        let writer = stream
-            .try_clone()
-            .map_err(|e| Self::error_at(socket, e.to_string()))?;
-        let mut client = Self {
-            socket: socket.to_path_buf(),
-            reader: BufReader::new(stream),
-            writer,
-        };
+        let writer = stream.try_clone().map_err(|e| Self::error_at(socket, e.to_string()))?;
+        let mut client = Self { socket: socket.to_path_buf(), reader: BufReader::new(stream), writer };
         let greeting = client.read_message()?;
         if greeting.get("QMP").is_none() {
             return Err(client.error(format!("not a QMP greeting: {greeting}")));
@@ -48,11 +41,7 @@ impl QmpClient {
     }
 
     /// Runs `command` with optional `arguments` and returns its `return` value.
-    pub fn execute(
-        &mut self,
-        command: &str,
-        arguments: Option<Value>,
-    ) -> Result<Value, MemoryError> {
+    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, MemoryError> {
         let mut request = json!({ "execute": command });
         if let Some(arguments) = arguments {
             request["arguments"] = arguments;
@@ -68,10 +57,7 @@ impl QmpClient {
                 return Ok(value.clone());
             }
             if let Some(error) = reply.get("error") {
-                let desc = error
-                    .get("desc")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error");
+                let desc = error.get("desc").and_then(Value::as_str).unwrap_or("unknown error");
                 return Err(self.error(format!("{command}: {desc}")));
             }
             // Anything else is an asynchronous event: skip it.
@@ -97,19 +83,13 @@ impl QmpClient {
     /// Writes an ELF core of guest memory to `path` (`dump-guest-memory`, synchronous, no paging).
     pub fn dump_guest_memory(&mut self, path: &Path) -> Result<(), MemoryError> {
         let protocol = format!("file:{}", path.display());
-        self.execute(
-            "dump-guest-memory",
-            Some(json!({ "paging": false, "protocol": protocol })),
-        )
-        .map(drop)
+        self.execute("dump-guest-memory", Some(json!({ "paging": false, "protocol": protocol })))
+            .map(drop)
     }
 
     fn read_message(&mut self) -> Result<Value, MemoryError> {
         let mut line = String::new();
-        let n = self
-            .reader
-            .read_line(&mut line)
-            .map_err(|e| self.error(format!("read: {e}")))?;
+        let n = self.reader.read_line(&mut line).map_err(|e| self.error(format!("read: {e}")))?;
         if n == 0 {
             return Err(self.error("connection closed".into()));
         }
@@ -121,9 +101,6 @@ impl QmpClient {
     }
 
     fn error_at(socket: &Path, reason: String) -> MemoryError {
-        MemoryError::Qmp {
-            socket: socket.to_path_buf(),
-            reason,
-        }
+        MemoryError::Qmp { socket: socket.to_path_buf(), reason }
     }
 }

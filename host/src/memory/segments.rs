@@ -29,16 +29,10 @@ impl SegmentMap {
         for s in &segments {
             let file_end = s.file_offset.checked_add(s.range.len);
             if file_end.is_none_or(|end| end > file_len) {
-                return Err(format!(
-                    "segment at {} ({:#x} bytes) lies beyond the end of the file",
-                    s.range.start, s.range.len
-                ));
+                return Err(format!("segment at {} ({:#x} bytes) lies beyond the end of the file", s.range.start, s.range.len));
             }
             if s.range.start.checked_add(s.range.len).is_none() {
-                return Err(format!(
-                    "segment at {} overflows the address space",
-                    s.range.start
-                ));
+                return Err(format!("segment at {} overflows the address space", s.range.start));
             }
             match ranges.last_mut() {
                 Some(last) if last.end() > s.range.start.raw() => {
@@ -69,9 +63,7 @@ impl SegmentMap {
         mut copy: impl FnMut(u64, usize, usize),
     ) -> Result<(), MemoryError> {
         check_access(&self.ranges, gpa, len)?;
-        let first = self
-            .segments
-            .partition_point(|s| s.range.end() <= gpa.raw());
+        let first = self.segments.partition_point(|s| s.range.end() <= gpa.raw());
         let mut done = 0usize;
         for s in &self.segments[first..] {
             if done == len {
@@ -80,8 +72,7 @@ impl SegmentMap {
             // The access is inside one merged range, so segments are contiguous from here on.
             let at = gpa.raw() + done as u64;
             let inside = at - s.range.start.raw();
-            let n = usize::try_from(s.range.len - inside)
-                .map_or(len - done, |avail| avail.min(len - done));
+            let n = usize::try_from(s.range.len - inside).map_or(len - done, |avail| avail.min(len - done));
             copy(s.file_offset + inside, done, done + n);
             done += n;
         }
@@ -94,32 +85,15 @@ mod tests {
     use super::*;
 
     fn seg(start: u64, len: u64, file_offset: u64) -> Segment {
-        Segment {
-            range: PhysRange {
-                start: Gpa(start),
-                len,
-            },
-            file_offset,
-        }
+        Segment { range: PhysRange { start: Gpa(start), len }, file_offset }
     }
 
     #[test]
     fn adjacent_segments_merge_and_split_accesses() {
-        let map = SegmentMap::new(
-            vec![seg(0x2000, 0x1000, 0), seg(0x1000, 0x1000, 0x5000)],
-            0x6000,
-        )
-        .expect("valid");
-        assert_eq!(
-            map.ranges(),
-            &[PhysRange {
-                start: Gpa(0x1000),
-                len: 0x2000
-            }]
-        );
+        let map = SegmentMap::new(vec![seg(0x2000, 0x1000, 0), seg(0x1000, 0x1000, 0x5000)], 0x6000).expect("valid");
+        assert_eq!(map.ranges(), &[PhysRange { start: Gpa(0x1000), len: 0x2000 }]);
         let mut pieces = Vec::new();
-        map.for_each_piece(Gpa(0x1ff0), 0x20, |off, a, b| pieces.push((off, a, b)))
-            .expect("inside");
+        map.for_each_piece(Gpa(0x1ff0), 0x20, |off, a, b| pieces.push((off, a, b))).expect("inside");
         assert_eq!(pieces, vec![(0x5ff0, 0, 0x10), (0, 0x10, 0x20)]);
     }
 
@@ -133,12 +107,9 @@ mod tests {
 
     #[test]
     fn accesses_outside_ram_touch_nothing() {
-        let map = SegmentMap::new(vec![seg(0, 0x1000, 0), seg(0x3000, 0x1000, 0x1000)], 0x2000)
-            .expect("valid");
+        let map = SegmentMap::new(vec![seg(0, 0x1000, 0), seg(0x3000, 0x1000, 0x1000)], 0x2000).expect("valid");
         let mut calls = 0;
-        assert!(map
-            .for_each_piece(Gpa(0xff0), 0x20, |_, _, _| calls += 1)
-            .is_err());
+        assert!(map.for_each_piece(Gpa(0xff0), 0x20, |_, _, _| calls += 1).is_err());
         assert_eq!(calls, 0);
     }
 }

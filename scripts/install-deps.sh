@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs what the xsched lab needs on Debian 12, then fetches the pinned guest kernel.
+# Installs what the xsched lab needs on Debian 12, then fetches the pinned guest kernel and the
+# Xen lab's files.
 # Idempotent: installs only missing packages (apt-get update only then); the kernel fetch is
 # skipped when the cache already has it. Run as root (or with every package already installed).
 set -eu
@@ -30,4 +31,6 @@ else
     echo "install-deps: all packages present" >&2
 fi
 
-exec "$here/../tests/lab/fetch-kernel.sh"
+"$here/../tests/lab/fetch-kernel.sh"
+# The Xen lab's hypervisor, dom0 kernel and toolstack (tests/xen/README.md).
+"$here/../tests/xen/fetch-xen.sh" >/dev/null

@@ -20,8 +20,8 @@ enum Cmd {
     /// Boot guests and keep them up until Ctrl-C (then stop them and remove their files).
     Up {
         /// A guest: NAME[:ITEM,...]; items: vcpus=N, mem=MIB, sleepers=N, view=MS, la57,
-        /// arg=KERNEL_WORD, or a workload COMM=KIND[*COUNT][@CGROUP] with KIND cpu, sleep or
-        /// phases:BUSY_MS:IDLE_MS. Example: u1:vcpus=2,db=cpu,web=phases:200:300,bkup=cpu@g1
+        /// arg=KERNEL_WORD, or a workload COMM=KIND[*COUNT][@CGROUP] with KIND cpu, sleep, steered
+        /// or phases:BUSY_MS:IDLE_MS. Example: u1:vcpus=2,db=cpu,web=phases:200:300,bkup=cpu@g1
         #[arg(long = "guest", required = true)]
         guests: Vec<String>,
     },

@@ -11,7 +11,7 @@ use common::{domain_arg, kernels_dir, xsched, xsched_ok};
 use xsched::actuate::park::{ParkOutcome, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
-use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
+use xsched_lab::{shared_lab, Guest, GuestSpec, Steer, Workload};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -23,14 +23,18 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn lab() -> &'static [Guest] {
     shared_lab(|| {
-        vec![GuestSpec::new("k1")
+        vec![
+            GuestSpec::new("k1")
             .vcpus(2)
             .workload(Workload::cpu("hog").count(3))
             .workload(Workload::cpu("grp").in_cgroup("g1"))
             .workload(Workload::phases("napper", 50, 200))
             .workload(Workload::sleep("victim"))
+            .workload(Workload::steered("sysc"))
             .view_interval_ms(1000)
-            .view_kthreads(false)]
+            .view_kthreads(false),
+            GuestSpec::new("k2").workload(Workload::steered("sysc")).workload(Workload::cpu("hog")).view_interval_ms(0),
+        ]
     })
 }
 
@@ -161,7 +165,9 @@ fn soak_park_unpark_cycles() {
     let spec: DomainSpec = domain_arg(g).parse().expect("spec");
     let mut domain = Domain::attach(DomainId(0), &spec, profiles).expect("attach");
     let snap = domain.snapshot().expect("snapshot");
-    let targets: Vec<TaskIdentity> = ["hog", "grp", "napper"]
+    // `sysc` spins through system calls, so it is often parked inside the kernel.
+    g.steer(&[("sysc", Steer::Busy)]).expect("steer");
+    let targets: Vec<TaskIdentity> = ["hog", "grp", "napper", "sysc"]
         .iter()
         .flat_map(|name| g.pids_of(name))
         .map(|pid| {
@@ -171,43 +177,101 @@ fn soak_park_unpark_cycles() {
         .collect();
     let (mut parks, mut unparks, mut retries, mut lost) = (0usize, 0usize, 0usize, 0usize);
     let started = Instant::now();
+    // Meanwhile the guest forks and execs (each exec unmaps a whole address space, a kernel
+    // loop that yields only through cond_resched()): every command must come back.
+    let soaking = std::sync::atomic::AtomicBool::new(true);
+    let execs = std::thread::scope(|scope| {
+        let execs = scope.spawn(|| {
+            let mut n = 0usize;
+            while soaking.load(std::sync::atomic::Ordering::Relaxed) {
+                g.exec_ok("/bin/true").expect("a command during the soak");
+                n += 1;
+            }
+            n
+        });
+        soak(&mut domain, &targets, cycles, (&mut parks, &mut unparks, &mut retries, &mut lost));
+        soaking.store(false, std::sync::atomic::Ordering::Relaxed);
+        execs.join().expect("exec thread")
+    });
+    let elapsed = started.elapsed();
+    eprintln!("soak: {parks} parks, {unparks} unparks, {lost} parks undone by the task itself, {retries} retries, {execs} commands in {elapsed:?}");
+    assert!(execs > 0);
+    assert!(lost * 10 < cycles, "{lost} of {cycles} parks undone");
+    // Afterwards every workload is alive and running, and the guest's view agrees with xsched's.
+    let rows = domain.snapshot().expect("snapshot");
+    for t in &targets {
+        let row = rows.guest.tasks.iter().find(|r| r.record.pid == t.pid).expect("alive");
+        assert_ne!(row.state, 'P', "pid {} left parked", t.pid);
+    }
+    let before: Vec<u64> = targets.iter().map(|t| runtime(g, t.pid as u32).0).collect();
+    let after: Vec<u64> = targets.iter().map(|t| runtime(g, t.pid as u32).0).collect();
+    assert!(before.iter().zip(&after).all(|(b, a)| a > b), "{before:?} -> {after:?}");
+    g.steer(&[("sysc", Steer::Idle)]).expect("steer");
+    assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
+}
+
+/// On one vCPU, a task that lives in system calls is parked and unparked over and over while the
+/// guest runs commands: unpark asks the CPU's current task to reschedule, and that task is often
+/// a command in the middle of an exec. The request must reach the kernel's `cond_resched()` too,
+/// or the exec's unmap loop spins forever (a soft lockup).
+#[test]
+fn churn_on_one_vcpu_never_stalls_the_guest() {
+    let g = &lab()[1];
+    let profiles: Vec<Profile> = Profile::load_dir(&kernels_dir()).expect("profiles").into_iter().map(|(_, p)| p).collect();
+    let spec: DomainSpec = domain_arg(g).parse().expect("spec");
+    let mut domain = Domain::attach(DomainId(0), &spec, profiles).expect("attach");
+    g.steer(&[("sysc", Steer::Busy)]).expect("steer");
+    let pid = g.pids_of("sysc")[0] as i32;
+    let snap = domain.snapshot().expect("snapshot");
+    let t = snap.guest.tasks.iter().find(|t| t.record.pid == pid).expect("sysc");
+    let target = [TaskIdentity { addr: t.record.addr, pid, start_time: t.record.start_time }];
+    let soaking = std::sync::atomic::AtomicBool::new(true);
+    let mut counters = (0, 0, 0, 0);
+    let execs = std::thread::scope(|scope| {
+        let execs = scope.spawn(|| {
+            let mut n = 0usize;
+            while soaking.load(std::sync::atomic::Ordering::Relaxed) {
+                g.exec_timeout("/bin/true", Duration::from_secs(10)).expect("a command during the churn");
+                n += 1;
+            }
+            n
+        });
+        soak(&mut domain, &target, 1000, (&mut counters.0, &mut counters.1, &mut counters.2, &mut counters.3));
+        soaking.store(false, std::sync::atomic::Ordering::Relaxed);
+        execs.join().expect("exec thread")
+    });
+    eprintln!("churn: {counters:?} (parks, unparks, retries, undone), {execs} commands");
+    g.steer(&[("sysc", Steer::Idle)]).expect("steer");
+    assert!(execs > 0 && g.console_problems().is_empty(), "{:?}", g.console_problems());
+}
+
+/// `cycles` rounds of park then unpark, one target after another; counts into `counters`.
+fn soak(domain: &mut Domain, targets: &[TaskIdentity], cycles: usize, counters: (&mut usize, &mut usize, &mut usize, &mut usize)) {
+    let (parks, unparks, retries, lost) = counters;
     for i in 0..cycles {
         let task = &targets[i % targets.len()];
         loop {
             match domain.park(task).expect("park") {
                 ParkOutcome::Parked { .. } => break,
                 ParkOutcome::Deferred(d) => {
-                    retries += 1;
-                    assert!(retries < cycles * 20, "too many retries: {d:?}");
+                    *retries += 1;
+                    assert!(*retries < cycles * 20, "too many retries: {d:?}");
                 }
             }
         }
-        parks += 1;
+        *parks += 1;
         loop {
             match domain.unpark(task).expect("unpark") {
                 UnparkOutcome::Unparked { .. } => break,
                 // A task parked while running kernel code can overwrite the parked state itself
                 // (set_current_state before a sleep); the scheduling loop parks it again.
                 UnparkOutcome::NotParked { .. } => {
-                    lost += 1;
+                    *lost += 1;
                     break;
                 }
-                UnparkOutcome::Deferred(_) => retries += 1,
+                UnparkOutcome::Deferred(_) => *retries += 1,
             }
         }
-        unparks += 1;
+        *unparks += 1;
     }
-    let elapsed = started.elapsed();
-    eprintln!("soak: {parks} parks, {unparks} unparks, {lost} parks undone by the task itself, {retries} retries in {elapsed:?}");
-    assert!(lost * 10 < cycles, "{lost} of {cycles} parks undone");
-    // Afterwards every workload is alive and running, and the guest's view agrees with xsched's.
-    let (_, rows) = (0, domain.snapshot().expect("snapshot"));
-    for t in &targets {
-        let row = rows.guest.tasks.iter().find(|r| r.record.pid == t.pid).expect("alive");
-        assert_ne!(row.state, 'P', "pid {} left parked", t.pid);
-    }
-    let before: Vec<u64> = targets.iter().take(4).map(|t| runtime(g, t.pid as u32).0).collect();
-    let after: Vec<u64> = targets.iter().take(4).map(|t| runtime(g, t.pid as u32).0).collect();
-    assert!(before.iter().zip(&after).all(|(b, a)| a > b), "{before:?} -> {after:?}");
-    assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
 }

@@ -3,9 +3,10 @@
 //! **Park.** A task gets the state [`ParkLayout::parked_state`]: `TASK_PARKED | TASK_WAKEKILL`.
 //! A sleeping task simply stays off its runqueue: ordinary wakeups (`wake_up_process`, wait
 //! queues, timers) match only `TASK_NORMAL` and pass it by, so it stays parked when its wakeup
-//! comes. A running or ready task also gets `TIF_NEED_RESCHED`: at its next return to user mode
-//! the kernel calls `schedule()`, sees a non-running state and dequeues it itself, with all its
-//! own bookkeeping. `TASK_WAKEKILL` lets SIGKILL wake it, so the guest can still kill it; without
+//! comes. A running task is also asked to reschedule, as `resched_curr` does (`TIF_NEED_RESCHED`
+//! and the CPU's preempt count): at its next return to user mode the kernel calls `schedule()`,
+//! sees a non-running state and dequeues it itself, with all its own bookkeeping; a task waiting
+//! on its runqueue does the same the next time it runs and leaves for user mode. `TASK_WAKEKILL` lets SIGKILL wake it, so the guest can still kill it; without
 //! `TASK_UNINTERRUPTIBLE` it adds nothing to the load average and the hung-task detector ignores
 //! it; `/proc` shows `P`, which no user task shows otherwise.
 //!
@@ -15,7 +16,7 @@
 //! add its weight, count it, insert it into its `cfs_rq`'s red-black tree and put runqueues that
 //! become busy on the leaf list; count the task at the levels above; count it in `rq.nr_running`
 //! and in its pressure-stall groups; mark it queued and running; ask the CPU's current task to
-//! reschedule. A spurious wakeup is harmless to a sleeping task: kernel wait loops re-check their
+//! reschedule (flag and preempt count). A spurious wakeup is harmless to a sleeping task: kernel wait loops re-check their
 //! condition, and a wakeup that came while it was parked is not lost.
 //!
 //! Every operation re-reads everything it relies on with the guest paused and refuses (to retry
@@ -169,6 +170,11 @@ pub struct ParkLayout {
     running: u32,
     interruptible: u32,
     tif_need_resched: u32,
+    /// x86's `PREEMPT_NEED_RESCHED`: the bit of the per-CPU preempt count that is *cleared*
+    /// while the CPU's current task must reschedule.
+    preempt_need_resched: u32,
+    /// `__preempt_count` of each possible CPU.
+    preempt_counts: Vec<Gva>,
     pf_kthread: u32,
     fair_policies: [u32; 2],
     on_rq_queued: u32,
@@ -197,6 +203,7 @@ impl ParkLayout {
             u32::try_from(v).map_err(|_| LinuxError::Inconsistent { release: p.release.clone(), what: format!("{name} = {v:#x} does not fit 32 bits") })
         };
         let runqueues_sym = p.symbol("runqueues")?;
+        let preempt_count_sym = p.symbol("__preempt_count")?;
         let psi = (|| -> Result<PsiLayout, LinuxError> {
             Ok(PsiLayout {
                 task_psi_flags: t("psi_flags")?,
@@ -269,6 +276,8 @@ impl ParkLayout {
             running: k("TASK_RUNNING")?,
             interruptible: k("TASK_INTERRUPTIBLE")?,
             tif_need_resched: k("TIF_NEED_RESCHED")?,
+            preempt_need_resched: k("PREEMPT_NEED_RESCHED")?,
+            preempt_counts: per_cpu_offsets.iter().map(|o| Gva(o.wrapping_add(preempt_count_sym))).collect(),
             pf_kthread: k("PF_KTHREAD")?,
             fair_policies: [k("SCHED_NORMAL")?, k("SCHED_BATCH")?],
             on_rq_queued: k("TASK_ON_RQ_QUEUED")?,
@@ -329,8 +338,16 @@ fn locked<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<bool
 /// known, its `pi_lock` and its runqueue's lock free. Returns its CPU and runqueue.
 fn check_task<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task: &TaskIdentity) -> Result<Result<(u32, Gva), Deferred>, LinuxError> {
     let t = task.addr;
-    if get_i32(mem, t, l.t_pid)? != task.pid || get(mem, t, l.t_start_time)? != task.start_time {
-        return Ok(Err(Deferred::Gone));
+    // An address that no longer reads (a stale journal record from another boot of the guest,
+    // say) cannot hold the task either.
+    let identity = get_i32(mem, t, l.t_pid).and_then(|pid| Ok((pid, get(mem, t, l.t_start_time)?)));
+    match identity {
+        Ok(found) if found == (task.pid, task.start_time) => {}
+        Ok(_) => return Ok(Err(Deferred::Gone)),
+        Err(e) => {
+            log::debug!("pid {} at {t}: {e}; taken as gone", task.pid);
+            return Ok(Err(Deferred::Gone));
+        }
     }
     if get(mem, t, l.t_exit_state)? != 0 {
         return Ok(Err(Deferred::Gone));
@@ -357,9 +374,10 @@ fn check_task<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task: &TaskIden
 
 /// Parks the task `task`. The guest must be paused.
 pub fn park<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &TaskIdentity) -> Result<ParkOutcome, LinuxError> {
-    if let Err(d) = check_task(mem, l, task)? {
-        return Ok(ParkOutcome::Deferred(d));
-    }
+    let (cpu, rq) = match check_task(mem, l, task)? {
+        Ok(found) => found,
+        Err(d) => return Ok(ParkOutcome::Deferred(d)),
+    };
     let t = task.addr;
     let state = get_u32(mem, t, l.t_state)?;
     let on_rq = get(mem, t, l.t_on_rq)?;
@@ -374,11 +392,29 @@ pub fn park<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &Tas
         return Ok(ParkOutcome::Deferred(Deferred::Retry(format!("in state {state:#x}"))));
     };
     set(mem, t, l.t_state, u64::from(l.parked_state))?;
-    if runnable {
-        let flags = get(mem, t, l.t_ti_flags)?;
-        set(mem, t, l.t_ti_flags, flags | 1 << l.tif_need_resched)?;
+    // A running task is asked to reschedule; a queued one dequeues itself the next time it
+    // leaves its CPU for user mode (a need-resched flag on a task that is not running would
+    // not be folded into its CPU's preempt count when it runs: see `resched_curr`).
+    if runnable && Gva(get(mem, rq, l.rq_curr)?) == t {
+        resched_curr(mem, l, cpu, rq)?;
     }
     Ok(ParkOutcome::Parked { state, runnable })
+}
+
+/// What the kernel's `resched_curr` does for the current task of `cpu`: sets its
+/// `TIF_NEED_RESCHED` and folds the request into the CPU's preempt count (x86 keeps an inverted
+/// copy there). Kernel code tests only the flag in `need_resched()` but only the preempt count
+/// in `cond_resched()`: with the flag alone, a loop such as `zap_pte_range` that breaks out on
+/// `need_resched()` and retries after `cond_resched()` spins forever, and the kernel never
+/// folds it later because `resched_curr` sees the flag already set.
+fn resched_curr<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, cpu: u32, rq: Gva) -> Result<(), LinuxError> {
+    let curr = Gva(get(mem, rq, l.rq_curr)?);
+    let flags = get(mem, curr, l.t_ti_flags)?;
+    set(mem, curr, l.t_ti_flags, flags | 1 << l.tif_need_resched)?;
+    let count = *usize::try_from(cpu).ok().and_then(|c| l.preempt_counts.get(c)).ok_or_else(|| LinuxError::Walk(format!("CPU {cpu} has no per-CPU area")))?;
+    let word = Field { offset: 0, size: 4 };
+    let value = get(mem, count, word)?;
+    set(mem, count, word, value & !u64::from(l.preempt_need_resched))
 }
 
 /// One level of the task's scheduling-entity hierarchy.
@@ -447,8 +483,7 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(
         }
         set(&mut staged, t, l.t_on_rq, u64::from(l.on_rq_queued))?;
         set(&mut staged, t, l.t_state, u64::from(l.running))?;
-        let flags = get(&staged, curr, l.t_ti_flags)?;
-        set(&mut staged, curr, l.t_ti_flags, flags | 1 << l.tif_need_resched)?;
+        resched_curr(&mut staged, l, cpu, rq)?;
         staged.into_writes()
     };
     apply(mem, &writes)?;

@@ -30,6 +30,7 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
         "nr_cpu_ids",
         "__cpu_online_mask",
         "runqueues",
+        "__preempt_count",
         "root_task_group",
         "sysctl_sched_latency",
         "sched_prio_to_weight",
@@ -160,6 +161,7 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
         ("cred", &["uid", "euid"]),
     ],
     constants: &[
+        "PREEMPT_NEED_RESCHED",
         "TASK_RUNNING",
         "TASK_INTERRUPTIBLE",
         "TASK_UNINTERRUPTIBLE",

@@ -91,6 +91,8 @@ pub const X86_64: &[Constant] = &[
     Constant { name: "TASK_NEW", value: 0x800, source: SCHED_H },
     // Bit number in `thread_info::flags`.
     Constant { name: "TIF_NEED_RESCHED", value: 3, source: "arch/x86/include/asm/thread_info.h" },
+    // The bit of the per-CPU `__preempt_count` that is clear while a reschedule is pending.
+    Constant { name: "PREEMPT_NEED_RESCHED", value: 0x8000_0000, source: "arch/x86/include/asm/preempt.h" },
     // Bit in `task_struct::flags`.
     Constant { name: "PF_KTHREAD", value: 0x0020_0000, source: SCHED_H },
     // Scheduling policies (`task_struct::policy`); user ABI, stable.

@@ -111,7 +111,7 @@ const BAND: (f64, f64) = (0.15, 0.85);
 /// Draws `lanes` between `start` and `end` seconds, with `marks`, as an SVG file.
 pub fn draw_svg(path: &Path, title: &str, lanes: &[Lane], marks: &[Mark], (start, end): (f64, f64)) -> anyhow::Result<()> {
     let rows = u32::try_from(lanes.len()).unwrap_or(u32::MAX).max(1);
-    let root = SVGBackend::new(path, (1200, 140 + 70 * rows)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 170 + 70 * rows)).into_drawing_area();
     draw(&root, title, lanes, marks, (start, end)).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
     root.present().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
@@ -120,9 +120,11 @@ type DrawResult = Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as Drawin
 
 fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, title: &str, lanes: &[Lane], marks: &[Mark], (start, end): (f64, f64)) -> DrawResult {
     root.fill(&WHITE)?;
+    let (_, height) = root.dim_in_pixel();
+    let (upper, key) = root.split_vertically(height.saturating_sub(LEGEND_HEIGHT));
     let rows = lanes.len().max(1) as f64;
     let end = if end > start { end } else { start + 1.0 };
-    let mut chart = ChartBuilder::on(root)
+    let mut chart = ChartBuilder::on(&upper)
         .caption(title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
@@ -143,21 +145,31 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, title: &str, lanes: &[Lane], 
         chart.draw_series(band(Activity::Parked, parked))?;
         let sleeping = lane.spans.iter().filter(|s| s.activity == Activity::Sleeping);
         chart.draw_series(sleeping.map(|s| PathElement::new(vec![(s.from, lo), (s.to, lo)], BLACK.mix(0.4))))?;
-        let steps = lane.cpu.iter().flat_map(|&(from, to, share)| {
-            let y = lo + share * (hi - lo);
-            [(from, y), (to, y)]
-        });
-        chart.draw_series(LineSeries::new(steps, BLUE.stroke_width(1)))?;
+        chart.draw_series(cpu_steps(&lane.cpu, lo, hi).into_iter().map(|path| PathElement::new(path, BLUE.stroke_width(1))))?;
         let (x, y) = chart.backend_coord(&(start, row(k) + 0.5));
-        root.draw(&Text::new(lane.name.clone(), (x - 8, y), TextStyle::from(("sans-serif", 15).into_font()).pos(label_anchor())))?;
+        upper.draw(&Text::new(lane.name.clone(), (x - 8, y), TextStyle::from(("sans-serif", 15).into_font()).pos(label_anchor())))?;
     }
     for mark in marks.iter().filter(|m| m.at >= start && m.at <= end) {
         chart.draw_series([PathElement::new(vec![(mark.at, 0.0), (mark.at, rows)], BLACK.mix(0.6))])?;
         let (x, y) = chart.backend_coord(&(mark.at, rows));
-        root.draw(&Text::new(mark.label.clone(), (x + 4, y + 4), ("sans-serif", 13)))?;
+        upper.draw(&Text::new(mark.label.clone(), (x + 4, y + 4), ("sans-serif", 13)))?;
     }
-    legend(root)?;
+    legend(&key)?;
     Ok(())
+}
+
+/// The CPU shares as step lines between `lo` (0 %) and `hi` (100 %), one path per stretch of
+/// consecutive periods (no line across the gaps).
+fn cpu_steps(cpu: &[(f64, f64, f64)], lo: f64, hi: f64) -> Vec<Vec<(f64, f64)>> {
+    let mut paths: Vec<Vec<(f64, f64)>> = Vec::new();
+    for &(from, to, share) in cpu {
+        let y = lo + share * (hi - lo);
+        match paths.last_mut() {
+            Some(path) if path.last().is_some_and(|&(x, _)| x == from) => path.extend([(from, y), (to, y)]),
+            _ => paths.push(vec![(from, y), (to, y)]),
+        }
+    }
+    paths
 }
 
 /// Right-aligned, vertically centred text.
@@ -166,10 +178,12 @@ fn label_anchor() -> plotters::style::text_anchor::Pos {
     Pos::new(HPos::Right, VPos::Center)
 }
 
-/// The key, in the bottom-left corner.
+/// The height of the key below the chart, pixels.
+const LEGEND_HEIGHT: u32 = 30;
+
+/// The key, in its own strip below the chart.
 fn legend(root: &DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult {
-    let (_, height) = root.dim_in_pixel();
-    let y = i32::try_from(height).unwrap_or(i32::MAX) - 22;
+    let y = 12;
     let items: [(&str, ShapeStyle); 3] = [
         ("on its runqueue", GREEN.mix(0.35).filled()),
         ("parked by xsched", RED.mix(0.55).filled()),

@@ -23,6 +23,7 @@
 pub mod cleanup;
 pub mod console;
 mod control;
+pub mod demo;
 mod error;
 mod guest;
 pub mod initramfs;

@@ -1,0 +1,136 @@
+//! What the demo measures: each task's CPU share per phase (the guests' own accounting), the
+//! background task's share against the targets, and xsched's reaction time (from its trace).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use xsched::run::trace::{Decision, TraceLine, TraceTask};
+
+use super::experiment::{PhaseRecord, RunRecord};
+use super::scenario::Scenario;
+
+/// One phase's shares.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseShares {
+    /// The phase's label.
+    pub label: String,
+    /// Each task's share of its vCPU (its guest's clock), percent.
+    pub tasks: BTreeMap<String, f64>,
+    /// Each guest's share of one host CPU (its QEMU process), percent.
+    pub hosts: BTreeMap<String, f64>,
+}
+
+/// The shares of every phase of a run.
+pub fn phase_shares(scenario: &Scenario, run: &RunRecord) -> Vec<PhaseShares> {
+    run.phases.iter().map(|p| shares_in(scenario, p)).collect()
+}
+
+fn shares_in(scenario: &Scenario, phase: &PhaseRecord) -> PhaseShares {
+    let mut tasks = BTreeMap::new();
+    for task in scenario.tasks() {
+        let (Some(a), Some(b)) = (phase.start.guests.get(task.guest), phase.end.guests.get(task.guest)) else { continue };
+        let (Some(ra), Some(rb)) = (a.run_ns.get(task.comm), b.run_ns.get(task.comm)) else { continue };
+        let elapsed = b.uptime_s - a.uptime_s;
+        if elapsed > 0.0 {
+            tasks.insert(task.comm.to_owned(), 100.0 * rb.saturating_sub(*ra) as f64 / 1e9 / elapsed);
+        }
+    }
+    let wall = phase.end.wall - phase.start.wall;
+    let hosts = phase
+        .end
+        .guests
+        .iter()
+        .filter_map(|(name, b)| {
+            let a = phase.start.guests.get(name)?;
+            (wall > 0.0).then(|| (name.clone(), 100.0 * (b.host_cpu_s - a.host_cpu_s) / wall))
+        })
+        .collect();
+    PhaseShares { label: phase.label.clone(), tasks, hosts }
+}
+
+/// The background task's share over the phases where it should not run and where it should.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct BackgroundShare {
+    /// While some foreground task is busy, percent (target: under 1 % with xsched).
+    pub while_foreground_busy: f64,
+    /// While every foreground task sleeps, percent (target: it runs).
+    pub while_all_idle: f64,
+}
+
+/// The background task's share over a run (guest accounting, the steady part of each phase).
+pub fn background_share(scenario: &Scenario, run: &RunRecord) -> BackgroundShare {
+    let bg = &scenario.background;
+    let mut sums = [(0.0, 0.0); 2];
+    for (phase, record) in scenario.phases.iter().zip(&run.phases) {
+        let (Some(a), Some(b)) = (record.start.guests.get(bg.guest), record.end.guests.get(bg.guest)) else { continue };
+        let (Some(ra), Some(rb)) = (a.run_ns.get(bg.comm), b.run_ns.get(bg.comm)) else { continue };
+        let sum = &mut sums[usize::from(scenario.background_runs_in(phase))];
+        sum.0 += rb.saturating_sub(*ra) as f64 / 1e9;
+        sum.1 += b.uptime_s - a.uptime_s;
+    }
+    let percent = |(ran, elapsed): (f64, f64)| if elapsed > 0.0 { 100.0 * ran / elapsed } else { f64::NAN };
+    BackgroundShare { while_foreground_busy: percent(sums[0]), while_all_idle: percent(sums[1]) }
+}
+
+/// How fast xsched followed one phase change that should start or stop the background task.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reaction {
+    /// The phase that begins.
+    pub phase: String,
+    /// `unpark` (the foreground went idle) or `park` (it went busy).
+    pub action: Decision,
+    /// From the last period that still saw the old state to the period that parked or
+    /// unparked the background task, ms: an upper bound on the time from the change to
+    /// xsched's write.
+    pub decision_ms: f64,
+    /// The same, in periods.
+    pub periods: u64,
+    /// From the last period that saw the old state to the first period whose snapshot shows
+    /// the effect in the guest (the task off its runqueue, or its run time growing), ms.
+    pub effect_ms: Option<f64>,
+}
+
+/// The reactions to every phase change that should start or stop the background task, from
+/// xsched's trace. A change xsched never followed is left out (and shows as fewer reactions).
+pub fn reactions(scenario: &Scenario, run: &RunRecord, trace: &[TraceLine]) -> Vec<Reaction> {
+    let mut out = Vec::new();
+    for (i, window) in scenario.phases.windows(2).enumerate() {
+        let (before, after) = (scenario.background_runs_in(&window[0]), scenario.background_runs_in(&window[1]));
+        let Some(record) = run.phases.get(i + 1) else { break };
+        if before == after {
+            continue;
+        }
+        let end = run.phases.get(i + 2).map_or(f64::INFINITY, |p| p.steer_begun);
+        if let Some(r) = reaction(scenario, trace, &window[1].label, after, record.steer_begun, end) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The reaction to the phase change begun at `begun` (wall clock) that makes the background
+/// task run (`runs`) or stop, looking no later than `until`.
+fn reaction(scenario: &Scenario, trace: &[TraceLine], phase: &str, runs: bool, begun: f64, until: f64) -> Option<Reaction> {
+    let wants_cpu = |t: &TraceTask| t.state == "R" || matches!(t.decision, Decision::Park | Decision::Parked | Decision::Unpark);
+    let fg_wants_cpu = |line: &TraceLine| line.tasks.iter().any(|t| scenario.foreground.iter().any(|f| f.comm == t.comm) && wants_cpu(t));
+    let bg = |line: &TraceLine| -> Option<TraceTask> { line.tasks.iter().find(|t| t.comm == scenario.background.comm).cloned() };
+    let from = trace.iter().position(|l| l.wall >= begun)?;
+    let seen = from + trace[from..].iter().take_while(|l| l.wall < until).position(|l| fg_wants_cpu(l) != runs)?;
+    let last_old = trace[seen.checked_sub(1)?].t;
+    let action = if runs { Decision::Unpark } else { Decision::Park };
+    let acted = seen + trace[seen..].iter().take_while(|l| l.wall < until).position(|l| bg(l).is_some_and(|t| t.decision == action))?;
+    let effect = trace[acted + 1..].iter().zip(&trace[acted..]).take_while(|(l, _)| l.wall < until).find(|(l, prev)| {
+        match (bg(l), bg(prev)) {
+            (Some(now), Some(then)) if runs => now.runtime_ns > then.runtime_ns,
+            (Some(now), _) => !now.queued,
+            _ => false,
+        }
+    });
+    Some(Reaction {
+        phase: phase.to_owned(),
+        action,
+        decision_ms: 1000.0 * (trace[acted].t - last_old),
+        periods: trace[acted].period.saturating_sub(trace[seen - 1].period),
+        effect_ms: effect.map(|(l, _)| 1000.0 * (l.t - last_old)),
+    })
+}

@@ -1,0 +1,251 @@
+//! Running one scenario on booted lab guests, once without xsched and once with it: the phases
+//! are played by steering the guests' workloads, and the guests' own accounting is read at the
+//! start (after a settling time) and the end of every phase.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::scenario::Scenario;
+use crate::{guest, Guest, Steer, Workload};
+
+/// How long xsched may take to start its loop, and to stop after SIGTERM.
+const XSCHED_START: Duration = Duration::from_secs(30);
+
+/// One guest's accounting at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct GuestReading {
+    /// The guest's uptime, seconds (its own clock).
+    pub uptime_s: f64,
+    /// CPU time its kernel accounted to each scenario task, by name, ns.
+    pub run_ns: BTreeMap<String, u64>,
+    /// CPU time the host accounted to the guest's QEMU process, seconds.
+    pub host_cpu_s: f64,
+}
+
+/// Every guest's accounting at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reading {
+    /// Host wall-clock time, seconds since the Unix epoch.
+    pub wall: f64,
+    /// By guest name.
+    pub guests: BTreeMap<String, GuestReading>,
+}
+
+/// What happened in one phase.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseRecord {
+    /// The phase's label.
+    pub label: String,
+    /// When steering the guests into the phase began (wall clock, s).
+    pub steer_begun: f64,
+    /// When the last guest had been steered into the phase (wall clock, s).
+    pub steered_at: f64,
+    /// The reading after the settling time.
+    pub start: Reading,
+    /// The reading at the phase's end.
+    pub end: Reading,
+}
+
+/// One run of a scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    /// Whether xsched ran.
+    pub with_xsched: bool,
+    /// The phases.
+    pub phases: Vec<PhaseRecord>,
+    /// xsched's trace (with xsched only).
+    pub trace: Option<PathBuf>,
+}
+
+/// How to start xsched.
+#[derive(Clone, Debug)]
+pub struct Xsched {
+    /// The binary.
+    pub binary: PathBuf,
+    /// The scheduling period, ms.
+    pub period_ms: u64,
+}
+
+/// The scenario's workloads, started in the guests: task name → (guest, pid).
+#[derive(Debug)]
+pub struct Started(BTreeMap<String, (&'static str, u32)>);
+
+/// Starts the scenario's workloads: foreground ones idle, the background one spinning.
+pub fn start_workloads(scenario: &Scenario, guests: &[Guest]) -> Result<Started> {
+    let mut started = BTreeMap::new();
+    for task in scenario.tasks() {
+        let workload = if task.comm == scenario.background.comm { Workload::cpu(task.comm) } else { Workload::steered(task.comm) };
+        let pids = guest(guests, task.guest).start_workload(&workload)?;
+        started.insert(task.comm.to_owned(), (task.guest, pids[0]));
+    }
+    Ok(Started(started))
+}
+
+/// Kills the scenario's workloads.
+pub fn stop_workloads(started: &Started, guests: &[Guest]) -> Result<()> {
+    for (guest_name, pid) in started.0.values() {
+        guest(guests, guest_name).exec_ok(&format!("kill -9 {pid}"))?;
+    }
+    Ok(())
+}
+
+/// Plays the scenario's phases once, with xsched running when `xsched` is given; its trace and
+/// output go into `out`.
+pub fn run(scenario: &Scenario, guests: &[Guest], started: &Started, xsched: Option<&Xsched>, out: &Path) -> Result<RunRecord> {
+    steer_all(scenario, guests, &[])?;
+    let trace = out.join(format!("{}.trace.jsonl", scenario.name));
+    let mut loop_process = match xsched {
+        Some(x) => Some(start_xsched(x, scenario, guests, out, &trace)?),
+        None => None,
+    };
+    let settle = (scenario.phase_length / 5).min(Duration::from_millis(500));
+    std::thread::sleep(settle);
+    let result = play(scenario, guests, started, settle);
+    let stopped = loop_process.as_mut().map(stop_xsched).transpose();
+    steer_all(scenario, guests, &[])?;
+    let phases = result?;
+    stopped?;
+    Ok(RunRecord { with_xsched: xsched.is_some(), phases, trace: xsched.map(|_| trace) })
+}
+
+fn play(scenario: &Scenario, guests: &[Guest], started: &Started, settle: Duration) -> Result<Vec<PhaseRecord>> {
+    let mut phases = Vec::with_capacity(scenario.phases.len());
+    for phase in &scenario.phases {
+        let begun = Instant::now();
+        let steer_begun = wall_now();
+        steer_all(scenario, guests, &phase.busy)?;
+        let steered_at = wall_now();
+        std::thread::sleep(settle.saturating_sub(begun.elapsed()));
+        let start = read(guests, started)?;
+        std::thread::sleep(scenario.phase_length.saturating_sub(begun.elapsed()));
+        let end = read(guests, started)?;
+        log::info!("{}: phase {:?} done", scenario.name, phase.label);
+        phases.push(PhaseRecord { label: phase.label.clone(), steer_begun, steered_at, start, end });
+    }
+    Ok(phases)
+}
+
+/// Steers every foreground task: busy if named in `busy`, idle otherwise; one command per guest,
+/// all guests at once.
+fn steer_all(scenario: &Scenario, guests: &[Guest], busy: &[&str]) -> Result<()> {
+    std::thread::scope(|scope| {
+        let steering: Vec<_> = scenario
+            .guests()
+            .into_iter()
+            .map(|name| {
+                let settings: Vec<(&str, Steer)> = scenario
+                    .foreground
+                    .iter()
+                    .filter(|t| t.guest == name)
+                    .map(|t| (t.comm, if busy.contains(&t.comm) { Steer::Busy } else { Steer::Idle }))
+                    .collect();
+                scope.spawn(move || if settings.is_empty() { Ok(()) } else { guest(guests, name).steer(&settings) })
+            })
+            .collect();
+        steering.into_iter().try_for_each(|h| h.join().map_err(|_| anyhow::anyhow!("a steering thread panicked"))?.map_err(anyhow::Error::from))
+    })
+}
+
+fn read(guests: &[Guest], started: &Started) -> Result<Reading> {
+    let mut readings = BTreeMap::new();
+    for g in guests {
+        let mine: Vec<(&String, u32)> = started.0.iter().filter(|(_, (name, _))| *name == g.name()).map(|(comm, (_, pid))| (comm, *pid)).collect();
+        let pids: Vec<u32> = mine.iter().map(|(_, pid)| *pid).collect();
+        let times = g.cpu_times(&pids)?;
+        let run_ns = mine.iter().filter_map(|(comm, pid)| Some(((*comm).clone(), *times.run_ns.get(pid)?))).collect();
+        readings.insert(
+            g.name().to_owned(),
+            GuestReading { uptime_s: times.uptime.as_secs_f64(), run_ns, host_cpu_s: host_cpu_seconds(g.qemu_pid())? },
+        );
+    }
+    Ok(Reading { wall: wall_now(), guests: readings })
+}
+
+/// User + system CPU time the host accounted to process `pid` (all its threads), seconds.
+fn host_cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest.split(' ').collect()).unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the comm.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).with_context(|| format!("{path}: no field {}", i + 3));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok((ticks(11)? + ticks(12)?) as f64 / hz as f64)
+}
+
+fn wall_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// Starts `xsched run` for the scenario and waits until its loop runs.
+fn start_xsched(x: &Xsched, scenario: &Scenario, guests: &[Guest], out: &Path, trace: &Path) -> Result<Child> {
+    // A journal left by an earlier demo describes guests that are gone.
+    let journal = out.join(format!("{}.journal.jsonl", scenario.name));
+    match std::fs::remove_file(&journal) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(|| format!("removing {}", journal.display())),
+        _ => {}
+    }
+    let config = out.join(format!("{}.toml", scenario.name));
+    std::fs::write(&config, scenario.config).with_context(|| format!("writing {}", config.display()))?;
+    let log_path = out.join(format!("{}.xsched.log", scenario.name));
+    let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let mut command = Command::new(&x.binary);
+    command
+        .arg("run")
+        .args(["--plugin", scenario.plugin, "--config"])
+        .arg(&config)
+        .args(["--cpus", &scenario.host_cpus.to_string(), "--period", &x.period_ms.to_string(), "--trace"])
+        .arg(trace)
+        .arg("--journal")
+        .arg(&journal);
+    for name in scenario.guests() {
+        let g = guest(guests, name);
+        command.arg("--domain").arg(format!("{name}=qemu:{},qmp={}", g.ram_file().display(), g.qmp_socket().display()));
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", x.binary.display()))?;
+    let begun = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("xsched: policy") {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("xsched exited ({status}) before its loop ran:\n{text}");
+        }
+        if begun.elapsed() > XSCHED_START {
+            let _ = child.kill();
+            bail!("xsched did not start its loop in {XSCHED_START:?}:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops xsched with SIGTERM (it releases every parked task) and checks that it exited cleanly.
+fn stop_xsched(child: &mut Child) -> Result<()> {
+    let pid = libc::pid_t::try_from(child.id()).context("xsched's pid")?;
+    // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let begun = Instant::now();
+    while begun.elapsed() < XSCHED_START {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("xsched exited with {status}");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    bail!("xsched did not stop within {XSCHED_START:?} of SIGTERM")
+}

@@ -48,3 +48,15 @@ pub fn run(args: &TimelineArgs) -> anyhow::Result<()> {
     println!("{}: {} tasks, {} periods, {:.1} s", args.output.display(), lanes.len(), trace.len(), last.t - first.t);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_mark("2.5=db idle"), Ok(Mark { at: 2.5, label: "db idle".into() }));
+        assert_eq!(parse_mark("soon=x"), Err("\"soon\" is not a number of seconds".into()));
+        assert_eq!(parse_mark("2.5"), Err("expected SECONDS=LABEL".into()));
+    }
+}

@@ -134,3 +134,64 @@ fn reaction(scenario: &Scenario, trace: &[TraceLine], phase: &str, runs: bool, b
         effect_ms: effect.map(|(l, _)| 1000.0 * (l.t - last_old)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::demo::experiment::{GuestReading, Reading};
+
+    fn task(comm: &str, state: &str, decision: Decision, runtime_ns: u64) -> TraceTask {
+        TraceTask { domain: "u1".into(), pid: 1, comm: comm.into(), state: state.into(), queued: state == "R", running: false, decision, runtime_ns }
+    }
+
+    fn line(period: u64, tasks: Vec<TraceTask>) -> TraceLine {
+        let t = period as f64 * 0.01;
+        TraceLine { t, period, tasks, wall: 1000.0 + t }
+    }
+
+    fn reading(wall: f64, uptime_s: f64, run: &[(&str, u64)]) -> Reading {
+        let run_ns = run.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect();
+        Reading { wall, guests: BTreeMap::from([("u1".to_owned(), GuestReading { uptime_s, run_ns, host_cpu_s: wall / 2.0 })]) }
+    }
+
+    fn phase(label: &str, begun: f64, start: Reading, end: Reading) -> PhaseRecord {
+        PhaseRecord { label: label.into(), steer_begun: begun, steered_at: begun, start, end }
+    }
+
+    /// The priority scenario's phases 2 → 3 (web busy → all idle): web goes idle at period 3,
+    /// xsched unparks bkup in period 4, bkup runs from period 5.
+    #[test]
+    fn reactions_and_shares_come_from_the_trace_and_readings() {
+        let scenario = Scenario::priority(Duration::from_secs(1));
+        let zero = || reading(0.0, 0.0, &[]);
+        let run = RunRecord {
+            with_xsched: true,
+            phases: vec![
+                phase("db+web busy", 999.0, zero(), zero()),
+                phase("web busy", 1000.0, reading(1000.0, 10.0, &[("bkup", 0)]), reading(1001.0, 11.0, &[("bkup", 5_000_000)])),
+                phase("all idle", 1000.025, reading(1001.0, 11.0, &[("bkup", 5_000_000)]), reading(1002.0, 12.0, &[("bkup", 905_000_000)])),
+            ],
+            trace: None,
+        };
+        let web = |state, d| TraceTask { domain: "u2".into(), pid: 2, ..task("web", state, d, 0) };
+        let trace = vec![
+            line(1, vec![web("R", Decision::Run), task("bkup", "P", Decision::Parked, 7)]),
+            line(2, vec![web("R", Decision::Run), task("bkup", "P", Decision::Parked, 7)]),
+            line(3, vec![task("bkup", "P", Decision::Parked, 7)]),
+            line(4, vec![task("bkup", "P", Decision::Unpark, 7)]),
+            line(5, vec![task("bkup", "R", Decision::Run, 9)]),
+        ];
+        let got = reactions(&scenario, &run, &trace);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].action, got[0].periods), (Decision::Unpark, 2));
+        assert!((got[0].decision_ms - 20.0).abs() < 1e-6 && (got[0].effect_ms.expect("effect") - 30.0).abs() < 1e-6, "{got:?}");
+
+        let shares = background_share(&scenario, &run);
+        assert!((shares.while_foreground_busy - 0.5).abs() < 1e-9 && (shares.while_all_idle - 90.0).abs() < 1e-9, "{shares:?}");
+        let per_phase = phase_shares(&scenario, &run);
+        assert!((per_phase[2].tasks["bkup"] - 90.0).abs() < 1e-9 && (per_phase[2].hosts["u1"] - 50.0).abs() < 1e-9);
+    }
+}

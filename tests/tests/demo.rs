@@ -11,24 +11,15 @@ use std::process::Command;
 use common::{workspace, xsched_bin};
 use serde_json::Value;
 
-/// Builds the plugins the demo loads (beside the xsched binary).
-fn build_plugins() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "priority", "-p", "idle"])
-        .current_dir(workspace())
-        .status()
-        .expect("run cargo build for the plugins");
-    assert!(status.success(), "building the plugins failed");
-}
-
 fn number(v: &Value, path: &[&str]) -> f64 {
     path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or_else(|| panic!("{path:?} missing in {v}"))
 }
 
 #[test]
 fn the_demo_meets_its_targets_and_draws_its_pictures() {
-    build_plugins();
+    for name in ["priority", "idle"] {
+        common::plugin(name);
+    }
     let out = tempfile_dir();
     let status = Command::new(env!("CARGO_BIN_EXE_xsched-demo"))
         .args(["--phase-ms", "2500", "--out"])

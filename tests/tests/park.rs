@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{domain_arg, kernels_dir, xsched, xsched_ok};
+use xsched::actuate::journal::{Journal, ParkRecord};
 use xsched::actuate::park::{ParkOutcome, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
@@ -154,6 +155,32 @@ fn release_all_restores_what_a_dead_xsched_left_parked() {
     assert!(before.iter().zip(&after).all(|(b, a)| a > b), "{before:?} -> {after:?}");
     let out = xsched(&["unpark", &dom, &pids[0].to_string(), "--journal", &j]);
     assert!(!out.status.success(), "unparking a running task is refused");
+}
+
+/// A journal record from an earlier boot of the guest (its task address no longer even maps) is
+/// dropped as gone, by `release` and by the loop's start alike, instead of ending either.
+#[test]
+fn a_stale_journal_record_is_dropped_as_gone() {
+    let _serial = serial();
+    let g = &lab()[0];
+    let stale = ParkRecord { domain: domain_arg(g), pid: 4242, start_time: 7, addr: 0xffff_8b11_c2b2_e970, saved_state: 0 };
+    for command in ["release", "run"] {
+        let j = journal(&format!("stale-{command}"));
+        Journal::open(std::path::Path::new(&j)).expect("journal").record_park(stale.clone()).expect("record");
+        let out = if command == "release" {
+            cli(&["release", "--all"], &j)
+        } else {
+            let plugin = common::plugin("priority");
+            let config = common::workspace().join("plugins/priority/priority.toml");
+            let (plugin, config) = (plugin.to_str().expect("utf-8"), config.to_str().expect("utf-8"));
+            cli(&["run", "--plugin", plugin, "--config", config, "--domain", &domain_arg(g), "--periods", "3"], &j)
+        };
+        eprintln!("{command}: {out}");
+        assert!(Journal::open(std::path::Path::new(&j)).expect("journal").parked().next().is_none(), "{command} left the record");
+        if command == "release" {
+            assert!(out.contains("pid 4242 is gone"), "{out}");
+        }
+    }
 }
 
 #[test]

@@ -5,11 +5,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{domain_arg, kernels_dir, workspace, xsched_ok};
+use common::{domain_arg, kernels_dir, plugin, xsched_ok};
 use serde_json::Value;
 use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
 
@@ -28,15 +27,6 @@ fn lab() -> &'static [Guest] {
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Builds the bundled policy `name` and returns its library.
-fn plugin(name: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo).args(["build", "--quiet", "-p", name]).current_dir(workspace()).status().expect("cargo");
-    assert!(status.success(), "building plugin {name}");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
-    target.join("debug").join(format!("lib{}.so", name.replace('-', "_")))
 }
 
 /// Runs the loop for `periods` periods with `plugin` and `config` over both guests.

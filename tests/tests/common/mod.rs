@@ -29,6 +29,14 @@ pub fn xsched_bin() -> &'static Path {
     })
 }
 
+/// Builds the bundled policy `name` (beside the debug `xsched`) and returns its library.
+pub fn plugin(name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo).args(["build", "--quiet", "-p", name]).current_dir(workspace()).status().expect("cargo");
+    assert!(status.success(), "building plugin {name}");
+    xsched_bin().with_file_name(format!("lib{}.so", name.replace('-', "_")))
+}
+
 /// Runs `xsched ARGS` and returns its output.
 pub fn xsched(args: &[&str]) -> Output {
     Command::new(xsched_bin()).args(args).current_dir(workspace()).output().expect("run xsched")

@@ -1,9 +1,10 @@
 #!/bin/sh
 # Builds the Xen backend (cargo feature `xen`) and runs its unit tests.
 # No Xen hypervisor is needed: this proves the backend compiles and links against Debian's
-# libxen-dev (4.17) and that its pure logic (mapped pages -> RAM ranges, window size) holds. The
-# backend itself runs only in a Xen dom0. Needs libxen-dev and libclang-dev (scripts/install-deps.sh);
-# without them it fails, it never skips.
+# libxen-dev (4.17) and that its pure logic (mapped pages -> RAM ranges, window size, PV p2m and its
+# inverse) holds. The backend runs against a real hypervisor in the Xen lab's end-to-end test
+# (tests/tests/xen.rs, tests/xen/README.md). Needs libxen-dev and libclang-dev
+# (scripts/install-deps.sh); without them it fails, it never skips.
 set -eu
 
 cd "$(dirname "$0")/.."

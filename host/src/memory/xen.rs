@@ -103,6 +103,7 @@ impl XenMemory {
             Some(p2m) => p2m.mfn(pfn).unwrap_or(INVALID_FRAME),
         };
         let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let started = std::time::Instant::now();
         let (map, ranges, writable) = if p2m.is_some() {
             let (map, ranges) = map_window(fmem, domid, pages, libc::PROT_READ, &frame_of)?;
             let writable = map_window(Fmem::open(domid)?, domid, pages, rw, &frame_of)?;
@@ -111,6 +112,7 @@ impl XenMemory {
             let (map, ranges) = map_window(fmem, domid, pages, rw, &frame_of)?;
             (map, ranges, None)
         };
+        log::debug!("xen:{domid}: {pages} frames mapped in {:?}", started.elapsed());
         Ok(Self {
             domid,
             xc,

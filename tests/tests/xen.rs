@@ -37,9 +37,13 @@ struct Row {
     kthread: bool,
 }
 
-/// `xsched ps --json` in dom0: per domU name, rows by pid; plus each domain's read time (µs) and
-/// task count.
-fn ps(lab: &mut XenLab, domains: &str) -> (BTreeMap<String, BTreeMap<u32, Row>>, Vec<(String, u64, u64)>) {
+/// Rows of `xsched ps --json` per domU name, by pid.
+type Rows = BTreeMap<String, BTreeMap<u32, Row>>;
+/// Per domain: its name, the snapshot's read time (µs) and its task count.
+type ReadCosts = Vec<(String, u64, u64)>;
+
+/// `xsched ps --json` in dom0: the rows, and what reading each domain cost.
+fn ps(lab: &mut XenLab, domains: &str) -> (Rows, ReadCosts) {
     let table: Value = serde_json::from_str(&lab.exec_packed(&format!("xsched ps --json {domains}"), EXEC_TIMEOUT)).expect("ps --json");
     let names: Vec<String> = table["domains"].as_array().expect("domains").iter().map(|d| d["name"].as_str().expect("name").to_owned()).collect();
     let mut costs = Vec::new();
@@ -48,7 +52,7 @@ fn ps(lab: &mut XenLab, domains: &str) -> (BTreeMap<String, BTreeMap<u32, Row>>,
         let tasks = d["tasks"].as_u64().expect("task count");
         costs.push((d["name"].as_str().expect("name").to_owned(), d["read_us"].as_u64().expect("read_us"), tasks));
     }
-    let mut rows: BTreeMap<String, BTreeMap<u32, Row>> = BTreeMap::new();
+    let mut rows = Rows::new();
     for t in table["tasks"].as_array().expect("tasks") {
         let domain = usize::try_from(t["key"]["domain"].as_u64().expect("domain")).expect("index");
         let pid = u32::try_from(t["key"]["pid"].as_u64().expect("pid")).expect("pid");

@@ -26,10 +26,20 @@ const PROBLEMS: [&str; 6] = ["WARNING:", "BUG:", "Oops", "list_add corruption", 
 /// The domUs `tests/xen/domus` defines.
 pub const DOMUS: [&str; 2] = ["u1", "u2"];
 
+/// The lab's QEMU, killed and reaped when dropped.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A booted Xen lab.
 pub struct XenLab {
     dir: PathBuf,
-    qemu: Child,
+    qemu: Qemu,
     control: UnixStream,
     pending: Vec<u8>,
     seq: u64,
@@ -78,7 +88,7 @@ impl XenLab {
                 Ok(())
             });
         }
-        let qemu = boot.spawn().expect("start tests/xen/boot.sh");
+        let qemu = Qemu(boot.spawn().expect("start tests/xen/boot.sh"));
         let console = dir.join("console.log");
         let mut lab = loop {
             if let Ok(control) = UnixStream::connect(dir.join("control.sock")) {
@@ -93,7 +103,7 @@ impl XenLab {
             if DOMUS.iter().all(|d| text.contains(&format!("XEN-LAB UP {d} "))) {
                 break;
             }
-            assert!(lab.qemu.try_wait().expect("wait").is_none(), "QEMU exited:\n{}", tail(&text, 40));
+            assert!(lab.qemu.0.try_wait().expect("wait").is_none(), "QEMU exited:\n{}", tail(&text, 40));
             assert!(started.elapsed() < BOOT_TIMEOUT, "the domUs did not come up in {BOOT_TIMEOUT:?}:\n{}", tail(&text, 40));
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -195,9 +205,11 @@ impl XenLab {
 }
 
 impl Drop for XenLab {
+    /// Stops QEMU (the `qemu` field drops after this), then removes the lab's files unless
+    /// `XSCHED_XENLAB_KEEP` is set.
     fn drop(&mut self) {
-        let _ = self.qemu.kill();
-        let _ = self.qemu.wait();
+        let _ = self.qemu.0.kill();
+        let _ = self.qemu.0.wait();
         if std::env::var_os("XSCHED_XENLAB_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -241,7 +241,7 @@ mod tests {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                if state % 9 == 0 {
+                if state.is_multiple_of(9) {
                     u64::MAX
                 } else {
                     (pfn * 7919) % 1_000_003 + 0x10_0000

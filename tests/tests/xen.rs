@@ -134,7 +134,7 @@ fn priority_across_domus(lab: &mut XenLab, domains: &str) {
     let started = Instant::now();
     let out = lab.exec_ok(
         &format!(
-            "xsched run --plugin priority --config /tmp/priority.toml {domains} --cpus 1 --period 10 --periods 1000 \
+            "xsched run --plugin priority --config /tmp/priority.toml {domains} --cpus 1 --period 10 --periods 2000 \
              --trace /tmp/priority.trace --journal /tmp/priority.journal 2>&1"
         ),
         Duration::from_secs(600),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{domain_arg, kernels_dir, plugin, xsched_ok};
+use common::{domain_arg, kernels_dir, plugin, states, xsched_ok, TaskStates};
 use serde_json::Value;
 use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
 
@@ -63,22 +63,6 @@ fn run_loop(plugin_name: &str, config: &str, cpus: u32, periods: u32, tag: &str)
 fn stop(g: &Guest, pids: &[u32]) {
     let list: Vec<String> = pids.iter().map(u32::to_string).collect();
     g.exec_ok(&format!("kill {}", list.join(" "))).expect("kill");
-}
-
-/// A trace line's tasks: comm → (state, runtime_ns).
-type TaskStates = BTreeMap<String, (char, u64)>;
-
-/// Per trace line: comm → (state, runtime_ns).
-fn states(line: &Value) -> TaskStates {
-    line["tasks"]
-        .as_array()
-        .expect("tasks")
-        .iter()
-        .map(|t| {
-            let state = t["state"].as_str().and_then(|s| s.chars().next()).unwrap_or('?');
-            (t["comm"].as_str().expect("comm").to_string(), (state, t["runtime_ns"].as_u64().expect("runtime")))
-        })
-        .collect()
 }
 
 #[test]

@@ -9,11 +9,13 @@
 //!
 //! One test (one boot: about a minute or two under TCG), in steps.
 
+mod common;
 mod xen_lab;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::{states, TaskStates};
 use serde_json::Value;
 use xen_lab::{XenLab, DOMUS, EXEC_TIMEOUT};
 use xsched_lab::ProcView;
@@ -108,21 +110,6 @@ fn ps_matches_the_domus_own_proc(lab: &mut XenLab, domains: &str) {
     assert_eq!(row("u1", "idler").cgroup, "/g1");
     assert_eq!(row("u1", "bkup").state, 'R');
     assert_eq!(row("u2", "web").cgroup, "/");
-}
-
-/// Per trace line: comm → (state, runtime_ns).
-type TaskStates = BTreeMap<String, (char, u64)>;
-
-fn states(line: &Value) -> TaskStates {
-    line["tasks"]
-        .as_array()
-        .expect("tasks")
-        .iter()
-        .map(|t| {
-            let state = t["state"].as_str().and_then(|s| s.chars().next()).unwrap_or('?');
-            (t["comm"].as_str().expect("comm").to_string(), (state, t["runtime_ns"].as_u64().expect("runtime")))
-        })
-        .collect()
 }
 
 /// (b) db > web > bkup across the two domUs on one host CPU: bkup gets (almost) nothing while db

@@ -2,10 +2,12 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use serde_json::Value;
 use xsched_lab::Guest;
 
 /// The workspace root.
@@ -62,4 +64,20 @@ pub fn domain_arg(guest: &Guest) -> String {
 /// The committed kernel profiles.
 pub fn kernels_dir() -> PathBuf {
     workspace().join("kernels")
+}
+
+/// A trace line's tasks: comm → (state, runtime_ns).
+pub type TaskStates = BTreeMap<String, (char, u64)>;
+
+/// The tasks of one line of `xsched run --trace`: comm → (state, runtime_ns).
+pub fn states(line: &Value) -> TaskStates {
+    line["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            let state = t["state"].as_str().and_then(|s| s.chars().next()).unwrap_or('?');
+            (t["comm"].as_str().expect("comm").to_string(), (state, t["runtime_ns"].as_u64().expect("runtime")))
+        })
+        .collect()
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{domain_arg, kernels_dir, plugin, states, xsched_ok, TaskStates};
+use common::{bkup_shares, domain_arg, kernels_dir, plugin, states, xsched_ok, TaskStates};
 use serde_json::Value;
 use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
 
@@ -89,33 +89,12 @@ fn priority_db_over_web_over_bkup_across_guests() {
     stop(g1, &[db[0], bkup[0]]);
     stop(g2, &[web[0]]);
 
-    // Period by period: bkup's runtime growth while db or web was runnable (after two periods
-    // of reaction) and while both were idle.
-    let (mut contended, mut contended_ns, mut free, mut free_ns) = (0u64, 0u64, 0u64, 0u64);
     let lines: Vec<(f64, TaskStates)> = trace.iter().map(|l| (l["t"].as_f64().expect("t"), states(l))).collect();
-    let busy = |s: &TaskStates, comm: &str| s.get(comm).is_some_and(|(state, _)| *state == 'R');
-    for w in lines.windows(4) {
-        let [(_, a), (_, b), (t2, c), (t3, d)] = w else { continue };
-        let (Some((_, r2)), Some((_, r3))) = (c.get("bkup"), d.get("bkup")) else { continue };
-        let grew = r3.saturating_sub(*r2);
-        let span = Duration::from_secs_f64((t3 - t2).max(0.0)).as_nanos().try_into().unwrap_or(u64::MAX);
-        let high = |s| busy(s, "db") || busy(s, "web");
-        if [a, b, c, d].iter().all(|s| high(s)) {
-            contended += span;
-            contended_ns += grew;
-        } else if [a, b, c, d].iter().all(|s| !high(s)) {
-            free += span;
-            free_ns += grew;
-        }
-    }
-    let share = |ns: u64, span: u64| ns as f64 * 100.0 / span.max(1) as f64;
-    eprintln!(
-        "bkup: {:.2}% of {:.1} s while db or web runnable, {:.1}% of {:.1} s while both idle",
-        share(contended_ns, contended), contended as f64 / 1e9, share(free_ns, free), free as f64 / 1e9
-    );
-    assert!(contended > 5_000_000_000, "too little contended time observed: {contended} ns");
-    assert!(share(contended_ns, contended) < 1.0, "bkup ran while db or web was runnable");
-    assert!(free > 1_000_000_000 && share(free_ns, free) > 50.0, "bkup barely ran while both were idle");
+    let shares = bkup_shares(&lines);
+    eprintln!("bkup: {shares:?}");
+    assert!(shares.contended_ns > 5_000_000_000, "too little contended time observed: {shares:?}");
+    assert!(shares.contended_pct < 1.0, "bkup ran while db or web was runnable: {shares:?}");
+    assert!(shares.free_ns > 1_000_000_000 && shares.free_pct > 50.0, "bkup barely ran while both were idle: {shares:?}");
     // The trace's runtimes are the guest's own: the guest's /proc view brackets them.
     let last = lines.last().expect("trace").1.get("bkup").expect("bkup").1;
     let (b0, b1) = (before.get(bkup[0]).expect("bkup").run_ns, after.get(bkup[0]).expect("bkup").run_ns);

@@ -15,7 +15,7 @@ mod xen_lab;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{states, TaskStates};
+use common::{bkup_shares, states, TaskStates};
 use serde_json::Value;
 use xen_lab::{XenLab, DOMUS, EXEC_TIMEOUT};
 use xsched_lab::ProcView;
@@ -147,37 +147,19 @@ fn priority_across_domus(lab: &mut XenLab, domains: &str) {
 
     let trace: Vec<Value> = lab.exec_packed("cat /tmp/priority.trace", EXEC_TIMEOUT).lines().map(|l| serde_json::from_str(l).expect("trace line")).collect();
     let lines: Vec<(f64, TaskStates)> = trace.iter().map(|l| (l["t"].as_f64().expect("t"), states(l))).collect();
-    let busy = |s: &TaskStates, comm: &str| s.get(comm).is_some_and(|(state, _)| *state == 'R');
-    let high = |s: &TaskStates| busy(s, "db") || busy(s, "web");
-    // Period by period (after two periods of reaction): bkup's runtime growth while db or web was
-    // runnable, and while both were idle.
-    let (mut contended, mut contended_ns, mut free, mut free_ns) = (0u64, 0u64, 0u64, 0u64);
-    for w in lines.windows(4) {
-        let [(_, a), (_, b), (t2, c), (t3, d)] = w else { continue };
-        let (Some((_, r2)), Some((_, r3))) = (c.get("bkup"), d.get("bkup")) else { continue };
-        let grew = r3.saturating_sub(*r2);
-        let span = u64::try_from(Duration::from_secs_f64((t3 - t2).max(0.0)).as_nanos()).unwrap_or(u64::MAX);
-        if [a, b, c, d].iter().all(|s| high(s)) {
-            contended += span;
-            contended_ns += grew;
-        } else if [a, b, c, d].iter().all(|s| !high(s)) {
-            free += span;
-            free_ns += grew;
-        }
-    }
-    let share = |ns: u64, span: u64| ns as f64 * 100.0 / span.max(1) as f64;
+    let shares = bkup_shares(&lines);
     eprintln!(
         "xen: priority over {} periods in {:.1} s: bkup got {:.2}% of {:.1} s while db or web was runnable, {:.1}% of {:.1} s while both were idle",
         lines.len(),
         wall.as_secs_f64(),
-        share(contended_ns, contended),
-        contended as f64 / 1e9,
-        share(free_ns, free),
-        free as f64 / 1e9
+        shares.contended_pct,
+        shares.contended_ns as f64 / 1e9,
+        shares.free_pct,
+        shares.free_ns as f64 / 1e9
     );
-    assert!(contended > 5_000_000_000, "too little contended time observed: {contended} ns");
-    assert!(share(contended_ns, contended) < 1.0, "bkup ran while db or web was runnable");
-    assert!(free > 1_000_000_000 && share(free_ns, free) > 50.0, "bkup barely ran while both were idle");
+    assert!(shares.contended_ns > 5_000_000_000, "too little contended time observed: {shares:?}");
+    assert!(shares.contended_pct < 1.0, "bkup ran while db or web was runnable: {shares:?}");
+    assert!(shares.free_ns > 1_000_000_000 && shares.free_pct > 50.0, "bkup barely ran while both were idle: {shares:?}");
     // The trace's runtimes are u1's own: its /proc view brackets them.
     let bkup = before.by_comm("bkup").first().map(|p| p.pid).expect("bkup in u1's view");
     let last = lines.iter().rev().find_map(|(_, s)| s.get("bkup")).expect("bkup in the trace").1;

@@ -81,3 +81,40 @@ pub fn states(line: &Value) -> TaskStates {
         })
         .collect()
 }
+
+/// bkup's CPU share in a priority run, period by period from the trace: while db or web was
+/// runnable (for three periods in a row, so the loop had two periods to react) and while both
+/// were idle.
+#[derive(Debug)]
+pub struct BkupShares {
+    /// Time with db or web runnable, ns.
+    pub contended_ns: u64,
+    /// bkup's share of it, %.
+    pub contended_pct: f64,
+    /// Time with both idle, ns.
+    pub free_ns: u64,
+    /// bkup's share of it, %.
+    pub free_pct: f64,
+}
+
+/// Computes [`BkupShares`] from `(t, states)` per trace line.
+pub fn bkup_shares(lines: &[(f64, TaskStates)]) -> BkupShares {
+    let busy = |s: &TaskStates, comm: &str| s.get(comm).is_some_and(|(state, _)| *state == 'R');
+    let high = |s: &TaskStates| busy(s, "db") || busy(s, "web");
+    let (mut contended, mut contended_ran, mut free, mut free_ran) = (0u64, 0u64, 0u64, 0u64);
+    for w in lines.windows(4) {
+        let [(_, a), (_, b), (t2, c), (t3, d)] = w else { continue };
+        let (Some((_, r2)), Some((_, r3))) = (c.get("bkup"), d.get("bkup")) else { continue };
+        let grew = r3.saturating_sub(*r2);
+        let span = u64::try_from(std::time::Duration::from_secs_f64((t3 - t2).max(0.0)).as_nanos()).unwrap_or(u64::MAX);
+        if [a, b, c, d].iter().all(|s| high(s)) {
+            contended += span;
+            contended_ran += grew;
+        } else if [a, b, c, d].iter().all(|s| !high(s)) {
+            free += span;
+            free_ran += grew;
+        }
+    }
+    let share = |ns: u64, span: u64| ns as f64 * 100.0 / span.max(1) as f64;
+    BkupShares { contended_ns: contended, contended_pct: share(contended_ran, contended), free_ns: free, free_pct: share(free_ran, free) }
+}

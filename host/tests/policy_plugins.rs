@@ -56,23 +56,13 @@ fn example(package: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/{package}/{package}.toml"))
 }
 
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("xsched-policy-test-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("temp dir");
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory (mode 0755) under the system's temporary directory, removed on drop.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("xsched-policy-test-{tag}-"))
+        .permissions(fs::Permissions::from_mode(0o755))
+        .tempdir()
+        .expect("temp dir")
 }
 
 fn entry(domain: u32, pid: i32, comm: &str, state: char) -> TaskEntry {
@@ -196,8 +186,8 @@ fn several_plugins_load_in_one_process() {
     assert_eq!(classes(by_priority.rank_table(&table, &none, PERIOD, 1).unwrap_or_default()), HashSet::from([(10, 0), (20, 1), (30, 2)]));
     assert_eq!(classes(by_idle.rank_table(&table, &none, PERIOD, 1).unwrap_or_default()), HashSet::from([(10, 0), (20, 0), (30, 1)]));
     // A second instance of the same plugin, and the same file loaded again, are independent.
-    let dir = TempDir::new("two");
-    let config = dir.0.join("flipped.toml");
+    let dir = temp_dir("two");
+    let config = dir.path().join("flipped.toml");
     fs::write(&config, "[[rule]]\nclass = 0\nmatch = { comm = \"bkup\" }\n").expect("write");
     let mut flipped = load("priority").instantiate(Some(&config)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(classes(flipped.rank_table(&table, &none, PERIOD, 1).unwrap_or_default()), HashSet::from([(30, 0)]));
@@ -220,8 +210,8 @@ fn bare_names_are_found_beside_the_running_binary() {
 #[test]
 fn a_panicking_plugin_returns_an_error_instead_of_aborting() {
     let plugin = load("testing-panic");
-    let dir = TempDir::new("panic");
-    let config = dir.0.join("panic.toml");
+    let dir = temp_dir("panic");
+    let config = dir.path().join("panic.toml");
     fs::write(&config, "panic").expect("write");
     match plugin.instantiate(Some(&config)) {
         Err(e @ PolicyError::Config { .. }) => assert!(e.to_string().ends_with("policy panicked: told to panic in new"), "{e}"),
@@ -277,8 +267,8 @@ fn a_plugin_whose_types_differ_is_refused() {
 
 #[test]
 fn files_that_are_not_plugins_are_refused() {
-    let dir = TempDir::new("not");
-    let text = dir.0.join("libnotes.so");
+    let dir = temp_dir("not");
+    let text = dir.path().join("libnotes.so");
     fs::write(&text, "# just a text file named like a plugin\n").expect("write");
     let e = PolicyPlugin::load(&text).expect_err("text file").to_string();
     assert_eq!(e, format!("policy plugin {}: not a shared library (no ELF header)", text.display()));
@@ -289,39 +279,39 @@ fn files_that_are_not_plugins_are_refused() {
     let e = PolicyPlugin::load(libc).expect_err("libc").to_string();
     assert!(e.starts_with(&format!("policy plugin {libc}: not an xsched policy plugin: it exports no abi_stable root module")), "{e}");
 
-    let e = PolicyPlugin::load(dir.0.join("libmissing.so")).expect_err("missing").to_string();
+    let e = PolicyPlugin::load(dir.path().join("libmissing.so")).expect_err("missing").to_string();
     assert!(e.contains("libmissing.so: No such file or directory"), "{e}");
 }
 
 #[test]
 fn plugins_others_can_change_are_refused() {
-    let dir = TempDir::new("writable");
-    let copy = dir.0.join("libidle-copy.so");
+    let dir = temp_dir("writable");
+    let copy = dir.path().join("libidle-copy.so");
     fs::copy(plugin("idle"), &copy).expect("copy");
     let chmod = |p: &Path, mode| fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
     chmod(&copy, 0o666);
     let e = PolicyPlugin::load(&copy).expect_err("world-writable").to_string();
     assert!(e.starts_with(&format!("policy plugin {}: refused: the file is writable by others", copy.display())), "{e}");
     chmod(&copy, 0o644);
-    chmod(&dir.0, 0o777);
+    chmod(dir.path(), 0o777);
     let e = PolicyPlugin::load(&copy).expect_err("world-writable directory").to_string();
-    assert!(e.contains(&format!("refused: directory {} is writable by others", dir.0.display())), "{e}");
-    chmod(&dir.0, 0o755);
+    assert!(e.contains(&format!("refused: directory {} is writable by others", dir.path().display())), "{e}");
+    chmod(dir.path(), 0o755);
     assert_eq!(PolicyPlugin::load(&copy).map(|p| p.name().to_string()).ok().as_deref(), Some("idle"));
 }
 
 #[test]
 fn a_bad_config_gives_the_file_the_line_and_the_problem() {
     let plugin = load("priority");
-    let dir = TempDir::new("config");
-    let config = dir.0.join("bad.toml");
+    let dir = temp_dir("config");
+    let config = dir.path().join("bad.toml");
     fs::write(&config, "[[rule]]\nclass = 0\nmatch = { comm = \"db*\", user = 3 }\n").expect("write");
     let e = plugin.instantiate(Some(&config)).map(|_| ()).expect_err("bad config").to_string();
     assert!(e.starts_with(&format!("policy priority: config file {}: priority config: TOML parse error at line 3", config.display())), "{e}");
     assert!(e.contains("unknown field `user`"), "{e}");
 
     // A reload with a bad file keeps the old configuration; a missing file is an error too.
-    let good = dir.0.join("good.toml");
+    let good = dir.path().join("good.toml");
     fs::write(&good, "[[rule]]\nclass = 0\nmatch = { comm = \"dbd\" }\n").expect("write");
     let mut policy = plugin.instantiate(Some(&good)).unwrap_or_else(|e| panic!("{e}"));
     fs::write(&good, "[[rule]]\nclass = \"zero\"\n").expect("write");

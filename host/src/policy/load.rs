@@ -287,24 +287,13 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    /// A fresh directory under the system's temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("xsched-policy-{tag}-{}-{n}", std::process::id()));
-            fs::create_dir_all(&dir).expect("temp dir");
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+    /// A fresh directory (mode 0755) under the system's temporary directory, removed on drop.
+    fn temp_dir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("xsched-policy-{tag}-"))
+            .permissions(fs::Permissions::from_mode(0o755))
+            .tempdir()
+            .expect("temp dir")
     }
 
     #[test]
@@ -316,22 +305,22 @@ mod tests {
 
     #[test]
     fn bare_names_are_searched_and_paths_are_not() {
-        let (one, two) = (TempDir::new("one"), TempDir::new("two"));
-        fs::write(two.0.join("libfair.so"), b"x").expect("write");
-        let dirs = [one.0.clone(), two.0.clone()];
-        assert_eq!(resolve_in(Path::new("libfair.so"), &dirs).ok(), Some(two.0.join("libfair.so")));
-        assert_eq!(resolve_in(Path::new("fair"), &dirs).ok(), Some(two.0.join("libfair.so")));
-        fs::write(one.0.join("libfair.so"), b"x").expect("write");
-        assert_eq!(resolve_in(Path::new("libfair.so"), &dirs).ok(), Some(one.0.join("libfair.so")), "first directory wins");
+        let (one, two) = (temp_dir("one"), temp_dir("two"));
+        fs::write(two.path().join("libfair.so"), b"x").expect("write");
+        let dirs = [one.path().to_path_buf(), two.path().to_path_buf()];
+        assert_eq!(resolve_in(Path::new("libfair.so"), &dirs).ok(), Some(two.path().join("libfair.so")));
+        assert_eq!(resolve_in(Path::new("fair"), &dirs).ok(), Some(two.path().join("libfair.so")));
+        fs::write(one.path().join("libfair.so"), b"x").expect("write");
+        assert_eq!(resolve_in(Path::new("libfair.so"), &dirs).ok(), Some(one.path().join("libfair.so")), "first directory wins");
         assert_eq!(resolve_in(Path::new("./libx.so"), &dirs).ok(), Some(PathBuf::from("./libx.so")));
         let e = resolve_in(Path::new("libnone.so"), &dirs).expect_err("not found").to_string();
-        assert!(e.starts_with("policy plugin libnone.so: not found in ") && e.contains(&two.0.display().to_string()), "{e}");
+        assert!(e.starts_with("policy plugin libnone.so: not found in ") && e.contains(&two.path().display().to_string()), "{e}");
     }
 
     #[test]
     fn files_others_can_change_are_refused() {
-        let dir = TempDir::new("trust");
-        let file = dir.0.join("libp.so");
+        let dir = temp_dir("trust");
+        let file = dir.path().join("libp.so");
         fs::write(&file, b"x").expect("write");
         let chmod = |p: &Path, mode| fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
         chmod(&file, 0o644);
@@ -340,24 +329,24 @@ mod tests {
         let e = check_trusted(&file).expect_err("world-writable").to_string();
         assert!(e.contains(&file.display().to_string()) && e.contains("the file is writable by others"), "{e}");
         chmod(&file, 0o644);
-        chmod(&dir.0, 0o777);
+        chmod(dir.path(), 0o777);
         let e = check_trusted(&file).expect_err("world-writable dir").to_string();
-        assert!(e.contains(&format!("directory {} is writable by others", dir.0.display())), "{e}");
-        chmod(&dir.0, 0o1777);
+        assert!(e.contains(&format!("directory {} is writable by others", dir.path().display())), "{e}");
+        chmod(dir.path(), 0o1777);
         assert!(check_trusted(&file).is_ok(), "a sticky directory like /tmp is fine");
     }
 
     #[test]
     fn only_elf_shared_objects_pass() {
-        let dir = TempDir::new("elf");
-        let text = dir.0.join("notes.so");
+        let dir = temp_dir("elf");
+        let text = dir.path().join("notes.so");
         fs::write(&text, b"just some text, long enough").expect("write");
         let e = check_elf(&text).expect_err("text").to_string();
         assert_eq!(e, format!("policy plugin {}: not a shared library (no ELF header)", text.display()));
         let mut exec = b"\x7fELF\x02\x01\x01".to_vec();
         exec.resize(16, 0);
         exec.extend([2, 0]);
-        let exe = dir.0.join("prog");
+        let exe = dir.path().join("prog");
         fs::write(&exe, &exec).expect("write");
         assert!(check_elf(&exe).expect_err("exec").to_string().contains("type 2, not a shared object"));
         exec[16] = 3;

@@ -39,24 +39,7 @@ impl Policy for Toy {
 }
 
 fn task(comm: &str) -> TaskView {
-    TaskView {
-        domain: 1,
-        pid: 7,
-        start_time: 3,
-        tgid: 7,
-        comm: comm.into(),
-        uid: None.into(),
-        cgroup: None.into(),
-        state: b'R',
-        runnable: true,
-        running: true,
-        parked: false,
-        kthread: false,
-        nice: 0,
-        weight: 1024,
-        runtime_ns: 0,
-        runtime_delta_ns: 0,
-    }
+    TaskView { running: true, ..crate::testing::task(1, 7, comm) }
 }
 
 fn snapshot(comms: &[&str]) -> Snapshot {
@@ -69,7 +52,7 @@ fn calls_go_through_the_root_module() {
     assert_eq!(module.name().as_str(), "toy");
     let mut policy = (module.new())(RStr::from_str("")).into_result().expect("new");
     let got = policy.rank(&snapshot(&["a"])).into_result().expect("rank");
-    assert_eq!(got, RVec::from(vec![Decision { domain: 1, pid: 7, start_time: 3, class: 0, order: 0 }]));
+    assert_eq!(got, RVec::from(vec![Decision { domain: 1, pid: 7, start_time: 1_000, class: 0, order: 0 }]));
     assert_eq!(policy.reload(RStr::from_str("ok")).into_result(), Ok(()));
     assert_eq!(policy.rank(&snapshot(&["a"])).into_result().map(|d| d[0].order), Ok(1));
     let e = policy.reload(RStr::from_str("bad")).into_result().expect_err("an error");

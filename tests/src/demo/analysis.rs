@@ -113,7 +113,10 @@ pub fn reactions(scenario: &Scenario, run: &RunRecord, trace: &[TraceLine]) -> V
 fn reaction(scenario: &Scenario, trace: &[TraceLine], phase: &str, runs: bool, begun: f64, until: f64) -> Option<Reaction> {
     let wants_cpu = |t: &TraceTask| t.state == "R" || matches!(t.decision, Decision::Park | Decision::Parked | Decision::Unpark);
     let fg_wants_cpu = |line: &TraceLine| line.tasks.iter().any(|t| scenario.foreground.iter().any(|f| f.comm == t.comm) && wants_cpu(t));
-    let bg = |line: &TraceLine| -> Option<TraceTask> { line.tasks.iter().find(|t| t.comm == scenario.background.comm).cloned() };
+    fn named<'a>(line: &'a TraceLine, comm: &str) -> Option<&'a TraceTask> {
+        line.tasks.iter().find(|t| t.comm == comm)
+    }
+    let bg = |line| named(line, scenario.background.comm);
     let from = trace.iter().position(|l| l.wall >= begun)?;
     let seen = from + trace[from..].iter().take_while(|l| l.wall < until).position(|l| fg_wants_cpu(l) != runs)?;
     let last_old = trace[seen.checked_sub(1)?].t;

@@ -116,7 +116,11 @@ fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {
             t.comm,
             t.state,
             t.cpu,
-            if t.queued { 'q' } else { '-' },
+            match (t.queued, t.delayed) {
+                (true, true) => 'd',
+                (true, false) => 'q',
+                (false, _) => '-',
+            },
             if t.running { 'r' } else { '-' },
             t.policy.abbrev(),
             if t.policy.is_realtime() { "-".to_string() } else { t.nice.to_string() },

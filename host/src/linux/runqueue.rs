@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use crate::memory::Gva;
 use crate::profile::Profile;
 
+use super::flavour::Flavour;
 use super::layout::{Field, StructBuf};
 use super::tasks::container_of;
 use super::virt::KernelMemory;
@@ -20,12 +21,12 @@ const MAX_GROUP_DEPTH: usize = 32;
 pub struct CfsRqLayout {
     /// `nr_running`.
     pub nr_running: Field,
-    /// `h_nr_running`.
-    pub h_nr_running: Field,
+    /// Tasks queued in it and below (see [`Flavour::h_nr_queued`]).
+    pub h_nr_queued: Field,
     /// `load.weight`.
     pub load_weight: Field,
-    /// `min_vruntime`.
-    pub min_vruntime: Field,
+    /// What vruntimes are measured against (see [`Flavour::vruntime_base`]).
+    pub vruntime_base: Field,
     /// `tasks_timeline.rb_root.rb_node`.
     pub root: Field,
     /// `tasks_timeline.rb_leftmost`.
@@ -88,11 +89,12 @@ impl RqLayout {
         let active = rt + Field::of(p, "rt_rq", "active")?.offset;
         let shifted = |f: Field, by: u64| Field { offset: f.offset + by, ..f };
         let c = |f: &str| Field::scalar(p, "cfs_rq", f);
+        let flavour = Flavour::of(p)?;
         let cfs_rq = CfsRqLayout {
             nr_running: c("nr_running")?,
-            h_nr_running: c("h_nr_running")?,
+            h_nr_queued: c(flavour.h_nr_queued())?,
             load_weight: c("load.weight")?,
-            min_vruntime: c("min_vruntime")?,
+            vruntime_base: c(flavour.vruntime_base())?,
             root: c("tasks_timeline.rb_root.rb_node")?,
             leftmost: c("tasks_timeline.rb_leftmost")?,
             curr: c("curr")?,
@@ -119,7 +121,7 @@ impl RqLayout {
             list: ListHeadLayout::from_profile(p)?,
             cfs_rq: cfs_rq.clone(),
         };
-        let cfs_fields = [cfs_rq.nr_running, cfs_rq.h_nr_running, cfs_rq.load_weight, cfs_rq.min_vruntime, cfs_rq.root, cfs_rq.leftmost, cfs_rq.curr];
+        let cfs_fields = [cfs_rq.nr_running, cfs_rq.h_nr_queued, cfs_rq.load_weight, cfs_rq.vruntime_base, cfs_rq.root, cfs_rq.leftmost, cfs_rq.curr];
         layout.span = [layout.lock, layout.nr_running, layout.curr, layout.idle, layout.cpu, layout.clock_task, layout.rt_nr_running, layout.rt_bitmap]
             .iter()
             .map(|f| f.end())
@@ -139,12 +141,12 @@ pub struct CfsRqState {
     pub tg: Gva,
     /// Entities queued directly on it, the running one included.
     pub nr_running: u32,
-    /// Tasks queued in it and below it.
-    pub h_nr_running: u32,
+    /// Tasks queued in it and below it (delayed ones included, in EEVDF).
+    pub h_nr_queued: u32,
     /// Sum of the queued entities' weights.
     pub load_weight: u64,
-    /// `min_vruntime`.
-    pub min_vruntime: u64,
+    /// What vruntimes are measured against: `min_vruntime` (CFS) or `zero_vruntime` (EEVDF).
+    pub vruntime_base: u64,
     /// The entity running from it (`curr`), if any; it is not in the tree.
     pub curr: Gva,
     /// Nesting depth: 0 for the root `cfs_rq`.
@@ -225,15 +227,15 @@ fn read_cfs_rq<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cfs_rq: Gva, dep
         return Err(LinuxError::Walk(format!("cfs_rq {cfs_rq} is reached twice through group entities")));
     }
     let c = &l.cfs_rq;
-    let span = [c.nr_running, c.h_nr_running, c.load_weight, c.min_vruntime, c.root, c.leftmost, c.curr, c.tg].iter().map(|f| f.end()).max().unwrap_or(0);
+    let span = [c.nr_running, c.h_nr_queued, c.load_weight, c.vruntime_base, c.root, c.leftmost, c.curr, c.tg].iter().map(|f| f.end()).max().unwrap_or(0);
     let buf = StructBuf::read(mem, cfs_rq, span)?;
     snap.cfs_rqs.push(CfsRqState {
         addr: cfs_rq,
         tg: buf.ptr(c.tg)?,
         nr_running: buf.u32(c.nr_running)?,
-        h_nr_running: buf.u32(c.h_nr_running)?,
+        h_nr_queued: buf.u32(c.h_nr_queued)?,
         load_weight: buf.uint(c.load_weight)?,
-        min_vruntime: buf.uint(c.min_vruntime)?,
+        vruntime_base: buf.uint(c.vruntime_base)?,
         curr: buf.ptr(c.curr)?,
         depth,
     });

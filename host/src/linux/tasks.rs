@@ -77,6 +77,8 @@ pub struct TaskLayout {
     pub se_vruntime: Field,
     /// `se.cfs_rq`.
     pub se_cfs_rq: Field,
+    /// `se.sched_delayed`, in kernels with EEVDF's delayed dequeue.
+    pub se_sched_delayed: Option<Field>,
     /// `signal_struct.thread_head`.
     pub signal_thread_head: Field,
     /// `struct list_head`.
@@ -121,6 +123,7 @@ impl TaskLayout {
             se_sum_exec_runtime: se_field("sum_exec_runtime")?,
             se_vruntime: se_field("vruntime")?,
             se_cfs_rq: se_field("cfs_rq")?,
+            se_sched_delayed: se_field("sched_delayed").ok(),
             signal_thread_head: Field::of(p, "signal_struct", "thread_head")?,
             list: ListHeadLayout::from_profile(p)?,
         };
@@ -130,7 +133,10 @@ impl TaskLayout {
             layout.prio, layout.static_prio, layout.rt_priority, layout.policy, layout.pid, layout.tgid, layout.comm,
             layout.start_time, layout.signal, layout.sched_task_group, layout.pi_lock, layout.cred, layout.cgroups,
             layout.se_weight, layout.se_on_rq, layout.se_sum_exec_runtime, layout.se_vruntime, layout.se_cfs_rq,
-        ]);
+        ]
+        .into_iter()
+        .chain(layout.se_sched_delayed)
+        .collect::<Vec<_>>());
         Ok(layout)
     }
 }
@@ -180,6 +186,9 @@ pub struct TaskRecord {
     pub vruntime: u64,
     /// `se.cfs_rq`: the CFS runqueue the entity belongs to (a group's when in a cgroup).
     pub cfs_rq: Gva,
+    /// `se.sched_delayed`: it went to sleep but stays in its runqueue's tree until it is picked
+    /// (EEVDF's delayed dequeue): queued, yet not runnable. Always false under CFS.
+    pub sched_delayed: bool,
     /// `sched_task_group`: its task group.
     pub task_group: Gva,
     /// `pi_lock` is held.
@@ -222,6 +231,7 @@ impl TaskRecord {
             sum_exec_runtime: u(l.se_sum_exec_runtime),
             vruntime: u(l.se_vruntime),
             cfs_rq: Gva(u(l.se_cfs_rq)),
+            sched_delayed: l.se_sched_delayed.is_some_and(|f| u(f) != 0),
             task_group: Gva(u(l.sched_task_group)),
             pi_locked: buf.bytes(l.pi_lock)?.iter().any(|&b| b != 0),
             cred: Gva(u(l.cred)),

@@ -27,12 +27,16 @@ use elf::Image;
 const BANNER_PREFIX: &str = "Linux version ";
 
 /// Generates the profile of the kernel `vmlinux`: everything in [`spec::REQUIRED`] (an error
-/// names whatever is missing) and what exists of [`spec::OPTIONAL`].
+/// names whatever is missing) and what exists of [`spec::OPTIONAL`], of every scheduler flavour
+/// ([`spec::FLAVOURS`]) and of every preempt-count location; the result must hold one flavour
+/// and one location completely (an error names what each lacks).
 ///
 /// Fails if the file is not an x86-64 ELF file, has no DWARF, lacks a required symbol, struct or
 /// field, or is a kernel version outside the constants table's range.
 pub fn generate(vmlinux: &Path) -> Result<Profile, ProfileError> {
-    let profile = generate_with_spec(vmlinux, &spec::REQUIRED, &spec::OPTIONAL)?;
+    let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).map(|(_, s)| *s);
+    let optional: Vec<&ProfileSpec> = std::iter::once(&spec::OPTIONAL).chain(alternatives).collect();
+    let profile = generate_with_spec(vmlinux, &spec::REQUIRED, &optional)?;
     profile.validate().map_err(|e| ProfileError::Generate {
         path: vmlinux.to_path_buf(),
         reason: format!("the generated profile does not validate: {e}"),
@@ -46,7 +50,7 @@ pub fn generate(vmlinux: &Path) -> Result<Profile, ProfileError> {
 pub fn generate_with_spec(
     vmlinux: &Path,
     required: &ProfileSpec,
-    optional: &ProfileSpec,
+    optional: &[&ProfileSpec],
 ) -> Result<Profile, ProfileError> {
     let map = map_file(vmlinux)?;
     let image = Image::parse(vmlinux, &map)?;
@@ -55,20 +59,21 @@ pub fn generate_with_spec(
     let arch = "x86_64";
     // Refuse an unsupported version before the expensive part.
     let table = constants::table_for(arch, &release).map_err(|reason| image.error(reason))?;
-    let symbols = image.symbol_addresses(required.symbols, optional.symbols)?;
-    let structs = dwarf::struct_layouts(&image, required.structs, optional.structs)?;
+    let optional_symbols: Vec<&str> = optional.iter().flat_map(|s| s.symbols.iter().copied()).collect();
+    let optional_structs: Vec<(&str, &[&str])> = optional.iter().flat_map(|s| s.structs.iter().copied()).collect();
+    let symbols = image.symbol_addresses(required.symbols, &optional_symbols)?;
+    let structs = dwarf::struct_layouts(&image, required.structs, &optional_structs)?;
+    let optional_constants: Vec<&str> = optional.iter().flat_map(|s| s.constants.iter().copied()).collect();
     let mut constants = std::collections::BTreeMap::new();
-    for (names, is_required) in [(required.constants, true), (optional.constants, false)] {
-        for name in names {
-            match constants::lookup(table, name) {
-                Some(value) => {
-                    constants.insert((*name).to_string(), value);
-                }
-                None if is_required => {
-                    return Err(image.error(format!("constant `{name}` has no entry in the {arch} constants table")));
-                }
-                None => {}
+    for (name, is_required) in required.constants.iter().map(|c| (*c, true)).chain(optional_constants.iter().map(|c| (*c, false))) {
+        match constants::lookup(table, name).map_or_else(|| constants::from_image(&image, name), |v| Ok(Some(v)))? {
+            Some(value) => {
+                constants.insert(name.to_string(), value);
             }
+            None if is_required => {
+                return Err(image.error(format!("constant `{name}` is neither in the {arch} constants table nor recorded by the image")));
+            }
+            None => {}
         }
     }
     let profile = Profile { format_version: FORMAT_VERSION, release, arch: arch.into(), banner, symbols, structs, constants };

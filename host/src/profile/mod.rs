@@ -142,8 +142,9 @@ impl Profile {
         Ok(self.symbol("linux_banner")? & (crate::memory::PAGE_SIZE - 1))
     }
 
-    /// Checks the format version and that every required symbol, struct and field of
-    /// [`spec::REQUIRED`] is present and every field lies inside its struct.
+    /// Checks the format version, that every required symbol, struct and field of
+    /// [`spec::REQUIRED`] is present and every field lies inside its struct, and that the profile
+    /// holds one scheduler flavour and one preempt-count location completely.
     pub fn validate(&self) -> Result<(), ProfileError> {
         if self.format_version != FORMAT_VERSION {
             return Err(ProfileError::Version { found: self.format_version, expected: FORMAT_VERSION });
@@ -168,7 +169,20 @@ impl Profile {
         for name in spec::REQUIRED.constants {
             self.constant(name)?;
         }
+        self.flavour()?;
+        spec::first_complete(self, spec::PREEMPT_COUNT).map_err(|lacks| ProfileError::Invalid {
+            reason: format!("kernel {}: no per-CPU preempt count: {lacks}", self.release),
+        })?;
         Ok(())
+    }
+
+    /// The scheduler flavour (a name in [`spec::FLAVOURS`]) whose fields this profile holds: decided
+    /// by what the kernel's debug info has, never by its version. An error names what each
+    /// flavour lacks.
+    pub fn flavour(&self) -> Result<&'static str, ProfileError> {
+        spec::first_complete(self, spec::FLAVOURS).map_err(|lacks| ProfileError::Invalid {
+            reason: format!("kernel {}: its scheduler matches no flavour xsched knows: {lacks}", self.release),
+        })
     }
 }
 

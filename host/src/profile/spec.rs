@@ -30,9 +30,7 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
         "nr_cpu_ids",
         "__cpu_online_mask",
         "runqueues",
-        "__preempt_count",
         "root_task_group",
-        "sysctl_sched_latency",
         "sched_prio_to_weight",
         "jiffies_64",
         "fair_sched_class",
@@ -110,17 +108,13 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
                 "load.weight",
                 "load.inv_weight",
                 "nr_running",
-                "h_nr_running",
                 "idle_nr_running",
                 "idle_h_nr_running",
-                "min_vruntime",
                 "tasks_timeline",
                 "tasks_timeline.rb_root.rb_node",
                 "tasks_timeline.rb_leftmost",
                 "curr",
                 "next",
-                "last",
-                "skip",
                 "rq",
                 "on_list",
                 "leaf_cfs_rq_list",
@@ -188,6 +182,7 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
         "START_KERNEL_MAP",
         "TASK_ON_RQ_QUEUED",
         "PSI_NR_RUNNING",
+        "SCHED_FIXEDPOINT_SHIFT",
     ],
 };
 
@@ -223,3 +218,72 @@ pub const OPTIONAL: ProfileSpec = ProfileSpec {
     ],
     constants: &[],
 };
+
+/// Linux's CFS before EEVDF (6.1): the timeline ordered by `vruntime`, placement against
+/// `min_vruntime` with `sysctl_sched_latency`, one hierarchical count.
+pub const CFS: ProfileSpec = ProfileSpec {
+    symbols: &["sysctl_sched_latency"],
+    structs: &[("cfs_rq", &["h_nr_running", "min_vruntime"])],
+    constants: &[],
+};
+
+/// EEVDF (6.6 and later; the layout of Debian's 6.12): the timeline ordered by `deadline` and
+/// augmented with each subtree's `min_vruntime` and `min_slice`, the weighted sums
+/// `avg_vruntime`/`avg_load` kept relative to `zero_vruntime`, lag-preserving placement, delayed
+/// dequeue, and the hierarchical counts split into queued, runnable and delayed.
+///
+/// Within 6.12.y, stable updates moved fields (`zero_vruntime` replaced `min_vruntime` as the
+/// sums' base; `h_nr_queued`/`h_nr_runnable` replaced `h_nr_running`, as in mainline 6.14): this
+/// flavour is the layout after both, as 6.12.117 has it. An earlier 6.12 build matches neither
+/// flavour and is refused with the fields it lacks.
+pub const EEVDF: ProfileSpec = ProfileSpec {
+    symbols: &["sysctl_sched_base_slice", "sysctl_sched_features"],
+    structs: &[
+        ("cfs_rq", &["h_nr_queued", "h_nr_runnable", "h_nr_delayed", "avg_vruntime", "avg_load", "zero_vruntime"]),
+        (
+            "sched_entity",
+            &["deadline", "min_vruntime", "min_slice", "vlag", "slice", "sched_delayed", "rel_deadline", "custom_slice"],
+        ),
+    ],
+    constants: &["SCHED_FEAT_PLACE_LAG", "SCHED_FEAT_PLACE_REL_DEADLINE"],
+};
+
+/// The scheduler flavours xsched can read and steer, by name: a profile must hold all of one.
+pub const FLAVOURS: &[(&str, &ProfileSpec)] = &[("cfs", &CFS), ("eevdf", &EEVDF)];
+
+/// Where x86's per-CPU preempt count lives: a profile must hold all of one of these.
+///
+/// Linux 6.2 moved it into `struct pcpu_hot` ("x86/percpu: Move preempt_count next to
+/// current_task"); 7.x has the plain per-CPU `__preempt_count` again.
+pub const PREEMPT_COUNT: &[(&str, &ProfileSpec)] = &[
+    ("__preempt_count", &ProfileSpec { symbols: &["__preempt_count"], structs: &[], constants: &[] }),
+    ("pcpu_hot", &ProfileSpec { symbols: &["pcpu_hot"], structs: &[("pcpu_hot", &["preempt_count"])], constants: &[] }),
+];
+
+impl ProfileSpec {
+    /// What of this spec `profile` lacks, each entry named (`struct cfs_rq.avg_load`,
+    /// `symbol pcpu_hot`, `constant X`); empty when it holds everything.
+    pub fn missing_in(&self, profile: &super::Profile) -> Vec<String> {
+        let symbols = self.symbols.iter().filter(|s| !profile.symbols.contains_key(**s)).map(|s| format!("symbol {s}"));
+        let fields = self.structs.iter().flat_map(|(name, fields)| {
+            let layout = profile.structs.get(*name);
+            fields.iter().filter(move |f| layout.is_none_or(|l| !l.fields.contains_key(**f))).map(move |f| format!("struct {name}.{f}"))
+        });
+        let constants = self.constants.iter().filter(|c| !profile.constants.contains_key(**c)).map(|c| format!("constant {c}"));
+        symbols.chain(fields).chain(constants).collect()
+    }
+}
+
+/// The name of the first of `alternatives` that `profile` holds completely, or a sentence naming
+/// what each one lacks.
+pub fn first_complete(profile: &super::Profile, alternatives: &[(&'static str, &ProfileSpec)]) -> Result<&'static str, String> {
+    let mut lacks = Vec::new();
+    for (name, spec) in alternatives {
+        let missing = spec.missing_in(profile);
+        if missing.is_empty() {
+            return Ok(name);
+        }
+        lacks.push(format!("{name} lacks {}", missing.join(", ")));
+    }
+    Err(lacks.join("; "))
+}

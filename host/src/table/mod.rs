@@ -80,6 +80,9 @@ pub struct TaskEntry {
     pub cpu: u32,
     /// Waiting on a runqueue.
     pub queued: bool,
+    /// Asleep but still in its runqueue's tree until the kernel picks it (EEVDF's delayed
+    /// dequeue): queued, not runnable.
+    pub delayed: bool,
     /// Running right now (its CPU's current task).
     pub running: bool,
     /// Held parked by xsched.
@@ -124,6 +127,7 @@ impl TaskEntry {
             state,
             cpu: 0,
             queued: state == 'R',
+            delayed: false,
             running: false,
             parked: false,
             policy: Policy::Normal,
@@ -290,6 +294,7 @@ impl TaskTable {
             state: task.state,
             cpu: r.cpu,
             queued: task.queued,
+            delayed: r.sched_delayed,
             running: task.running,
             parked: task.parked,
             policy,

@@ -1,8 +1,10 @@
 //! Kernel constants that are `#define`s, so absent from DWARF: a per-architecture table.
 //!
-//! Every value below was read from the Linux 6.1 source (Debian's `linux-source-6.1`, 6.1.192) at
-//! the file named beside it. The table is valid for the kernel versions in [`X86_64_VERSIONS`]
-//! only; [`super::generate`] refuses any other release rather than emit constants nobody checked.
+//! Every value below was read from the Linux 6.1 and 6.12 sources (Debian's `linux-source-6.1`,
+//! 6.1.192, and `linux-source-6.12`, 6.12.117) at the file named beside it. The table is valid
+//! for the kernel versions in [`X86_64_VERSIONS`] only; [`super::generate`] refuses any other
+//! release rather than emit constants nobody checked. Constants the image records itself (the
+//! scheduler features' bit numbers) come from the image ([`from_image`]).
 //!
 //! History that matters when widening the range (from the kernel's commit log; the headers of those
 //! versions were not read here, so check each value against them before extending the range):
@@ -13,8 +15,8 @@
 //!   task_struct::state") and added `TASK_RTLOCK_WAIT` (`0x1000`).
 //! - Linux 6.1 added `TASK_FREEZABLE` (`0x2000`) and `TASK_FROZEN` (`0x8000`) with the freezer
 //!   rewrite (commit f5d39b020809); the bits in this table kept their values.
-//! - Linux 6.6 replaced CFS with EEVDF: the constants here survive, but the runqueue layout xsched
-//!   relies on does not (see `spec`).
+//! - Linux 6.6 replaced CFS with EEVDF: the constants here survive; the runqueue layout is a
+//!   scheduler flavour of its own (see `spec::FLAVOURS`).
 //!
 //! Where the vmlinux itself can confirm a value, [`check_image`] does so at generation time:
 //! the kernel's own `task_state_array` (the `/proc/PID/stat` state letters, one per state bit),
@@ -65,10 +67,10 @@ impl std::fmt::Display for KernelVersion {
     }
 }
 
-/// The kernel versions (inclusive) whose x86-64 constants [`X86_64`] holds: only those checked
-/// against their source.
-pub const X86_64_VERSIONS: (KernelVersion, KernelVersion) =
-    (KernelVersion { major: 6, minor: 1 }, KernelVersion { major: 6, minor: 1 });
+/// The kernel versions whose x86-64 constants [`X86_64`] holds: only those checked against their
+/// source (Debian's `linux-source-6.1`, 6.1.192, and `linux-source-6.12`, 6.12.117: every value
+/// below is the same in both).
+pub const X86_64_VERSIONS: &[KernelVersion] = &[KernelVersion { major: 6, minor: 1 }, KernelVersion { major: 6, minor: 12 }];
 
 const SCHED_H: &str = "include/linux/sched.h";
 const UAPI_SCHED_H: &str = "include/uapi/linux/sched.h";
@@ -106,6 +108,8 @@ pub const X86_64: &[Constant] = &[
     // `1L << NICE_0_LOAD_SHIFT`, where the shift is `2 * SCHED_FIXEDPOINT_SHIFT` (10) on 64-bit:
     // load weights carry 10 extra bits of resolution (`scale_load`).
     Constant { name: "NICE_0_LOAD", value: 1024 << 10, source: "kernel/sched/sched.h" },
+    // What `scale_load_down` shifts away on 64-bit (EEVDF weighs its sums with it).
+    Constant { name: "SCHED_FIXEDPOINT_SHIFT", value: 10, source: SCHED_H },
     // `task_struct::on_rq` when the task is on a runqueue (kernel/sched/sched.h).
     Constant { name: "TASK_ON_RQ_QUEUED", value: 1, source: "kernel/sched/sched.h" },
     // Index of runnable tasks in `psi_group_cpu::tasks` (`enum psi_task_count`); its flag in
@@ -127,16 +131,31 @@ pub fn table_for(arch: &str, release: &str) -> Result<&'static [Constant], Strin
     }
     let version = KernelVersion::from_release(release)
         .ok_or_else(|| format!("cannot read a kernel version from release {release:?}"))?;
-    let (min, max) = X86_64_VERSIONS;
-    if version < min || version > max {
-        let range = if min == max { format!("{min}") } else { format!("{min} to {max}") };
+    if !X86_64_VERSIONS.contains(&version) {
+        let checked: Vec<String> = X86_64_VERSIONS.iter().map(ToString::to_string).collect();
         return Err(format!(
-            "kernel {release} (version {version}) is outside the range of xsched's x86-64 constants table \
-             (Linux {range}); its TASK_*/TIF_*/PF_* values are unverified for this version: check them against \
-             its source and extend the table in host/src/profile/gen/constants.rs"
+            "kernel {release} (version {version}) is not among the versions xsched's x86-64 constants table was \
+             checked against (Linux {}); its TASK_*/TIF_*/PF_* values are unverified for this version: check them \
+             against its source and extend the table in host/src/profile/gen/constants.rs",
+            checked.join(", ")
         ));
     }
     Ok(X86_64)
+}
+
+/// The prefix of constants that are bit numbers of scheduler features (`SCHED_FEAT_PLACE_LAG`):
+/// `sched_feat(PLACE_LAG)` tests bit `__SCHED_FEAT_PLACE_LAG` of `sysctl_sched_features`.
+const SCHED_FEAT_PREFIX: &str = "SCHED_FEAT_";
+
+/// A constant the image itself records, or `None`: a scheduler feature's bit number is its index
+/// in the kernel's own `sched_feat_names` (kernel/sched/debug.c lists the features in the order
+/// of kernel/sched/features.h, which is the order of their `__SCHED_FEAT_*` bits).
+pub(super) fn from_image(image: &Image<'_>, name: &str) -> Result<Option<u64>, ProfileError> {
+    let Some(feature) = name.strip_prefix(SCHED_FEAT_PREFIX) else { return Ok(None) };
+    // (Its pointers are relocations in an object file: only a linked image can be read.)
+    let Some(names) = image.symbol_info("sched_feat_names")?.filter(|_| !image.is_relocatable()) else { return Ok(None) };
+    let names = image.read_string_array(&names)?;
+    Ok(names.iter().position(|n| *n == feature.as_bytes()).and_then(|i| u64::try_from(i).ok()))
 }
 
 /// Checks table values against what the vmlinux itself records, where it records them.
@@ -270,10 +289,11 @@ mod tests {
     }
 
     #[test]
-    fn releases_outside_the_range_are_refused() {
+    fn releases_outside_the_checked_versions_are_refused() {
         assert!(table_for("x86_64", "6.1.0-56-cloud-amd64").is_ok());
-        let err = table_for("x86_64", "6.12.9+bpo-cloud-amd64").expect_err("6.12 is outside the range");
-        assert!(err.contains("outside the range") && err.contains("6.1"), "{err}");
+        assert!(table_for("x86_64", "6.12.117+deb12-cloud-amd64").is_ok());
+        let err = table_for("x86_64", "6.8.0-45-generic").expect_err("6.8 was not checked");
+        assert!(err.contains("not among") && err.contains("6.1, 6.12"), "{err}");
         assert!(table_for("x86_64", "5.10.0-30-amd64").is_err());
         assert!(table_for("aarch64", "6.1.0").is_err());
         assert!(table_for("x86_64", "weird").is_err());

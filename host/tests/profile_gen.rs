@@ -108,7 +108,7 @@ fn truth_spec(fixture: &Fixture) -> &'static ProfileSpec {
 
 fn assert_matches_compiler(input: &Path) {
     let fixture = fixture();
-    let profile = gen::generate_with_spec(input, truth_spec(fixture), &NOTHING)
+    let profile = gen::generate_with_spec(input, truth_spec(fixture), &[])
         .unwrap_or_else(|e| panic!("generate {}: {e}", input.display()));
     let mut checked = 0;
     for ((strukt, path), (offset, size)) in &fixture.truth {
@@ -124,7 +124,7 @@ fn assert_matches_compiler(input: &Path) {
     assert_eq!(checked, fixture.truth.len());
 }
 
-fn generate_err(input: &Path, required: &ProfileSpec, optional: &ProfileSpec) -> String {
+fn generate_err(input: &Path, required: &ProfileSpec, optional: &[&ProfileSpec]) -> String {
     match gen::generate_with_spec(input, required, optional) {
         Ok(profile) => panic!("{} should have been refused, got {profile:?}", input.display()),
         Err(e) => e.to_string(),
@@ -145,7 +145,7 @@ fn layouts_match_the_compiler_in_a_linked_program() {
 fn banner_release_and_symbols_come_from_the_symbol_table() {
     let fixture = fixture();
     let required = spec(&["linux_banner", "fixture_counter", "fixture_local", "fixture_touch"], &[]);
-    let profile = gen::generate_with_spec(&fixture.program, required, &NOTHING).expect("generate");
+    let profile = gen::generate_with_spec(&fixture.program, required, &[]).expect("generate");
     assert_eq!(profile.banner, "Linux version 6.1.0-fixture (xsched@fixture) (gcc) #1 SMP\n");
     assert_eq!(profile.release, "6.1.0-fixture");
     assert_eq!(profile.arch, "x86_64");
@@ -170,7 +170,7 @@ fn optional_entries_are_left_out_when_absent() {
         &["fixture_counter", "no_such_symbol"],
         &[("inner", &["b", "no_such_field", "a.not_a_struct"]), ("no_such_struct", &["x"]), ("opaque", &["x"])],
     );
-    let profile = gen::generate_with_spec(&fixture.object, required, optional).expect("generate");
+    let profile = gen::generate_with_spec(&fixture.object, required, &[optional]).expect("generate");
     assert!(profile.symbols.contains_key("fixture_counter"));
     assert!(!profile.symbols.contains_key("no_such_symbol"));
     let inner = &profile.structs["inner"];
@@ -182,7 +182,7 @@ fn optional_entries_are_left_out_when_absent() {
 #[test]
 fn missing_symbols_structs_and_fields_are_named() {
     let object = &fixture().object;
-    let err = generate_err(object, spec(&["linux_banner", "no_such_symbol", "other_missing"], &[]), &NOTHING);
+    let err = generate_err(object, spec(&["linux_banner", "no_such_symbol", "other_missing"], &[]), &[]);
     assert!(err.contains(&object.display().to_string()), "{err}");
     assert!(err.contains("`no_such_symbol`") && err.contains("`other_missing`"), "{err}");
 
@@ -190,7 +190,7 @@ fn missing_symbols_structs_and_fields_are_named() {
         &["linux_banner"],
         &[("outer", &["c", "nope", "in.zzz", "deep.deep_inner.nope"]), ("no_such_struct", &["x"]), ("opaque", &["x"])],
     );
-    let err = generate_err(object, required, &NOTHING);
+    let err = generate_err(object, required, &[]);
     for expected in ["`outer.nope`", "`outer.in.zzz`", "`outer.deep.deep_inner.nope`", "`no_such_struct`", "`opaque`"] {
         assert!(err.contains(expected), "{expected} not named in: {err}");
     }
@@ -200,11 +200,11 @@ fn missing_symbols_structs_and_fields_are_named() {
 #[test]
 fn bit_fields_and_paths_through_pointers_are_refused() {
     let object = &fixture().object;
-    let err = generate_err(object, spec(&["linux_banner"], &[("outer", &["flag"])]), &NOTHING);
+    let err = generate_err(object, spec(&["linux_banner"], &[("outer", &["flag"])]), &[]);
     assert!(err.contains("`outer.flag`") && err.contains("bit-field"), "{err}");
-    let err = generate_err(object, spec(&["linux_banner"], &[("outer", &["ptr.a"])]), &NOTHING);
+    let err = generate_err(object, spec(&["linux_banner"], &[("outer", &["ptr.a"])]), &[]);
     assert!(err.contains("`outer.ptr.a`") && err.contains("not an embedded struct"), "{err}");
-    let err = generate_err(object, spec(&["linux_banner"], &[("outer", &[""])]), &NOTHING);
+    let err = generate_err(object, spec(&["linux_banner"], &[("outer", &[""])]), &[]);
     assert!(err.contains("empty component"), "{err}");
 }
 
@@ -220,12 +220,12 @@ fn files_that_are_not_elf_are_refused() {
     let dir = work_dir("not_elf");
     let text = dir.join("notes.txt");
     std::fs::write(&text, "just some text, not a kernel\n").expect("write");
-    let err = generate_err(&text, &NOTHING, &NOTHING);
+    let err = generate_err(&text, &NOTHING, &[]);
     assert!(err.contains("not an ELF file") && err.contains("notes.txt"), "{err}");
 
     let empty = dir.join("empty");
     std::fs::write(&empty, b"").expect("write");
-    assert!(generate_err(&empty, &NOTHING, &NOTHING).contains("not an ELF file"));
+    assert!(generate_err(&empty, &NOTHING, &[]).contains("not an ELF file"));
 
     // The boot-protocol header of a bzImage (what /boot/vmlinuz is).
     let mut bzimage = vec![0u8; 0x1000];
@@ -233,7 +233,7 @@ fn files_that_are_not_elf_are_refused() {
     bzimage[0x202..0x206].copy_from_slice(b"HdrS");
     let vmlinuz = dir.join("vmlinuz");
     std::fs::write(&vmlinuz, &bzimage).expect("write");
-    let err = generate_err(&vmlinuz, &NOTHING, &NOTHING);
+    let err = generate_err(&vmlinuz, &NOTHING, &[]);
     assert!(err.contains("bzImage") && err.contains("-dbg"), "{err}");
 
     let missing = dir.join("does-not-exist");
@@ -248,17 +248,17 @@ fn stripped_files_are_refused_for_lack_of_dwarf() {
     let fixture = fixture();
     let stripped = fixture.dir.join("stripped.o");
     run("objcopy", &["--strip-debug", fixture.object.to_str().expect("UTF-8"), stripped.to_str().expect("UTF-8")]);
-    let err = generate_err(&stripped, spec(&["linux_banner"], &[("outer", &["c"])]), &NOTHING);
+    let err = generate_err(&stripped, spec(&["linux_banner"], &[("outer", &["c"])]), &[]);
     assert!(err.contains("no DWARF") && err.contains("stripped.o"), "{err}");
     // Without a symbol table either, the missing DWARF is still what is reported.
     let bare = fixture.dir.join("bare.o");
     run("objcopy", &["--strip-all", fixture.object.to_str().expect("UTF-8"), bare.to_str().expect("UTF-8")]);
-    let err = generate_err(&bare, spec(&["linux_banner"], &[("outer", &["c"])]), &NOTHING);
+    let err = generate_err(&bare, spec(&["linux_banner"], &[("outer", &["c"])]), &[]);
     assert!(err.contains("no DWARF") && err.contains("bare.o"), "{err}");
     // A debug-only file has the DWARF but not the banner's bytes.
     let debug_only = fixture.dir.join("debug-only.o");
     run("objcopy", &["--only-keep-debug", fixture.object.to_str().expect("UTF-8"), debug_only.to_str().expect("UTF-8")]);
-    let err = generate_err(&debug_only, spec(&["linux_banner"], &[("outer", &["c"])]), &NOTHING);
+    let err = generate_err(&debug_only, spec(&["linux_banner"], &[("outer", &["c"])]), &[]);
     assert!(err.contains("only-keep-debug") && err.contains(".rodata"), "{err}");
 }
 
@@ -272,13 +272,13 @@ fn other_architectures_are_refused() {
     elf32[4] = 1; // EI_CLASS = ELFCLASS32
     let path = dir.join("elf32.o");
     std::fs::write(&path, &elf32).expect("write");
-    assert!(generate_err(&path, &NOTHING, &NOTHING).contains("32-bit"));
+    assert!(generate_err(&path, &NOTHING, &[]).contains("32-bit"));
 
     let mut arm = original;
     arm[18..20].copy_from_slice(&183u16.to_le_bytes()); // e_machine = EM_AARCH64
     let path = dir.join("aarch64.o");
     std::fs::write(&path, &arm).expect("write");
-    let err = generate_err(&path, &NOTHING, &NOTHING);
+    let err = generate_err(&path, &NOTHING, &[]);
     assert!(err.contains("x86-64 kernels only") && err.contains("Aarch64"), "{err}");
 }
 
@@ -286,7 +286,7 @@ fn other_architectures_are_refused() {
 fn releases_outside_the_constants_table_are_refused() {
     let dir = work_dir("old_release");
     let object = compile_object(&dir, "old.o", &["-DFIXTURE_RELEASE=\"5.10.0-30-amd64\""]);
-    let err = generate_err(&object, spec(&["linux_banner"], &[]), &NOTHING);
+    let err = generate_err(&object, spec(&["linux_banner"], &[]), &[]);
     assert!(err.contains("5.10.0-30-amd64") && err.contains("outside the range"), "{err}");
 }
 
@@ -352,7 +352,7 @@ fn corrupt_and_truncated_inputs_fail_without_panicking() {
             }
         }
         std::fs::write(&path, &bytes).expect("write");
-        if gen::generate_with_spec(&path, required, &NOTHING).is_err() {
+        if gen::generate_with_spec(&path, required, &[]).is_err() {
             failures += 1;
         }
     }
@@ -362,7 +362,7 @@ fn corrupt_and_truncated_inputs_fail_without_panicking() {
 #[test]
 fn the_generated_fixture_profile_round_trips_through_json() {
     let fixture = fixture();
-    let profile = gen::generate_with_spec(&fixture.object, truth_spec(fixture), &NOTHING).expect("generate");
+    let profile = gen::generate_with_spec(&fixture.object, truth_spec(fixture), &[]).expect("generate");
     let json = profile.to_json();
     let parsed: Profile = serde_json::from_str(&json).expect("parse back");
     assert_eq!(parsed, profile);

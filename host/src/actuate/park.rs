@@ -1,4 +1,4 @@
-//! Parking and unparking CFS tasks inside a paused guest kernel.
+//! Parking and unparking fair-class tasks inside a paused guest kernel: the flavour-neutral part.
 //!
 //! **Park.** A task gets the state [`ParkLayout::parked_state`]: `TASK_PARKED | TASK_WAKEKILL`.
 //! A sleeping task simply stays off its runqueue: ordinary wakeups (`wake_up_process`, wait
@@ -11,12 +11,18 @@
 //! it; `/proc` shows `P`, which no user task shows otherwise.
 //!
 //! **Unpark** is a wakeup done from outside: what `try_to_wake_up` → `activate_task` →
-//! `enqueue_task_fair` do (kernel/sched/core.c, fair.c of Linux 6.1), written into guest memory:
-//! for every level of the task's group hierarchy not yet queued, place the entity's vruntime,
-//! add its weight, count it, insert it into its `cfs_rq`'s red-black tree and put runqueues that
-//! become busy on the leaf list; count the task at the levels above; count it in `rq.nr_running`
-//! and in its pressure-stall groups; mark it queued and running; ask the CPU's current task to
-//! reschedule (flag and preempt count). A spurious wakeup is harmless to a sleeping task: kernel wait loops re-check their
+//! `enqueue_task_fair` do (kernel/sched/core.c, fair.c), written into guest memory. The fair
+//! runqueues' arithmetic — placing, weighing, counting and inserting each level of the task's
+//! group hierarchy — belongs to the kernel's scheduler flavour (`super::fair`: CFS as in 6.1,
+//! EEVDF as in 6.12); around it this module puts runqueues that became busy on the leaf list,
+//! counts the task in `rq.nr_running` and in its pressure-stall groups, marks it queued and
+//! running, and asks the CPU's current task to reschedule (flag and preempt count).
+//!
+//! **Delayed dequeue (EEVDF).** A task that goes to sleep while not eligible stays in its tree
+//! (`sched_delayed`) until picked. Parking such a task waits until the kernel has finished that
+//! dequeue (it is neither running nor sleeping off its runqueue). A task xsched parks while it
+//! runs blocks in a special state (`TASK_PARKED`), which the kernel dequeues at once, never
+//! delayed (`DEQUEUE_SPECIAL`); so a parked task is never left delayed. A spurious wakeup is harmless to a sleeping task: kernel wait loops re-check their
 //! condition, and a wakeup that came while it was parked is not lost.
 //!
 //! Every operation re-reads everything it relies on with the guest paused and refuses (to retry
@@ -28,15 +34,14 @@ use crate::linux::virt::{KernelMemory, KernelMemoryMut};
 use crate::linux::walk::{add, ListHeadLayout};
 use crate::linux::LinuxError;
 use crate::memory::Gva;
-use crate::profile::Profile;
+use crate::profile::{spec, Profile};
 
-use super::rbtree::{check_tree, insert_cached, key_before, GuestRbTree};
+use super::fair::{FairClass, Level};
+use super::fields::{bump, get, get_i32, get_u32, list_add_tail, locked, set};
 use super::staged::{apply, Staged};
 
 /// Deepest task-group hierarchy handled.
 const MAX_LEVELS: usize = 32;
-/// Largest red-black tree checked around an insert.
-const TREE_LIMIT: usize = 1 << 20;
 /// `NUMA_NO_NODE`.
 const NUMA_NO_NODE: i64 = -1;
 
@@ -131,20 +136,9 @@ pub struct ParkLayout {
     t_sched_class: Field,
     t_numa_nid: Option<Field>,
     t_se: u64,
-    se_weight: Field,
-    se_run_node: Field,
-    se_group_node: Field,
     se_on_rq: Field,
-    se_exec_start: Field,
-    se_vruntime: Field,
     se_parent: Field,
     se_cfs_rq: Field,
-    se_runnable_weight: Field,
-    c_weight: Field,
-    c_inv_weight: Field,
-    c_nr_running: Field,
-    c_h_nr_running: Field,
-    c_min_vruntime: Field,
     c_rq: Field,
     c_tg: Field,
     c_on_list: Field,
@@ -155,7 +149,6 @@ pub struct ParkLayout {
     rq_nr_running: Field,
     rq_curr: Field,
     rq_idle: Field,
-    rq_clock_task: Field,
     rq_cfs: u64,
     rq_cfs_tasks: Field,
     rq_leaf_list: Field,
@@ -163,6 +156,7 @@ pub struct ParkLayout {
     tg_parent: Field,
     tg_idle: Field,
     tg_cfs_rq: Field,
+    tg_cfs_rq_stride: u64,
     list: ListHeadLayout,
     psi: Option<PsiLayout>,
     /// The state a parked task has.
@@ -173,14 +167,15 @@ pub struct ParkLayout {
     /// x86's `PREEMPT_NEED_RESCHED`: the bit of the per-CPU preempt count that is *cleared*
     /// while the CPU's current task must reschedule.
     preempt_need_resched: u32,
-    /// `__preempt_count` of each possible CPU.
+    /// The preempt count of each possible CPU (`__preempt_count`, or `pcpu_hot.preempt_count`).
     preempt_counts: Vec<Gva>,
+    /// Its width.
+    preempt_count: Field,
     pf_kthread: u32,
     fair_policies: [u32; 2],
     on_rq_queued: u32,
-    latency: Gva,
     fair_sched_class: Gva,
-    nice_0_load: u64,
+    fair: FairClass,
     /// `runqueues` of each possible CPU.
     runqueues: Vec<Gva>,
     /// `__per_cpu_offset` of each possible CPU.
@@ -203,7 +198,7 @@ impl ParkLayout {
             u32::try_from(v).map_err(|_| LinuxError::Inconsistent { release: p.release.clone(), what: format!("{name} = {v:#x} does not fit 32 bits") })
         };
         let runqueues_sym = p.symbol("runqueues")?;
-        let preempt_count_sym = p.symbol("__preempt_count")?;
+        let preempt_count = preempt_count_location(p)?;
         let psi = (|| -> Result<PsiLayout, LinuxError> {
             Ok(PsiLayout {
                 task_psi_flags: t("psi_flags")?,
@@ -238,20 +233,9 @@ impl ParkLayout {
             t_sched_class: t("sched_class")?,
             t_numa_nid: optional("task_struct", "numa_preferred_nid"),
             t_se: p.offset("task_struct", "se")?,
-            se_weight: se("load.weight")?,
-            se_run_node: Field::of(p, "sched_entity", "run_node")?,
-            se_group_node: Field::of(p, "sched_entity", "group_node")?,
             se_on_rq: se("on_rq")?,
-            se_exec_start: se("exec_start")?,
-            se_vruntime: se("vruntime")?,
             se_parent: se("parent")?,
             se_cfs_rq: se("cfs_rq")?,
-            se_runnable_weight: se("runnable_weight")?,
-            c_weight: c("load.weight")?,
-            c_inv_weight: c("load.inv_weight")?,
-            c_nr_running: c("nr_running")?,
-            c_h_nr_running: c("h_nr_running")?,
-            c_min_vruntime: c("min_vruntime")?,
             c_rq: c("rq")?,
             c_tg: c("tg")?,
             c_on_list: c("on_list")?,
@@ -262,7 +246,6 @@ impl ParkLayout {
             rq_nr_running: rq("nr_running")?,
             rq_curr: rq("curr")?,
             rq_idle: rq("idle")?,
-            rq_clock_task: rq("clock_task")?,
             rq_cfs: p.offset("rq", "cfs")?,
             rq_cfs_tasks: Field::of(p, "rq", "cfs_tasks")?,
             rq_leaf_list: Field::of(p, "rq", "leaf_cfs_rq_list")?,
@@ -270,6 +253,8 @@ impl ParkLayout {
             tg_parent: tg("parent")?,
             tg_idle: tg("idle")?,
             tg_cfs_rq: tg("cfs_rq")?,
+            // `tg->cfs_rq` points to an array of `cfs_rq` pointers, one per CPU.
+            tg_cfs_rq_stride: tg("cfs_rq")?.size,
             list: ListHeadLayout::from_profile(p)?,
             psi,
             parked_state: crate::linux::state::TaskStates::from_profile(p)?.xsched_parked,
@@ -277,13 +262,13 @@ impl ParkLayout {
             interruptible: k("TASK_INTERRUPTIBLE")?,
             tif_need_resched: k("TIF_NEED_RESCHED")?,
             preempt_need_resched: k("PREEMPT_NEED_RESCHED")?,
-            preempt_counts: per_cpu_offsets.iter().map(|o| Gva(o.wrapping_add(preempt_count_sym))).collect(),
+            preempt_counts: per_cpu_offsets.iter().map(|o| Gva(o.wrapping_add(preempt_count.0))).collect(),
+            preempt_count: preempt_count.1,
             pf_kthread: k("PF_KTHREAD")?,
             fair_policies: [k("SCHED_NORMAL")?, k("SCHED_BATCH")?],
             on_rq_queued: k("TASK_ON_RQ_QUEUED")?,
-            latency: sym("sysctl_sched_latency")?,
             fair_sched_class: sym("fair_sched_class")?,
-            nice_0_load: p.constant("NICE_0_LOAD")?,
+            fair: FairClass::from_profile(p, virt_shift)?,
             runqueues: per_cpu_offsets.iter().map(|o| Gva(o.wrapping_add(runqueues_sym))).collect(),
             per_cpu_offsets,
         })
@@ -293,45 +278,24 @@ impl ParkLayout {
     pub fn is_parked(&self, state: u32) -> bool {
         state == self.parked_state
     }
+
+    /// The fair class this kernel's runqueues follow.
+    pub fn fair(&self) -> &FairClass {
+        &self.fair
+    }
 }
 
-/// Reads a scalar field of the struct at `base`.
-fn get<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<u64, LinuxError> {
-    let mut b = [0u8; 8];
-    let n = crate::memory::to_usize(f.size.min(8));
-    mem.read_virt(f.at(base)?, &mut b[..n])?;
-    Ok(u64::from_le_bytes(b))
-}
-
-/// Reads a scalar field that must fit 32 bits (`int`, `unsigned int`, `pid_t`).
-fn get_u32<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<u32, LinuxError> {
-    let value = get(mem, base, f)?;
-    u32::try_from(value).map_err(|_| LinuxError::Walk(format!("{value:#x} at {base}+{:#x} does not fit a 32-bit field", f.offset)))
-}
-
-/// Reads a signed 32-bit field (`int`), sign-extending it.
-fn get_i32<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<i32, LinuxError> {
-    // Two's complement reinterpretation of the field's 32 bits, as C reads an `int`.
-    get_u32(mem, base, f).map(|v| v as i32)
-}
-
-/// Writes a scalar field of the struct at `base`.
-fn set<K: KernelMemoryMut + ?Sized>(mem: &mut K, base: Gva, f: Field, value: u64) -> Result<(), LinuxError> {
-    let n = crate::memory::to_usize(f.size.min(8));
-    mem.write_virt(f.at(base)?, &value.to_le_bytes()[..n])
-}
-
-/// Adds `delta` to a scalar counter field.
-fn bump<K: KernelMemoryMut + ?Sized>(mem: &mut K, base: Gva, f: Field, delta: u64) -> Result<(), LinuxError> {
-    let value = get(mem, base, f)?;
-    set(mem, base, f, value.wrapping_add(delta))
-}
-
-/// Whether a lock word (spinlock, `raw_spinlock_t`) is held: any byte non-zero.
-fn locked<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<bool, LinuxError> {
-    let mut b = vec![0u8; crate::memory::to_usize(f.size.min(64))];
-    mem.read_virt(f.at(base)?, &mut b)?;
-    Ok(b.iter().any(|&x| x != 0))
+/// Where each CPU's preempt count is, as a per-CPU offset, and its field: the per-CPU
+/// `__preempt_count` or the `preempt_count` of the per-CPU `pcpu_hot` (see
+/// `spec::PREEMPT_COUNT`).
+fn preempt_count_location(p: &Profile) -> Result<(u64, Field), LinuxError> {
+    let location = spec::first_complete(p, spec::PREEMPT_COUNT).map_err(|lacks| LinuxError::Inconsistent { release: p.release.clone(), what: lacks })?;
+    let (base, field) = match location {
+        "pcpu_hot" => (p.symbol("pcpu_hot")?, Field::scalar(p, "pcpu_hot", "preempt_count")?),
+        // `int __preempt_count`.
+        _ => (p.symbol("__preempt_count")?, Field { offset: 0, size: 4 }),
+    };
+    Ok((base.wrapping_add(field.offset), Field { offset: 0, ..field }))
 }
 
 /// The checks both operations share: the task is the expected one, a user CFS task, its CPU
@@ -412,26 +376,12 @@ fn resched_curr<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, cpu: u
     let flags = get(mem, curr, l.t_ti_flags)?;
     set(mem, curr, l.t_ti_flags, flags | 1 << l.tif_need_resched)?;
     let count = *usize::try_from(cpu).ok().and_then(|c| l.preempt_counts.get(c)).ok_or_else(|| LinuxError::Walk(format!("CPU {cpu} has no per-CPU area")))?;
-    let word = Field { offset: 0, size: 4 };
-    let value = get(mem, count, word)?;
-    set(mem, count, word, value & !u64::from(l.preempt_need_resched))
-}
-
-/// One level of the task's scheduling-entity hierarchy.
-#[derive(Clone, Copy, Debug)]
-struct Level {
-    se: Gva,
-    cfs_rq: Gva,
-    queued: bool,
+    let value = get(mem, count, l.preempt_count)?;
+    set(mem, count, l.preempt_count, value & !u64::from(l.preempt_need_resched))
 }
 
 /// Unparks the task `task` (makes it runnable and queues it). The guest must be paused.
-pub fn unpark<K: KernelMemoryMut + ?Sized>(
-    mem: &mut K,
-    l: &ParkLayout,
-    profile: &Profile,
-    task: &TaskIdentity,
-) -> Result<UnparkOutcome, LinuxError> {
+pub fn unpark<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &TaskIdentity) -> Result<UnparkOutcome, LinuxError> {
     let (cpu, rq) = match check_task(mem, l, task)? {
         Ok(found) => found,
         Err(d) => return Ok(UnparkOutcome::Deferred(d)),
@@ -455,6 +405,9 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(
         Ok(levels) => levels,
         Err(why) => return retry(why),
     };
+    if let Some(why) = l.fair.not_now(mem, &levels)? {
+        return retry(why);
+    }
     if Gva(get(mem, rq, l.rq_tmp_alone_branch)?) != l.rq_leaf_list.at(rq)? {
         return retry("the runqueue's leaf list is mid-update".into());
     }
@@ -472,7 +425,12 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(
 
     let writes = {
         let mut staged = Staged::new(&*mem);
-        enqueue(&mut staged, l, profile, rq, cpu, &levels)?;
+        let newly_busy = l.fair.enqueue_task(&mut staged, rq, l.rq_cfs_tasks.at(rq)?, &levels)?;
+        // list_add_leaf_cfs_rq, top-down so that every parent is listed before its child.
+        for &cfs_rq in newly_busy.iter().rev() {
+            add_leaf_cfs_rq(&mut staged, l, cfs_rq, rq, cpu)?;
+        }
+        bump(&mut staged, rq, l.rq_nr_running, 1)?;
         if let (Some(psi), Some(groups)) = (&l.psi, &psi_groups) {
             let flags = get(&staged, t, psi.task_psi_flags)?;
             set(&mut staged, t, psi.task_psi_flags, flags | 1 << psi.nr_running)?;
@@ -525,93 +483,6 @@ fn hierarchy<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task_se: Gva, rq
     }
 }
 
-/// Stages what `enqueue_task_fair` does for a waking task whose hierarchy is `levels`.
-fn enqueue<K: KernelMemoryMut + ?Sized>(
-    mem: &mut K,
-    l: &ParkLayout,
-    profile: &Profile,
-    rq: Gva,
-    cpu: u32,
-    levels: &[Level],
-) -> Result<(), LinuxError> {
-    let latency = mem.read_u32(l.latency)?;
-    let clock_task = get(mem, rq, l.rq_clock_task)?;
-    let mut newly_busy = Vec::new();
-    let mut below: Option<Gva> = None;
-    for (i, level) in levels.iter().enumerate() {
-        let Level { se, cfs_rq, queued } = *level;
-        if !queued {
-            place_entity(mem, l, se, cfs_rq, latency, clock_task)?;
-            let weight = get(mem, se, l.se_weight)?;
-            bump(mem, cfs_rq, l.c_weight, weight)?;
-            set(mem, cfs_rq, l.c_inv_weight, 0)?;
-            if i == 0 {
-                list_add(mem, l.list, add(se, l.se_group_node.offset)?, add(rq, l.rq_cfs_tasks.offset)?)?;
-            }
-            bump(mem, cfs_rq, l.c_nr_running, 1)?;
-            if get(mem, cfs_rq, l.c_nr_running)? == 1 && get(mem, cfs_rq, l.c_on_list)? == 0 {
-                newly_busy.push(cfs_rq);
-            }
-        }
-        if let Some(my_q) = below {
-            // se_update_runnable: a group entity's runnable weight is its runqueue's task count.
-            let h = get(mem, my_q, l.c_h_nr_running)?;
-            set(mem, se, l.se_runnable_weight, h)?;
-        }
-        if !queued {
-            let mut tree = GuestRbTree::cfs(mem, profile, cfs_rq).map_err(tree_error)?;
-            check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
-            insert_cached(&mut tree, add(se, l.se_run_node.offset)?).map_err(tree_error)?;
-            check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
-            set(mem, se, l.se_on_rq, 1)?;
-        }
-        bump(mem, cfs_rq, l.c_h_nr_running, 1)?;
-        below = Some(cfs_rq);
-    }
-    // list_add_leaf_cfs_rq, top-down so that every parent is listed before its child.
-    for &cfs_rq in newly_busy.iter().rev() {
-        add_leaf_cfs_rq(mem, l, cfs_rq, rq, cpu)?;
-    }
-    bump(mem, rq, l.rq_nr_running, 1)
-}
-
-/// `place_entity(cfs_rq, se, 0)` for a wakeup: no more than half a latency of sleep credit.
-fn place_entity<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, se: Gva, cfs_rq: Gva, latency: u32, clock_task: u64) -> Result<(), LinuxError> {
-    let floor = get(mem, cfs_rq, l.c_min_vruntime)?.wrapping_sub(u64::from(latency >> 1));
-    let vruntime = get(mem, se, l.se_vruntime)?;
-    let exec_start = get(mem, se, l.se_exec_start)?;
-    // entity_is_long_sleeper: after ~104 days the old vruntime may compare the wrong way.
-    let long_sleeper = exec_start != 0 && clock_task > exec_start && clock_task - exec_start > (1u64 << 63) / (l.nice_0_load >> 10).max(1);
-    let placed = if long_sleeper || key_before(vruntime, floor) { floor } else { vruntime };
-    set(mem, se, l.se_vruntime, placed)
-}
-
-/// `list_add(new, head)`: inserts `new` right after `head`.
-fn list_add<K: KernelMemoryMut + ?Sized>(mem: &mut K, list: ListHeadLayout, new: Gva, head: Gva) -> Result<(), LinuxError> {
-    let next = mem.read_ptr(add(head, list.next)?)?;
-    list_insert(mem, list, new, head, next)
-}
-
-/// `list_add_tail(new, head)`: inserts `new` right before `head`.
-fn list_add_tail<K: KernelMemoryMut + ?Sized>(mem: &mut K, list: ListHeadLayout, new: Gva, head: Gva) -> Result<(), LinuxError> {
-    let prev = mem.read_ptr(add(head, list.prev)?)?;
-    list_insert(mem, list, new, prev, head)
-}
-
-/// Links `new` between `prev` and `next`, which must be adjacent (the check `DEBUG_LIST` makes).
-fn list_insert<K: KernelMemoryMut + ?Sized>(mem: &mut K, list: ListHeadLayout, new: Gva, prev: Gva, next: Gva) -> Result<(), LinuxError> {
-    if mem.read_ptr(add(prev, list.next)?)? != next || mem.read_ptr(add(next, list.prev)?)? != prev {
-        return Err(LinuxError::Walk(format!("list corrupted around {prev} and {next}")));
-    }
-    if new == prev || new == next {
-        return Err(LinuxError::Walk(format!("{new} is already on the list")));
-    }
-    mem.write_u64(add(next, list.prev)?, new.raw())?;
-    mem.write_u64(add(new, list.next)?, next.raw())?;
-    mem.write_u64(add(new, list.prev)?, prev.raw())?;
-    mem.write_u64(add(prev, list.next)?, new.raw())
-}
-
 /// `list_add_leaf_cfs_rq` for a runqueue whose parent is listed (or which is the root).
 fn add_leaf_cfs_rq<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, cfs_rq: Gva, rq: Gva, cpu: u32) -> Result<(), LinuxError> {
     let tg = Gva(get(mem, cfs_rq, l.c_tg)?);
@@ -620,7 +491,7 @@ fn add_leaf_cfs_rq<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, cfs
     if parent_tg == Gva(0) {
         list_add_tail(mem, l.list, node, add(rq, l.rq_leaf_list.offset)?)?;
     } else {
-        let parent = mem.read_ptr(add(Gva(get(mem, parent_tg, l.tg_cfs_rq)?), 8 * u64::from(cpu))?)?;
+        let parent = mem.read_ptr(add(Gva(get(mem, parent_tg, l.tg_cfs_rq)?), l.tg_cfs_rq_stride * u64::from(cpu))?)?;
         if get(mem, parent, l.c_on_list)? == 0 {
             return Err(LinuxError::Walk(format!("cfs_rq {cfs_rq}: parent {parent} is not on the leaf list")));
         }
@@ -657,6 +528,3 @@ fn psi_groups<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, psi: &PsiLayout
     Ok(counters)
 }
 
-fn tree_error(e: super::rbtree::RbTreeError) -> LinuxError {
-    LinuxError::Walk(e.to_string())
-}

@@ -25,6 +25,7 @@
 
 use std::collections::HashSet;
 
+use crate::linux::flavour::Flavour;
 use crate::linux::virt::KernelMemoryMut;
 use crate::linux::walk::RbNodeLayout;
 use crate::linux::LinuxError;
@@ -85,6 +86,21 @@ pub trait RbNodes {
     fn leftmost(&self) -> Result<Gva>;
     /// Sets `rb_root_cached.rb_leftmost`.
     fn set_leftmost(&mut self, n: Gva) -> Result<()>;
+    /// The augmented tree's `propagate(n, NULL)` callback: recomputes the augmented values of
+    /// `n` and its ancestors until one comes out unchanged. Plain trees have none.
+    fn augment_propagate(&mut self, _n: Gva) -> Result<()> {
+        Ok(())
+    }
+    /// The augmented tree's `rotate(old, new)` callback, called after a rotation made `new`
+    /// take `old`'s place. Plain trees have none.
+    fn augment_rotate(&mut self, _old: Gva, _new: Gva) -> Result<()> {
+        Ok(())
+    }
+    /// Checks the augmented values the kernel keeps exact at `n` against its children's (for
+    /// [`check_tree`]). Plain trees have none.
+    fn augment_verify(&self, _n: Gva) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// `entity_before`: whether key `a` sorts before key `b`, `(s64)(a - b) < 0`.
@@ -181,8 +197,10 @@ trait RbOps: RbNodes {
 
 impl<N: RbNodes + ?Sized> RbOps for N {}
 
-/// `rb_add_cached(node, tree, __entity_less)`: inserts `node` (not in the tree, its fields
-/// ignored) ordered by [`RbNodes::key`], after any equal keys, and rebalances like `__rb_insert`.
+/// `rb_add_cached(node, tree, __entity_less)`, or `rb_add_augmented_cached` for an augmented tree:
+/// inserts `node` (not in the tree, its link fields ignored) ordered by [`RbNodes::key`], after
+/// any equal keys, propagates the augmented values from its parent up (before rebalancing, as
+/// the kernel does) and rebalances like `__rb_insert`, calling the rotate callback where it does.
 ///
 /// Returns whether `node` became the leftmost (then `rb_leftmost` points to it).
 pub fn insert_cached<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<bool> {
@@ -218,8 +236,10 @@ pub fn insert_cached<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<boo
         tree.set_root(node)?;
     } else {
         tree.set_child(parent, side, node)?;
+        // augment->propagate(parent, NULL) /* suboptimal */
+        tree.augment_propagate(parent)?;
     }
-    // rb_insert_color_cached
+    // rb_insert_color_cached / rb_insert_augmented_cached
     if leftmost {
         tree.set_leftmost(node)?;
     }
@@ -268,6 +288,7 @@ fn insert_color<N: RbNodes + ?Sized>(tree: &mut N, mut node: Gva) -> Result<()> 
                 tree.rb_set_parent_color(tmp, parent, RB_BLACK)?;
             }
             tree.rb_set_parent_color(parent, node, RB_RED)?;
+            tree.augment_rotate(parent, node)?;
             parent = node;
             tmp = tree.child(node, side.flip())?;
         }
@@ -277,7 +298,8 @@ fn insert_color<N: RbNodes + ?Sized>(tree: &mut N, mut node: Gva) -> Result<()> 
         if tmp != NULL {
             tree.rb_set_parent_color(tmp, gparent, RB_BLACK)?;
         }
-        return tree.rb_rotate_set_parents(gparent, parent, RB_RED);
+        tree.rb_rotate_set_parents(gparent, parent, RB_RED)?;
+        return tree.augment_rotate(gparent, parent);
     }
     Err(corrupt(format!("insert rebalancing ran more than {MAX_DEPTH} rounds")))
 }
@@ -490,7 +512,8 @@ pub struct TreeReport {
 /// Checks that `tree` is a valid `rb_root_cached` of at most `limit` nodes: the root is black
 /// with a null parent; every child records its parent; no red node has a red child; every path
 /// holds the same number of black nodes; keys never decrease in order (under [`key_before`]) and
-/// span less than 2^63; `rb_leftmost` is the first node; no node is reached twice.
+/// span less than 2^63; `rb_leftmost` is the first node; no node is reached twice; the augmented
+/// values the kernel keeps exact are (see [`RbNodes::augment_verify`]).
 ///
 /// Reads at most `limit` nodes' worth of fields; garbage ends in an error, never a long walk.
 pub fn check_tree<N: RbNodes + ?Sized>(tree: &N, limit: usize) -> Result<TreeReport> {
@@ -555,6 +578,7 @@ impl<N: RbNodes + ?Sized> Checker<'_, N> {
                 return Err(corrupt(format!("red {node} has red child {child}")));
             }
         }
+        self.tree.augment_verify(node)?;
         let left_height = if left == NULL { 0 } else { self.subtree(left, node, depth + 1)? };
         let key = self.tree.key(node)?;
         match self.prev {
@@ -590,22 +614,61 @@ pub struct RbKeyLayout {
 }
 
 impl RbKeyLayout {
-    /// The CFS timeline's key: `sched_entity.vruntime`, nodes at `sched_entity.run_node`.
-    pub fn cfs(profile: &Profile) -> Result<Self, LinuxError> {
+    /// A fair runqueue's timeline: nodes at `sched_entity.run_node`, keyed by the flavour's
+    /// [`Flavour::timeline_key`] (`vruntime` in CFS, `deadline` in EEVDF).
+    pub fn timeline(profile: &Profile, flavour: Flavour) -> Result<Self, LinuxError> {
         Ok(Self {
             node: profile.offset("sched_entity", "run_node")?,
-            key: profile.offset("sched_entity", "vruntime")?,
+            key: profile.offset("sched_entity", flavour.timeline_key())?,
         })
+    }
+
+    /// The address of the field at `offset` in the entry whose node is at `node`.
+    fn entry_field(&self, node: Gva, offset: u64) -> Result<Gva> {
+        node.raw()
+            .checked_sub(self.node)
+            .and_then(|entry| entry.checked_add(offset))
+            .map(Gva)
+            .ok_or_else(|| corrupt(format!("{node} cannot be an rb_node at +{:#x} in its entry", self.node)))
     }
 
     /// The key's address for the node at `node`.
     fn key_at(&self, node: Gva) -> Result<Gva> {
-        node.raw()
-            .checked_sub(self.node)
-            .and_then(|entry| entry.checked_add(self.key))
-            .map(Gva)
-            .ok_or_else(|| corrupt(format!("{node} cannot be an rb_node at +{:#x} in its entry", self.node)))
+        self.entry_field(node, self.key)
     }
+}
+
+/// EEVDF's augmentation of the timeline (`min_vruntime_cb`, kernel/sched/fair.c of 6.12): each
+/// entity holds the smallest `vruntime` and the smallest `slice` of its subtree. Offsets are in
+/// the entity.
+///
+/// As in the kernel, `RB_DECLARE_CALLBACKS(.., min_vruntime, min_vruntime_update)` copies only
+/// `min_vruntime` on a rotation and recomputes the old node's both values; the new node's
+/// `min_slice` is not recomputed there, so the kernel keeps `min_vruntime` exact and `min_slice`
+/// only as exact as that allows. xsched does exactly the same, and checks only `min_vruntime`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinVruntimeAugment {
+    /// `sched_entity.vruntime`.
+    pub vruntime: u64,
+    /// `sched_entity.min_vruntime`.
+    pub min_vruntime: u64,
+    /// `sched_entity.slice`.
+    pub slice: u64,
+    /// `sched_entity.min_slice`.
+    pub min_slice: u64,
+}
+
+impl MinVruntimeAugment {
+    /// The offsets from an EEVDF kernel's profile.
+    pub fn from_profile(profile: &Profile) -> Result<Self, LinuxError> {
+        let se = |f: &str| profile.offset("sched_entity", f);
+        Ok(Self { vruntime: se("vruntime")?, min_vruntime: se("min_vruntime")?, slice: se("slice")?, min_slice: se("min_slice")? })
+    }
+}
+
+/// `vruntime_gt`: `(s64)(a - b) > 0`.
+fn vruntime_gt(a: u64, b: u64) -> bool {
+    key_before(b, a)
 }
 
 /// An `rb_root_cached` in guest kernel-virtual memory, read and written in place.
@@ -616,6 +679,7 @@ pub struct GuestRbTree<'a, K: ?Sized> {
     mem: &'a mut K,
     layout: RbNodeLayout,
     key: RbKeyLayout,
+    augment: Option<MinVruntimeAugment>,
     /// Address of `rb_root_cached.rb_root.rb_node`.
     root_at: Gva,
     /// Address of `rb_root_cached.rb_leftmost`.
@@ -623,19 +687,24 @@ pub struct GuestRbTree<'a, K: ?Sized> {
 }
 
 impl<'a, K: KernelMemoryMut + ?Sized> GuestRbTree<'a, K> {
-    /// The tree whose `rb_root.rb_node` is at `root_at` and `rb_leftmost` at `leftmost_at`.
-    pub fn new(mem: &'a mut K, layout: RbNodeLayout, key: RbKeyLayout, root_at: Gva, leftmost_at: Gva) -> Self {
-        Self { mem, layout, key, root_at, leftmost_at }
+    /// The tree whose `rb_root.rb_node` is at `root_at` and `rb_leftmost` at `leftmost_at`,
+    /// augmented when `augment` is given.
+    pub fn new(mem: &'a mut K, layout: RbNodeLayout, key: RbKeyLayout, augment: Option<MinVruntimeAugment>, root_at: Gva, leftmost_at: Gva) -> Self {
+        Self { mem, layout, key, augment, root_at, leftmost_at }
     }
 
-    /// `cfs_rq.tasks_timeline` of the `cfs_rq` at `cfs_rq`, keyed by vruntime.
-    pub fn cfs(mem: &'a mut K, profile: &Profile, cfs_rq: Gva) -> Result<Self> {
+    /// `cfs_rq.tasks_timeline` of the `cfs_rq` at `cfs_rq`, as `flavour` orders and augments it.
+    pub fn timeline(mem: &'a mut K, profile: &Profile, flavour: Flavour, cfs_rq: Gva) -> Result<Self> {
         let at = |field: &str| -> Result<Gva> {
             let offset = profile.offset("cfs_rq", field).map_err(LinuxError::from)?;
             Ok(crate::linux::walk::add(cfs_rq, offset)?)
         };
         let (root_at, leftmost_at) = (at("tasks_timeline.rb_root.rb_node")?, at("tasks_timeline.rb_leftmost")?);
-        Ok(Self::new(mem, RbNodeLayout::from_profile(profile)?, RbKeyLayout::cfs(profile)?, root_at, leftmost_at))
+        let augment = match flavour {
+            Flavour::Cfs => None,
+            Flavour::Eevdf => Some(MinVruntimeAugment::from_profile(profile)?),
+        };
+        Ok(Self::new(mem, RbNodeLayout::from_profile(profile)?, RbKeyLayout::timeline(profile, flavour)?, augment, root_at, leftmost_at))
     }
 
     /// The address of field `offset` of node `n`, refusing the null node.
@@ -644,6 +713,39 @@ impl<'a, K: KernelMemoryMut + ?Sized> GuestRbTree<'a, K> {
             return Err(corrupt("null node dereferenced".into()));
         }
         Ok(crate::linux::walk::add(n, offset)?)
+    }
+
+    /// The `u64` at `offset` in the entry of node `n`.
+    fn entry_u64(&self, n: Gva, offset: u64) -> Result<u64> {
+        if n == NULL {
+            return Err(corrupt("entry of a null node".into()));
+        }
+        Ok(self.mem.read_u64(self.key.entry_field(n, offset)?)?)
+    }
+
+    /// Sets the `u64` at `offset` in the entry of node `n`.
+    fn set_entry_u64(&mut self, n: Gva, offset: u64, value: u64) -> Result<()> {
+        let at = self.key.entry_field(n, offset)?;
+        Ok(self.mem.write_u64(at, value)?)
+    }
+
+    /// `min_vruntime_update(se, exit)`: recomputes `n`'s `min_vruntime` and `min_slice` from its
+    /// own values and its children's; says whether both came out unchanged.
+    fn min_vruntime_update(&mut self, a: MinVruntimeAugment, n: Gva) -> Result<bool> {
+        let (old_min_vruntime, old_min_slice) = (self.entry_u64(n, a.min_vruntime)?, self.entry_u64(n, a.min_slice)?);
+        let children = [self.right(n)?, self.left(n)?];
+        let mut min_vruntime = self.entry_u64(n, a.vruntime)?;
+        let mut min_slice = self.entry_u64(n, a.slice)?;
+        for child in children.into_iter().filter(|&c| c != NULL) {
+            let child_min = self.entry_u64(child, a.min_vruntime)?;
+            if vruntime_gt(min_vruntime, child_min) {
+                min_vruntime = child_min;
+            }
+            min_slice = min_slice.min(self.entry_u64(child, a.min_slice)?);
+        }
+        self.set_entry_u64(n, a.min_vruntime, min_vruntime)?;
+        self.set_entry_u64(n, a.min_slice, min_slice)?;
+        Ok(min_vruntime == old_min_vruntime && min_slice == old_min_slice)
     }
 }
 
@@ -686,6 +788,41 @@ impl<K: KernelMemoryMut + ?Sized> RbNodes for GuestRbTree<'_, K> {
     }
     fn set_leftmost(&mut self, n: Gva) -> Result<()> {
         Ok(self.mem.write_u64(self.leftmost_at, n.raw())?)
+    }
+    /// `min_vruntime_cb_propagate(n, NULL)`.
+    fn augment_propagate(&mut self, mut n: Gva) -> Result<()> {
+        let Some(a) = self.augment else { return Ok(()) };
+        for _ in 0..MAX_DEPTH {
+            if n == NULL || self.min_vruntime_update(a, n)? {
+                return Ok(());
+            }
+            n = self.rb_parent(n)?;
+        }
+        Err(corrupt(format!("augmented propagation ran more than {MAX_DEPTH} levels")))
+    }
+    /// `min_vruntime_cb_rotate(old, new)`: `new` takes `old`'s `min_vruntime` (only that: see
+    /// [`MinVruntimeAugment`]), `old` is recomputed.
+    fn augment_rotate(&mut self, old: Gva, new: Gva) -> Result<()> {
+        let Some(a) = self.augment else { return Ok(()) };
+        let value = self.entry_u64(old, a.min_vruntime)?;
+        self.set_entry_u64(new, a.min_vruntime, value)?;
+        self.min_vruntime_update(a, old).map(|_| ())
+    }
+    /// `min_vruntime` is the smallest `vruntime` of the subtree (`vruntime_gt` order).
+    fn augment_verify(&self, n: Gva) -> Result<()> {
+        let Some(a) = self.augment else { return Ok(()) };
+        let mut expected = self.entry_u64(n, a.vruntime)?;
+        for child in [self.right(n)?, self.left(n)?].into_iter().filter(|&c| c != NULL) {
+            let child_min = self.entry_u64(child, a.min_vruntime)?;
+            if vruntime_gt(expected, child_min) {
+                expected = child_min;
+            }
+        }
+        let found = self.entry_u64(n, a.min_vruntime)?;
+        if found != expected {
+            return Err(corrupt(format!("{n}: min_vruntime is {found:#x}, its subtree's smallest vruntime {expected:#x}")));
+        }
+        Ok(())
     }
 }
 
@@ -916,7 +1053,7 @@ mod tests {
         let nodes: Vec<Gva> = (0..=64).map(node).collect();
         for seed in 0..300 {
             img.memory_mut().write_phys(Gpa(0), &[0xa5; 0x1000 + 64 * 0x100]).expect("stale fill");
-            let mut tree = GuestRbTree::cfs(&mut img, &profile, BASE).expect("tree");
+            let mut tree = GuestRbTree::timeline(&mut img, &profile, Flavour::Cfs, BASE).expect("tree");
             tree.set_root(NULL).expect("root");
             tree.set_leftmost(NULL).expect("leftmost");
             let set_key = |t: &mut GuestRbTree<'_, DirectMapped<ImageMemory>>, n: Gva, k: u64| {
@@ -934,6 +1071,60 @@ mod tests {
         }
     }
 
+    /// EEVDF's augmented timeline on the real 6.12 layout: after every insert (in deadline
+    /// order, random vruntimes and slices) every node's `min_vruntime` is its subtree's smallest
+    /// `vruntime`, recomputed here by brute force, and the tree checks.
+    #[test]
+    fn augmented_inserts_keep_every_subtree_minimum() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/6.12.117+deb12-cloud-amd64.json");
+        let profile = Profile::load(&path).expect("profile");
+        let se = |f: &str| profile.offset("sched_entity", f).expect("field");
+        let stride = profile.struct_layout("sched_entity").expect("se").size.next_multiple_of(64);
+        let span = 0x1000 + 48 * usize::try_from(stride).expect("small");
+        let mut img = DirectMapped::new(ImageMemory::zeroed(span), BASE);
+        let entity = |img: &DirectMapped<ImageMemory>, i: u64| img.va(Gpa(0x1000 + stride * i));
+        for seed in 0..200 {
+            let mut rng = Rng(seed);
+            img.memory_mut().write_phys(Gpa(0), &vec![0x5a; span]).expect("stale fill");
+            let base = rng.next();
+            let count = 1 + rng.below(47) as u64;
+            let entities: Vec<Gva> = (0..count).map(|i| entity(&img, i)).collect();
+            {
+                let mut tree = GuestRbTree::timeline(&mut img, &profile, Flavour::Eevdf, BASE).expect("tree");
+                tree.set_root(NULL).expect("root");
+                tree.set_leftmost(NULL).expect("leftmost");
+            }
+            for (i, &e) in entities.iter().enumerate() {
+                let vruntime = base.wrapping_add(rng.below(1 << 30) as u64).wrapping_sub(1 << 29);
+                for (field, value) in [("vruntime", vruntime), ("deadline", vruntime.wrapping_add(rng.below(1 << 24) as u64)), ("slice", 100_000 + rng.below(3_000_000) as u64)] {
+                    img.write_u64(e.checked_add(se(field)).expect("va"), value).expect("write");
+                }
+                img.write_u64(e.checked_add(se("min_vruntime")).expect("va"), vruntime).expect("write");
+                let mut tree = GuestRbTree::timeline(&mut img, &profile, Flavour::Eevdf, BASE).expect("tree");
+                insert_cached(&mut tree, e.checked_add(se("run_node")).expect("va")).unwrap_or_else(|err| panic!("seed {seed}: {err}"));
+                let report = check_tree(&tree, 1000).unwrap_or_else(|err| panic!("seed {seed}: {err}"));
+                assert_eq!(report.count, i + 1, "seed {seed}");
+                // Brute force: each node's subtree minimum, from the node's in-order neighbours.
+                for &n in &entities[..=i] {
+                    let node = n.checked_add(se("run_node")).expect("va");
+                    let mut subtree = vec![node];
+                    let mut k = 0;
+                    while k < subtree.len() {
+                        let at = subtree[k];
+                        subtree.extend([tree.left(at).expect("left"), tree.right(at).expect("right")].into_iter().filter(|&c| c != NULL));
+                        k += 1;
+                    }
+                    let expected = subtree
+                        .iter()
+                        .map(|&m| tree.mem.read_u64(Gva(m.raw() - se("run_node") + se("vruntime"))).expect("vruntime"))
+                        .reduce(|a, b| if key_before(b, a) { b } else { a })
+                        .expect("non-empty");
+                    assert_eq!(tree.mem.read_u64(n.checked_add(se("min_vruntime")).expect("va")).expect("min"), expected, "seed {seed}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn guest_tree_writes_the_profiles_fields() {
         let (mut img, profile) = cfs_image();
@@ -941,7 +1132,7 @@ mod tests {
         let node = entity.checked_add(profile.offset("sched_entity", "run_node").expect("run_node")).expect("va");
         let vruntime = entity.checked_add(profile.offset("sched_entity", "vruntime").expect("vruntime")).expect("va");
         img.write_u64(vruntime, 1234).expect("key");
-        let mut tree = GuestRbTree::cfs(&mut img, &profile, BASE).expect("tree");
+        let mut tree = GuestRbTree::timeline(&mut img, &profile, Flavour::Cfs, BASE).expect("tree");
         assert_eq!(tree.key(node).expect("key"), 1234);
         assert!(insert_cached(&mut tree, node).expect("insert"));
         let at = |field: &str| BASE.checked_add(profile.offset("cfs_rq", field).expect("field")).expect("va");

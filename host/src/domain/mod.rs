@@ -146,10 +146,7 @@ impl Domain {
     /// an unknown NMI; then the task waits for the CPU's next timer.
     pub fn unpark(&mut self, task: &TaskIdentity) -> Result<UnparkOutcome, DomainError> {
         let layout = self.park_layout.clone();
-        let outcome = self.paused(|k, _| {
-            let profile = k.profile().clone();
-            unpark(k, &layout, &profile, task)
-        })?;
+        let outcome = self.paused(|k, _| unpark(k, &layout, task))?;
         if matches!(outcome, UnparkOutcome::Unparked { cpu_idle: true, .. } | UnparkOutcome::Deferred(Deferred::Retry(_))) {
             self.wake_stalled_cpus()?;
         }

@@ -1,0 +1,320 @@
+//! EEVDF as in Linux 6.12 (kernel/sched/fair.c of Debian's 6.12.117): the timeline ordered by
+//! virtual deadline and augmented with each subtree's smallest `vruntime` and `slice`, the
+//! weighted sums `avg_vruntime`/`avg_load` kept relative to `zero_vruntime`, lag-preserving
+//! placement, and the hierarchical counts split into queued, runnable and delayed.
+//!
+//! What a wakeup from outside cannot do as the kernel would, and why that is safe:
+//! - `update_curr` and the load averages (`update_load_avg`, `update_cfs_group`) are left to the
+//!   kernel's next tick; placement therefore sees the running entity's `vruntime` as of its last
+//!   update (at most a tick old).
+//! - The fair deadline server (`dl_server_start(&rq->fair_server)` when the CPU's first fair task
+//!   arrives) is not started: starting it arms an hrtimer, which cannot be done from outside. The
+//!   kernel starts it at the CPU's next such arrival; until then fair tasks on that CPU have no
+//!   reserved bandwidth against real-time tasks, as before Linux 6.12.
+//! - An entity whose dequeue the kernel has delayed (`sched_delayed`) is not requeued from
+//!   outside: the unpark waits ([`Eevdf::not_now`]) until the kernel picks it and completes the
+//!   dequeue itself, which a delayed entity's runqueue does when it next picks.
+
+use crate::linux::layout::Field;
+use crate::linux::tasks::container_of;
+use crate::linux::virt::{KernelMemory, KernelMemoryMut};
+use crate::linux::walk::add;
+use crate::linux::LinuxError;
+use crate::memory::Gva;
+use crate::profile::Profile;
+
+use super::super::fields::{bump, get, set};
+use super::super::rbtree::{MinVruntimeAugment, RbNodes};
+use super::{FairLayout, Level};
+
+/// `WMULT_SHIFT` (kernel/sched/fair.c): the fixed-point shift of inverse weights.
+const WMULT_SHIFT: u32 = 32;
+/// `WMULT_CONST`: `~0U`.
+const WMULT_CONST: u64 = 0xffff_ffff;
+
+/// What EEVDF's enqueue needs beyond [`FairLayout`].
+#[derive(Clone, Debug)]
+pub struct Eevdf {
+    common: FairLayout,
+    augment: MinVruntimeAugment,
+    se_deadline: Field,
+    se_vlag: Field,
+    se_slice: Field,
+    se_sched_delayed: Field,
+    se_rel_deadline: Field,
+    se_custom_slice: Field,
+    c_h_nr_queued: Field,
+    c_h_nr_runnable: Field,
+    c_avg_vruntime: Field,
+    c_avg_load: Field,
+    c_zero_vruntime: Field,
+    /// `SCHED_FIXEDPOINT_SHIFT`: what `scale_load_down` shifts away.
+    fixedpoint_shift: u32,
+    /// `sysctl_sched_base_slice`.
+    base_slice: Gva,
+    /// `sysctl_sched_features`.
+    features: Gva,
+    /// `__SCHED_FEAT_PLACE_LAG`.
+    feat_place_lag: u64,
+    /// `__SCHED_FEAT_PLACE_REL_DEADLINE`.
+    feat_place_rel_deadline: u64,
+}
+
+/// The running entity of a runqueue, as `avg_vruntime` and `place_entity` count it.
+#[derive(Clone, Copy, Debug)]
+struct Curr {
+    vruntime: u64,
+    /// `scale_load_down(curr->load.weight)`.
+    weight: i64,
+}
+
+impl Eevdf {
+    pub(super) fn from_profile(p: &Profile, virt_shift: u64, common: FairLayout) -> Result<Self, LinuxError> {
+        let se = |f: &str| Field::scalar(p, "sched_entity", f);
+        let c = |f: &str| Field::scalar(p, "cfs_rq", f);
+        let sym = |name: &str| -> Result<Gva, LinuxError> { Ok(Gva(p.symbol(name)?.wrapping_add(virt_shift))) };
+        let shift = p.constant("SCHED_FIXEDPOINT_SHIFT")?;
+        Ok(Self {
+            common,
+            augment: MinVruntimeAugment::from_profile(p)?,
+            se_deadline: se("deadline")?,
+            se_vlag: se("vlag")?,
+            se_slice: se("slice")?,
+            se_sched_delayed: se("sched_delayed")?,
+            se_rel_deadline: se("rel_deadline")?,
+            se_custom_slice: se("custom_slice")?,
+            c_h_nr_queued: c("h_nr_queued")?,
+            c_h_nr_runnable: c("h_nr_runnable")?,
+            c_avg_vruntime: c("avg_vruntime")?,
+            c_avg_load: c("avg_load")?,
+            c_zero_vruntime: c("zero_vruntime")?,
+            fixedpoint_shift: u32::try_from(shift).ok().filter(|&s| s < 64).ok_or_else(|| LinuxError::Inconsistent {
+                release: p.release.clone(),
+                what: format!("SCHED_FIXEDPOINT_SHIFT = {shift}"),
+            })?,
+            base_slice: sym("sysctl_sched_base_slice")?,
+            features: sym("sysctl_sched_features")?,
+            feat_place_lag: p.constant("SCHED_FEAT_PLACE_LAG")?,
+            feat_place_rel_deadline: p.constant("SCHED_FEAT_PLACE_REL_DEADLINE")?,
+        })
+    }
+
+    /// A level whose entity's dequeue is delayed, or that is its runqueue's current entity
+    /// although not queued: the kernel is between steps the unpark must not interleave with.
+    pub(super) fn not_now<K: KernelMemory + ?Sized>(&self, mem: &K, levels: &[Level]) -> Result<Option<String>, LinuxError> {
+        for level in levels {
+            if get(mem, level.se, self.se_sched_delayed)? != 0 {
+                return Ok(Some(format!("the dequeue of entity {} is delayed until the kernel picks it", level.se)));
+            }
+            if !level.queued && Gva(get(mem, level.cfs_rq, self.common.c_curr)?) == level.se {
+                return Ok(Some(format!("entity {} is its runqueue's current entity but not queued", level.se)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// 6.12's `enqueue_task_fair(rq, p, ENQUEUE_WAKEUP)`: for every level not yet queued, a
+    /// group entity takes the smallest slice below it (`custom_slice`), then `enqueue_entity`
+    /// (runnable weight, `place_entity`, `account_entity_enqueue`, `__enqueue_entity`); for the
+    /// levels already queued, the new smallest slice is propagated up their trees; every level
+    /// counts the task as queued and runnable.
+    pub(super) fn enqueue_task<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, cfs_tasks: Gva, levels: &[Level]) -> Result<Vec<Gva>, LinuxError> {
+        let c = &self.common;
+        let base_slice = u64::from(mem.read_u32(self.base_slice)?);
+        let features = u64::from(mem.read_u32(self.features)?);
+        let feature = |bit: u64| bit < 64 && features >> bit & 1 != 0;
+        let (place_lag, rel_deadline) = (feature(self.feat_place_lag), feature(self.feat_place_rel_deadline));
+        let mut newly_busy = Vec::new();
+        let mut slice = 0u64;
+        let mut below: Option<Gva> = None;
+        for (i, level) in levels.iter().enumerate() {
+            let Level { se, cfs_rq, queued } = *level;
+            c.update_runnable(mem, se, below, self.c_h_nr_runnable)?;
+            if queued {
+                set(mem, se, self.se_slice, slice)?;
+                if Gva(get(mem, cfs_rq, c.c_curr)?) != se {
+                    let node = c.se_run_node.at(se)?;
+                    c.timeline(mem, cfs_rq, Some(self.augment))?.augment_propagate(node).map_err(super::tree_error)?;
+                }
+            } else {
+                if slice != 0 {
+                    set(mem, se, self.se_slice, slice)?;
+                    set(mem, se, self.se_custom_slice, 1)?;
+                }
+                self.place_entity(mem, level, base_slice, place_lag, rel_deadline)?;
+                if c.account_entity_enqueue(mem, level, i == 0, cfs_tasks)? {
+                    newly_busy.push(cfs_rq);
+                }
+                self.enqueue_entity(mem, level)?;
+                set(mem, se, c.se_on_rq, 1)?;
+            }
+            slice = self.cfs_rq_min_slice(mem, cfs_rq)?;
+            bump(mem, cfs_rq, self.c_h_nr_runnable, 1)?;
+            bump(mem, cfs_rq, self.c_h_nr_queued, 1)?;
+            below = Some(cfs_rq);
+        }
+        Ok(newly_busy)
+    }
+
+    /// `__enqueue_entity`: the entity joins the weighted sums, starts its subtree values from
+    /// its own, and is inserted by deadline (`rb_add_augmented_cached`).
+    fn enqueue_entity<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level) -> Result<(), LinuxError> {
+        let Level { se, cfs_rq, .. } = *level;
+        let weight = self.scale_load_down(get(mem, se, self.common.se_weight)?);
+        let key = self.entity_key(mem, cfs_rq, get(mem, se, self.common.se_vruntime)?)?;
+        let avg = get(mem, cfs_rq, self.c_avg_vruntime)?;
+        set(mem, cfs_rq, self.c_avg_vruntime, avg.wrapping_add(key.wrapping_mul(weight) as u64))?;
+        bump(mem, cfs_rq, self.c_avg_load, weight as u64)?;
+        let a = self.augment;
+        let (vruntime, slice) = (get(mem, se, self.common.se_vruntime)?, get(mem, se, self.se_slice)?);
+        mem.write_u64(add(se, a.min_vruntime)?, vruntime)?;
+        mem.write_u64(add(se, a.min_slice)?, slice)?;
+        self.common.insert(mem, level, Some(a))
+    }
+
+    /// `place_entity(cfs_rq, se, 0)`: the entity keeps the lag it left with (`vlag`), inflated
+    /// so that adding it to the average leaves it that lag, and gets a deadline one virtual slice
+    /// later (or its relative deadline back).
+    fn place_entity<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level, base_slice: u64, place_lag: bool, rel_deadline: bool) -> Result<(), LinuxError> {
+        let Level { se, cfs_rq, .. } = *level;
+        let vruntime = self.avg_vruntime(mem, cfs_rq)?;
+        if get(mem, se, self.se_custom_slice)? == 0 {
+            set(mem, se, self.se_slice, base_slice)?;
+        }
+        let vslice = self.calc_delta_fair(mem, get(mem, se, self.se_slice)?, se)?;
+        let mut lag = 0i64;
+        if place_lag && get(mem, cfs_rq, self.common.c_nr_running)? != 0 {
+            let mut load = get(mem, cfs_rq, self.c_avg_load)? as i64;
+            if let Some(curr) = self.curr(mem, cfs_rq)? {
+                load = load.wrapping_add(curr.weight);
+            }
+            let se_weight = self.scale_load_down(get(mem, se, self.common.se_weight)?);
+            lag = (get(mem, se, self.se_vlag)? as i64).wrapping_mul(load.wrapping_add(se_weight));
+            // (The kernel warns on a zero load here and divides by 1.)
+            lag /= self.divisor(load.max(1))?;
+        }
+        let placed = vruntime.wrapping_sub(lag as u64);
+        set(mem, se, self.common.se_vruntime, placed)?;
+        if rel_deadline && get(mem, se, self.se_rel_deadline)? != 0 {
+            let deadline = get(mem, se, self.se_deadline)?;
+            set(mem, se, self.se_deadline, deadline.wrapping_add(placed))?;
+            return set(mem, se, self.se_rel_deadline, 0);
+        }
+        set(mem, se, self.se_deadline, placed.wrapping_add(vslice))
+    }
+
+    /// `avg_vruntime(cfs_rq)`: the weighted average vruntime of the queued entities and the
+    /// running one, floored; like the kernel it moves `zero_vruntime` there and rebases the sum
+    /// (`update_zero_vruntime`), and returns it.
+    fn avg_vruntime<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, cfs_rq: Gva) -> Result<u64, LinuxError> {
+        let curr = self.curr(mem, cfs_rq)?;
+        let zero = get(mem, cfs_rq, self.c_zero_vruntime)?;
+        let avg_load = get(mem, cfs_rq, self.c_avg_load)? as i64;
+        let avg = get(mem, cfs_rq, self.c_avg_vruntime)? as i64;
+        let mut delta = 0i64;
+        if avg_load != 0 {
+            let (mut runtime, mut weight) = (avg, avg_load);
+            if let Some(curr) = curr {
+                runtime = runtime.wrapping_add((curr.vruntime.wrapping_sub(zero) as i64).wrapping_mul(curr.weight));
+                weight = weight.wrapping_add(curr.weight);
+            }
+            // The sign flips the effective floor / ceiling.
+            if runtime < 0 {
+                runtime = runtime.wrapping_sub(weight.wrapping_sub(1));
+            }
+            delta = runtime / self.divisor(weight)?;
+        } else if let Some(curr) = curr {
+            delta = curr.vruntime.wrapping_sub(zero) as i64;
+        }
+        set(mem, cfs_rq, self.c_avg_vruntime, avg.wrapping_sub(avg_load.wrapping_mul(delta)) as u64)?;
+        let zero = zero.wrapping_add(delta as u64);
+        set(mem, cfs_rq, self.c_zero_vruntime, zero)?;
+        Ok(zero)
+    }
+
+    /// `div_s64`'s divisor is an `s32`: a load that does not fit cannot come from a sound
+    /// runqueue (each entity weighs at most 88761 after `scale_load_down`).
+    fn divisor(&self, load: i64) -> Result<i64, LinuxError> {
+        i32::try_from(load).ok().filter(|&d| d > 0).map(i64::from).ok_or_else(|| LinuxError::Walk(format!("implausible runqueue load {load}")))
+    }
+
+    /// The runqueue's running entity when it is queued (`curr && curr->on_rq`).
+    fn curr<K: KernelMemory + ?Sized>(&self, mem: &K, cfs_rq: Gva) -> Result<Option<Curr>, LinuxError> {
+        let curr = Gva(get(mem, cfs_rq, self.common.c_curr)?);
+        if curr == Gva(0) || get(mem, curr, self.common.se_on_rq)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Curr {
+            vruntime: get(mem, curr, self.common.se_vruntime)?,
+            weight: self.scale_load_down(get(mem, curr, self.common.se_weight)?),
+        }))
+    }
+
+    /// `entity_key`: `(s64)(vruntime - cfs_rq->zero_vruntime)`.
+    fn entity_key<K: KernelMemory + ?Sized>(&self, mem: &K, cfs_rq: Gva, vruntime: u64) -> Result<i64, LinuxError> {
+        Ok(vruntime.wrapping_sub(get(mem, cfs_rq, self.c_zero_vruntime)?) as i64)
+    }
+
+    /// `cfs_rq_min_slice`: the smallest slice of the running entity (if queued) and the tree
+    /// (its root's `min_slice`).
+    fn cfs_rq_min_slice<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, cfs_rq: Gva) -> Result<u64, LinuxError> {
+        let c = &self.common;
+        let mut min_slice = u64::MAX;
+        let curr = Gva(get(mem, cfs_rq, c.c_curr)?);
+        if curr != Gva(0) && get(mem, curr, c.se_on_rq)? != 0 {
+            min_slice = get(mem, curr, self.se_slice)?;
+        }
+        let root = mem.read_ptr(add(cfs_rq, c.c_root)?)?;
+        if root != Gva(0) {
+            let se = container_of(root, c.se_run_node)?;
+            min_slice = min_slice.min(mem.read_u64(add(se, self.augment.min_slice)?)?);
+        }
+        Ok(min_slice)
+    }
+
+    /// `scale_load_down`: the weight without its fixed-point bits, at least 2 when not zero.
+    fn scale_load_down(&self, weight: u64) -> i64 {
+        let down = if weight == 0 { 0 } else { (weight >> self.fixedpoint_shift).max(2) };
+        i64::try_from(down).unwrap_or(i64::MAX)
+    }
+
+    /// `calc_delta_fair(delta, se)`: `delta` scaled by NICE_0_LOAD / the entity's weight.
+    fn calc_delta_fair<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, delta: u64, se: Gva) -> Result<u64, LinuxError> {
+        let c = &self.common;
+        if get(mem, se, c.se_weight)? == c.nice_0_load {
+            return Ok(delta);
+        }
+        self.calc_delta(mem, delta, c.nice_0_load, se)
+    }
+
+    /// `__calc_delta(delta_exec, weight, &se->load)`: `delta_exec * weight / lw.weight` in the
+    /// kernel's 32-bit fixed point, computing (and storing) the cached inverse weight first, as
+    /// `__update_inv_weight` does.
+    fn calc_delta<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, delta_exec: u64, weight: u64, se: Gva) -> Result<u64, LinuxError> {
+        let c = &self.common;
+        let mut inv_weight = get(mem, se, c.se_inv_weight)?;
+        if inv_weight == 0 {
+            let w = self.scale_load_down(get(mem, se, c.se_weight)?) as u64;
+            inv_weight = if w >= WMULT_CONST { 1 } else { WMULT_CONST.checked_div(w).unwrap_or(WMULT_CONST) };
+            set(mem, se, c.se_inv_weight, inv_weight)?;
+        }
+        let mut fact = self.scale_load_down(weight) as u64;
+        let mut shift = WMULT_SHIFT;
+        let fact_hi = fact >> 32;
+        if fact_hi != 0 {
+            let fs = u64::BITS - fact_hi.leading_zeros();
+            shift -= fs.min(shift);
+            fact >>= fs;
+        }
+        fact = (fact & WMULT_CONST) * (inv_weight & WMULT_CONST);
+        let fact_hi = fact >> 32;
+        if fact_hi != 0 {
+            let fs = u64::BITS - fact_hi.leading_zeros();
+            shift -= fs.min(shift);
+            fact >>= fs;
+        }
+        // mul_u64_u32_shr
+        let product = u128::from(delta_exec) * u128::from(fact & WMULT_CONST);
+        Ok(u64::try_from(product >> shift).unwrap_or(u64::MAX))
+    }
+}

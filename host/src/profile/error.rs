@@ -75,6 +75,12 @@ pub enum ProfileError {
         /// The constant.
         name: String,
     },
+    /// A profile file lacks what this xsched needs: written by an older xsched, or edited.
+    #[error("{inner}: the profile lacks what this xsched needs; regenerate it with `xsched profile gen --vmlinux VMLINUX`")]
+    Stale {
+        /// What is missing.
+        inner: Box<ProfileError>,
+    },
     /// Profile generation failed: the input is not a usable vmlinux.
     #[error("{path}: {reason}")]
     Generate {

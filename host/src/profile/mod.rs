@@ -74,7 +74,12 @@ impl Profile {
     pub fn parse(text: &str) -> Result<Self, ProfileError> {
         let profile: Profile =
             serde_json::from_str(text).map_err(|e| ProfileError::Syntax { reason: e.to_string() })?;
-        profile.validate()?;
+        profile.validate().map_err(|e| match e {
+            ProfileError::MissingSymbol { .. } | ProfileError::MissingStruct { .. } | ProfileError::MissingField { .. } | ProfileError::MissingConstant { .. } | ProfileError::Invalid { .. } => {
+                ProfileError::Stale { inner: Box::new(e) }
+            }
+            e => e,
+        })?;
         Ok(profile)
     }
 
@@ -206,5 +211,31 @@ mod hex_map {
                     .map_err(|e| D::Error::custom(format!("symbol {k}: {v:?}: {e}")))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(release: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels").join(format!("{release}.json"));
+        std::fs::read_to_string(path).expect("committed profile")
+    }
+
+    #[test]
+    fn a_profile_from_an_older_xsched_is_refused_with_the_command_that_regenerates_it() {
+        let mut old: Profile = serde_json::from_str(&committed("6.1.0-56-cloud-amd64")).expect("json");
+        // What profiles written before the EEVDF flavour lacked.
+        old.constants.remove("SCHED_FIXEDPOINT_SHIFT");
+        let err = Profile::parse(&old.to_json()).expect_err("stale").to_string();
+        assert!(err.contains("SCHED_FIXEDPOINT_SHIFT") && err.contains("regenerate it with `xsched profile gen"), "{err}");
+    }
+
+    #[test]
+    fn both_committed_profiles_load() {
+        for release in ["6.1.0-56-cloud-amd64", "6.12.117+deb12-cloud-amd64"] {
+            Profile::parse(&committed(release)).unwrap_or_else(|e| panic!("{release}: {e}"));
+        }
     }
 }

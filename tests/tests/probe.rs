@@ -5,10 +5,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use common::{domain_arg, kernels_dir, xsched, xsched_ok};
-use object::read::elf::{FileHeader, ProgramHeader};
+use common::{domain_arg, kernels_dir, vmcoreinfo, xsched, xsched_ok};
 use serde_json::Value;
 use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
 
@@ -97,27 +95,6 @@ fn probe_finds_each_live_kernel_where_the_guest_says_it_is() {
     assert_ne!(shifts[0], shifts[1], "two boots drew the same KASLR shifts");
 }
 
-/// The VMCOREINFO note of a QEMU dump, as `KEY=VALUE` pairs.
-fn vmcoreinfo(core: &Path) -> BTreeMap<String, String> {
-    let data = std::fs::read(core).expect("read core");
-    let header = object::elf::FileHeader64::<object::Endianness>::parse(&*data).expect("ELF");
-    let endian = header.endian().expect("endian");
-    let mut info = BTreeMap::new();
-    for ph in header.program_headers(endian, &*data).expect("phdrs") {
-        let Ok(Some(mut notes)) = ph.notes(endian, &*data) else { continue };
-        while let Ok(Some(note)) = notes.next() {
-            if note.name() == b"VMCOREINFO" {
-                for line in String::from_utf8_lossy(note.desc()).lines() {
-                    if let Some((k, v)) = line.split_once('=') {
-                        info.insert(k.to_string(), v.to_string());
-                    }
-                }
-            }
-        }
-    }
-    info
-}
-
 #[test]
 fn a_core_dump_probes_like_the_live_guest_and_agrees_with_vmcoreinfo() {
     let g = &lab()[0];
@@ -150,10 +127,11 @@ fn probe_without_a_matching_profile_says_how_to_make_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
-    assert!(err.contains("no kernel profile matches") && err.contains("xsched profile gen") && err.contains("6.1.0-56-cloud-amd64"), "{err}");
+    let release = &g.kernel().pin.release;
+    assert!(err.contains("no kernel profile matches") && err.contains("xsched profile gen") && err.contains(release.as_str()), "{err}");
 
     // A profile whose banner differs by one character matches nothing either.
-    let real = std::fs::read_to_string(kernels_dir().join("6.1.0-56-cloud-amd64.json")).expect("committed profile");
+    let real = std::fs::read_to_string(kernels_dir().join(format!("{release}.json"))).expect("committed profile");
     std::fs::write(empty.join("forged.json"), real.replacen("#1 SMP", "#2 SMP", 1)).expect("write");
     let out = xsched(&["probe", "--kernels", empty.to_str().expect("utf-8"), "--domain", &domain_arg(g)]);
     assert!(!out.status.success());

@@ -130,7 +130,7 @@ pub fn install_script() -> PathBuf {
 }
 
 /// The repository's `tests/lab/fetch-kernel.sh`.
-pub fn fetch_script() -> PathBuf {
+fn fetch_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("lab").join("fetch-kernel.sh")
 }
 
@@ -218,13 +218,16 @@ impl KernelFiles {
             Command::new(install_script())
         };
         let script = PathBuf::from(command.get_program());
-        log::info!("lab: guest kernel {pin} or tools missing; running {}", script.display());
-        eprintln!("xsched-lab: guest kernel {pin} or tools missing; running {}", script.display());
+        let shown = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|word| word.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        log::info!("lab: guest kernel {pin} or tools missing; running {shown}");
+        eprintln!("xsched-lab: guest kernel {pin} or tools missing; running {shown}");
         let status = command.status().map_err(|e| LabError::io("run setup script", &script, e))?;
         if !status.success() {
-            return Err(LabError::Setup {
-                reason: format!("{} failed ({status}); run it by hand (as root)", script.display()),
-            });
+            return Err(LabError::Setup { reason: format!("{shown} failed ({status}); run it by hand (as root)") });
         }
         Self::locate(pin)
     }

@@ -10,8 +10,9 @@
 # tool starts with a warm page cache (the machine's other users make dropping caches unfriendly).
 #
 # Usage: scripts/bench-profile-gen.sh [--readelf] [--runs N] [VMLINUX]
-# VMLINUX defaults to $XSCHED_VMLINUX, else the pinned lab kernel (tests/lab/kernel.env) in
-# ${XSCHED_LAB_CACHE:-$HOME/.cache/xsched-lab}; install that with scripts/install-deps.sh.
+# VMLINUX defaults to $XSCHED_VMLINUX, else the lab kernel $XSCHED_LAB_KERNEL (a pin in
+# tests/lab/kernels/, default 6.1) in ${XSCHED_LAB_CACHE:-$HOME/.cache/xsched-lab}; install that with
+# scripts/install-deps.sh.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --readelf) readelf_too=1 ;;
         --runs) shift; runs=$1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) vmlinux=$1 ;;
     esac
     shift
@@ -34,7 +35,12 @@ if [ -z "$vmlinux" ]; then
     vmlinux=${XSCHED_VMLINUX:-}
 fi
 if [ -z "$vmlinux" ]; then
-    . "$root/tests/lab/kernel.env"
+    pin=$root/tests/lab/kernels/${XSCHED_LAB_KERNEL:-6.1}.env
+    if [ ! -f "$pin" ]; then
+        echo "bench-profile-gen: no pinned kernel \"${XSCHED_LAB_KERNEL:-6.1}\" in tests/lab/kernels/" >&2
+        exit 1
+    fi
+    . "$pin"
     cache=${XSCHED_LAB_CACHE:-$HOME/.cache/xsched-lab}
     vmlinux=$cache/kernel-${KERNEL_RELEASE}_${KERNEL_VERSION}/vmlinux
 fi

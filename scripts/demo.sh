@@ -7,6 +7,8 @@
 #   idle      the paper's section 3: lowest (u1) runs only when p1, p2 (u1) and p3 (u2) all sleep.
 # Prints a table of CPU shares per phase and xsched's reaction times, and leaves the report,
 # timeline pictures (SVG), traces and summary.json in ./demo-out (or the folder given by --out).
+# The guests boot Debian's 6.1 cloud kernel; `--kernel 6.12` boots its 6.12 kernel instead (any pin
+# in tests/lab/kernels/; the default is $XSCHED_LAB_KERNEL, else 6.1).
 # Extra arguments go to xsched-demo (see `target/release/xsched-demo --help`), e.g. --phase-ms 8000.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Installs what the xsched lab needs on Debian 12, then fetches the pinned guest kernel and the
-# Xen lab's files.
-# Idempotent: installs only missing packages (apt-get update only then); the kernel fetch is
+# Installs what the xsched lab needs on Debian 12, then fetches every pinned guest kernel
+# (tests/lab/kernels/*.env) and the Xen lab's files.
+# Idempotent: installs only missing packages (apt-get update only then); a kernel's fetch is
 # skipped when the cache already has it. Run as root (or with every package already installed).
 set -eu
 
@@ -31,6 +31,7 @@ else
     echo "install-deps: all packages present" >&2
 fi
 
-"$here/../tests/lab/fetch-kernel.sh"
+# Every pinned guest kernel (the QEMU lab boots any of them: XSCHED_LAB_KERNEL, --kernel).
+"$here/../tests/lab/fetch-kernel.sh" >/dev/null
 # The Xen lab's hypervisor, dom0 kernel and toolstack (tests/xen/README.md).
 "$here/../tests/xen/fetch-xen.sh" >/dev/null

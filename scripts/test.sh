@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs every xsched test, fast ones first: unit tests, host integration tests (profile generator
-# against gcc and gdb), the Xen backend build, then the end-to-end tests on real lab guests
-# (QEMU guests, and a Xen dom0 with two PV domUs under QEMU).
-# Installs what it needs first (Debian packages, the pinned guest kernel), so it works on a fresh
+# against gcc and gdb), the Xen backend build, then the end-to-end tests on real lab guests: the
+# QEMU lab's once per pinned guest kernel (tests/lab/kernels/NAME.env, XSCHED_LAB_KERNEL=NAME), then
+# xsched in a Xen dom0 with two PV domUs under QEMU (once: the Xen lab pins its own kernels).
+# Installs what it needs first (Debian packages, every pinned guest kernel), so it works on a fresh
 # clone. CI runs exactly this (.ci/run).
 set -eu
 cd "$(dirname "$0")/.."
@@ -21,8 +22,23 @@ cargo test -p xsched --test '*'
 step "Xen backend build (feature xen, against libxen-dev)"
 scripts/check-xen-build.sh
 
-step "end-to-end tests on lab guests (the QEMU lab; then xsched in a Xen dom0, tests/xen/README.md)"
-cargo test -p xsched-lab --tests
+# The QEMU lab's test binaries: every tests/tests/*.rs but the Xen lab's.
+lab_tests=""
+for f in tests/tests/*.rs; do
+    name=${f##*/}
+    name=${name%.rs}
+    [ "$name" = xen ] || lab_tests="$lab_tests --test $name"
+done
+for pin in tests/lab/kernels/*.env; do
+    kernel=${pin##*/}
+    kernel=${kernel%.env}
+    step "end-to-end tests on lab guests running kernel $kernel ($pin)"
+    # shellcheck disable=SC2086
+    XSCHED_LAB_KERNEL=$kernel cargo test -p xsched-lab $lab_tests
+done
+
+step "end-to-end tests of xsched in a Xen dom0 (tests/xen/README.md)"
+cargo test -p xsched-lab --test xen
 
 step "doc tests"
 cargo test --workspace --doc

@@ -15,6 +15,15 @@ pub enum LabError {
         reason: String,
     },
 
+    /// A kernel name (`XSCHED_LAB_KERNEL`, `--kernel`, a guest's `kernel=`) names no pinned kernel.
+    #[error("no pinned lab kernel {name:?} (XSCHED_LAB_KERNEL, --kernel or kernel=): the pinned kernels are {known} (tests/lab/kernels/*.env)")]
+    UnknownKernel {
+        /// The name given.
+        name: String,
+        /// The pinned kernels' names, comma-separated.
+        known: String,
+    },
+
     /// The guest kernel or a tool is missing and could not be installed.
     #[error("lab setup: {reason}")]
     Setup {

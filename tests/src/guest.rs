@@ -76,7 +76,7 @@ impl Guest {
         let mut command = Command::new(QEMU);
         command.args(qemu_args(&spec, kernel, &dir)).stdin(Stdio::null()).stdout(log).stderr(log2);
         let child = cleanup::spawn(command, &dir).map_err(|e| remove_dir(LabError::io("spawn qemu for", &dir, e)))?;
-        log::info!("lab: guest {} started: qemu pid {} in {}", spec.name, child.id(), dir.display());
+        log::info!("lab: guest {} started on kernel {}: qemu pid {} in {}", spec.name, kernel.pin, child.id(), dir.display());
         Ok(Self {
             pid: child.id(),
             child: Mutex::new(Some(child)),

@@ -13,7 +13,8 @@ pub struct Lab;
 
 impl Lab {
     /// Boots every spec at once and waits until each guest is ready (its workloads run and its
-    /// control channel is open). Fetches the kernel first if the cache lacks it.
+    /// control channel is open). Each guest boots its spec's kernel, else the lab's choice
+    /// ([`GuestSpec::effective_kernel`]); a kernel the cache lacks is fetched first.
     ///
     /// On any failure every guest already started is stopped and its directory removed; the error
     /// carries the failing guest's console tail.
@@ -21,11 +22,14 @@ impl Lab {
         for spec in specs {
             spec.validate()?;
         }
+        let kernels = specs
+            .iter()
+            .map(|spec| KernelFiles::ensure(&spec.effective_kernel()?))
+            .collect::<Result<Vec<_>, _>>()?;
         cleanup::init();
-        let kernel = KernelFiles::ensure()?;
         let mut guests = Vec::with_capacity(specs.len());
-        for spec in specs {
-            guests.push(Guest::launch(spec.clone(), &kernel)?);
+        for (spec, kernel) in specs.iter().zip(&kernels) {
+            guests.push(Guest::launch(spec.clone(), kernel)?);
         }
         let mut ready = vec![false; guests.len()];
         while ready.iter().any(|r| !r) {
@@ -46,11 +50,6 @@ impl Lab {
             guest: spec.name.clone(),
             reason: "boot returned no guest".into(),
         })
-    }
-
-    /// The kernel files, fetched if missing (see [`KernelFiles::ensure`]).
-    pub fn kernel() -> Result<KernelFiles, LabError> {
-        KernelFiles::ensure()
     }
 }
 

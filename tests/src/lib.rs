@@ -10,9 +10,13 @@
 //! - a control channel ([`Guest::exec`]) that runs shell commands in the guest;
 //! - the console's problem lines (warnings, BUGs, oopses, list corruption, panics).
 //!
+//! Every guest boots one of the pinned kernels (`tests/lab/kernels/NAME.env`): the one
+//! `XSCHED_LAB_KERNEL` names (`6.1`, the default, or `6.12`), or its spec's own
+//! ([`GuestSpec::kernel`]); see [`kernel`].
+//!
 //! Nothing outlives the process: see [`cleanup`] for how QEMUs and directories are removed even when
 //! a test panics or the process is killed. The guest side lives in `tests/lab/` (init scripts, kernel
-//! pin, kernel fetch script); the kernel is cached outside the repository (see [`kernel`]).
+//! pins, kernel fetch script); the kernels are cached outside the repository (see [`kernel`]).
 //!
 //! ```no_run
 //! use xsched_lab::{shared_lab, GuestSpec, Workload};
@@ -35,7 +39,7 @@ pub mod view;
 
 pub use error::LabError;
 pub use guest::{Guest, EXEC_TIMEOUT, KERNEL_CMDLINE};
-pub use kernel::KernelFiles;
+pub use kernel::{KernelFiles, KernelPin};
 pub use lab::{guest, shared_lab, try_shared_lab, Lab};
 pub use spec::{GuestSpec, Workload, WorkloadKind};
 pub use steer::{CpuTimes, Steer};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use xsched_lab::{kernel, GuestSpec, Lab};
+use xsched_lab::{kernel, GuestSpec, KernelFiles, KernelPin, Lab};
 
 /// The xsched guest lab.
 #[derive(Debug, Parser)]
@@ -19,16 +19,24 @@ struct Cli {
 enum Cmd {
     /// Boot guests and keep them up until Ctrl-C (then stop them and remove their files).
     Up {
-        /// A guest: NAME[:ITEM,...]; items: vcpus=N, mem=MIB, sleepers=N, view=MS, la57,
+        /// A guest: NAME[:ITEM,...]; items: kernel=PIN, vcpus=N, mem=MIB, sleepers=N, view=MS, la57,
         /// arg=KERNEL_WORD, or a workload COMM=KIND[*COUNT][@CGROUP] with KIND cpu, sleep, steered
         /// or phases:BUSY_MS:IDLE_MS. Example: u1:vcpus=2,db=cpu,web=phases:200:300,bkup=cpu@g1
         #[arg(long = "guest", required = true)]
         guests: Vec<String>,
+        /// The kernel of the guests without kernel=: a pin in tests/lab/kernels/ (6.1, 6.12)
+        /// [default: $XSCHED_LAB_KERNEL, else 6.1].
+        #[arg(long)]
+        kernel: Option<KernelPin>,
     },
-    /// Install the packages and fetch the pinned kernel (scripts/install-deps.sh).
+    /// Install the packages and fetch every pinned kernel (scripts/install-deps.sh).
     Fetch,
-    /// Print where the pinned kernel's files are.
-    Kernel,
+    /// Print where a pinned kernel's files are.
+    Kernel {
+        /// The pin (6.1, 6.12) [default: $XSCHED_LAB_KERNEL, else 6.1].
+        #[arg(long)]
+        kernel: Option<KernelPin>,
+    },
     /// Remove guest directories (and kill QEMUs) left by lab processes that died.
     Sweep,
 }
@@ -36,7 +44,7 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Up { guests } => up(&guests),
+        Cmd::Up { guests, kernel } => up(&guests, kernel),
         Cmd::Fetch => {
             let script = kernel::install_script();
             let status = Command::new(&script).status().with_context(|| format!("run {}", script.display()))?;
@@ -49,8 +57,9 @@ fn main() -> Result<()> {
             xsched_lab::cleanup::sweep();
             Ok(())
         }
-        Cmd::Kernel => {
-            let k = xsched_lab::KernelFiles::locate()?;
+        Cmd::Kernel { kernel } => {
+            let k = KernelFiles::locate(&kernel.map_or_else(KernelPin::selected, Ok)?)?;
+            println!("kernel: {}", k.pin.name);
             println!("release: {} ({})", k.pin.release, k.pin.version);
             println!("vmlinuz: {}", k.vmlinuz.display());
             println!("vmlinux: {}", k.vmlinux.display());
@@ -61,11 +70,15 @@ fn main() -> Result<()> {
     }
 }
 
-fn up(texts: &[String]) -> Result<()> {
-    let specs = texts.iter().map(|t| t.parse::<GuestSpec>()).collect::<Result<Vec<_>, _>>()?;
+fn up(texts: &[String], kernel: Option<KernelPin>) -> Result<()> {
+    let mut specs = texts.iter().map(|t| t.parse::<GuestSpec>()).collect::<Result<Vec<_>, _>>()?;
+    for spec in specs.iter_mut().filter(|s| s.kernel.is_none()) {
+        spec.kernel.clone_from(&kernel);
+    }
     let guests = Lab::boot(&specs)?;
     for g in &guests {
         println!("guest {} (qemu pid {}, ready after {:?})", g.name(), g.qemu_pid(), g.boot_time().unwrap_or_default());
+        println!("  kernel:  {}", g.kernel().pin);
         println!("  ram:     {}", g.ram_file().display());
         println!("  qmp:     {}", g.qmp_socket().display());
         println!("  console: {}", g.console_path().display());

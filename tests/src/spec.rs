@@ -3,11 +3,13 @@
 //! A [`GuestSpec`] is built with chained setters or parsed from the command-line form
 //! `NAME[:ITEM,ITEM...]` (see [`GuestSpec::from_str`](std::str::FromStr)). [`GuestSpec::validate`]
 //! checks it; the initramfs carries it to the guest as two small files (see [`GuestSpec::lab_conf`]).
+//! The kernel it boots is the lab's choice ([`KernelPin::selected`]) unless the spec names one.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::kernel::KernelPin;
 use crate::LabError;
 
 /// Names a workload may not take: the comms of the lab's own guest processes.
@@ -165,6 +167,9 @@ fn is_name_byte(b: u8) -> bool {
 pub struct GuestSpec {
     /// The guest's name (its hostname, and the label in messages): 1–32 of `[A-Za-z0-9_-]`.
     pub name: String,
+    /// The kernel it boots; `None` is the lab's choice ([`KernelPin::selected`]: `XSCHED_LAB_KERNEL`,
+    /// else 6.1).
+    pub kernel: Option<KernelPin>,
     /// Number of virtual CPUs (1–16).
     pub vcpus: u32,
     /// Guest RAM in MiB (128–16384).
@@ -195,6 +200,7 @@ impl GuestSpec {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
+            kernel: None,
             vcpus: 1,
             memory_mib: 256,
             workloads: Vec::new(),
@@ -205,6 +211,17 @@ impl GuestSpec {
             kernel_args: Vec::new(),
             boot_timeout: None,
         }
+    }
+
+    /// Boots `pin` instead of the lab's choice of kernel.
+    pub fn kernel(mut self, pin: KernelPin) -> Self {
+        self.kernel = Some(pin);
+        self
+    }
+
+    /// The kernel this guest boots: its own, else the lab's choice ([`KernelPin::selected`]).
+    pub fn effective_kernel(&self) -> Result<KernelPin, LabError> {
+        self.kernel.clone().map_or_else(KernelPin::selected, Ok)
     }
 
     /// Sets the number of virtual CPUs.
@@ -312,10 +329,11 @@ impl GuestSpec {
 
 /// Parses `NAME[:ITEM,ITEM...]`, where each ITEM is a guest option or a workload:
 ///
-/// - `vcpus=N`, `mem=MIB`, `sleepers=N`, `view=MS`, `kthreads=0|1`, `la57`, `arg=KERNEL_WORD`;
+/// - `kernel=PIN` (`6.1`, `6.12`), `vcpus=N`, `mem=MIB`, `sleepers=N`, `view=MS`, `kthreads=0|1`,
+///   `la57`, `arg=KERNEL_WORD`;
 /// - `COMM=KIND[*COUNT][@CGROUP]` with KIND `cpu`, `sleep`, `steered` or `phases:BUSY_MS:IDLE_MS`.
 ///
-/// Example: `u1:vcpus=2,db=cpu,web=phases:200:300,bkup=cpu*2@g1`.
+/// Example: `u1:kernel=6.12,vcpus=2,db=cpu,web=phases:200:300,bkup=cpu*2@g1`.
 impl FromStr for GuestSpec {
     type Err = LabError;
 
@@ -329,6 +347,7 @@ impl FromStr for GuestSpec {
         for item in items.split(',').filter(|i| !i.is_empty()) {
             let (key, value) = item.split_once('=').unwrap_or((item, ""));
             match key {
+                "kernel" => spec.kernel = Some(KernelPin::named(value)?),
                 "vcpus" => spec.vcpus = number(key, value)?,
                 "mem" => spec.memory_mib = number(key, value)?,
                 "sleepers" => spec.extra_sleepers = number(key, value)?,
@@ -380,10 +399,11 @@ mod tests {
 
     #[test]
     fn parses_the_command_line_form() -> Result<(), LabError> {
-        let spec: GuestSpec = "u1:vcpus=2,mem=512,db=cpu,web=phases:200:300,bkup=cpu*2@g1/a,z=sleep,s=steered,view=0,kthreads=0".parse()?;
+        let spec: GuestSpec = "u1:kernel=6.12,vcpus=2,mem=512,db=cpu,web=phases:200:300,bkup=cpu*2@g1/a,z=sleep,s=steered,view=0,kthreads=0".parse()?;
         assert_eq!(spec.name, "u1");
         assert_eq!((spec.vcpus, spec.memory_mib, spec.view_interval_ms), (2, 512, 0));
         let expected = GuestSpec::new("u1")
+            .kernel(KernelPin::named("6.12")?)
             .vcpus(2)
             .memory_mib(512)
             .view_interval_ms(0)
@@ -395,6 +415,7 @@ mod tests {
             .workload(Workload::steered("s"));
         assert_eq!(spec, expected);
         let shown: Vec<String> = spec.workloads.iter().map(ToString::to_string).collect();
+        assert_eq!(spec.effective_kernel()?.release, "6.12.117+deb12-cloud-amd64");
         assert_eq!(shown, ["db=cpu", "web=phases:200:300", "bkup=cpu*2@g1/a", "z=sleep", "s=steered"]);
         assert_eq!(
             spec.lab_workloads(),
@@ -416,8 +437,12 @@ mod tests {
             "u 1",
             "u1:vcpus=0",
             "u1:db",
+            "u1:kernel=6.2",
+            "u1:kernel",
         ] {
             assert!(bad.parse::<GuestSpec>().is_err(), "{bad} should not parse");
         }
+        let unknown = "u1:kernel=5.10".parse::<GuestSpec>().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(unknown.contains("\"5.10\"") && unknown.contains("6.1, 6.12"), "{unknown}");
     }
 }

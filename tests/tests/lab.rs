@@ -1,10 +1,13 @@
-//! End-to-end tests of the lab itself: real guests under QEMU.
+//! End-to-end tests of the lab itself: real guests under QEMU, on the kernel `XSCHED_LAB_KERNEL`
+//! chooses (default 6.1). Nothing here needs xsched to read a guest.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use xsched_lab::{guest, shared_lab, Guest, GuestSpec, Lab, LabError, Steer, Workload};
+use xsched_lab::{guest, shared_lab, Guest, GuestSpec, KernelPin, Lab, LabError, Steer, Workload};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -79,15 +82,33 @@ fn steered_workloads_follow_the_host_and_qemu_can_be_pinned() -> TestResult {
 }
 
 #[test]
-fn both_guests_become_ready() {
+fn both_guests_become_ready_on_the_chosen_kernel() -> TestResult {
+    let chosen = KernelPin::selected()?;
     for g in lab() {
         let boot = g.boot_time();
-        eprintln!("guest {}: ready after {boot:?}", g.name());
+        eprintln!("guest {}: ready after {boot:?} on kernel {}", g.name(), g.kernel().pin);
         assert!(boot.is_some(), "{} has no boot time", g.name());
         assert!(g.is_running());
         assert!(g.qmp_socket().exists() && g.control_socket().exists() && g.console_path().exists());
         assert!(g.console_text().contains("XSCHED-LAB READY"));
+        assert_eq!(g.kernel().pin, chosen, "{}", g.name());
+        assert_eq!(g.exec_ok("uname -r")?.trim(), chosen.release, "{}: the kernel it runs", g.name());
     }
+    Ok(())
+}
+
+/// The guest's init loaded `qemu_fw_cfg`, so QEMU's dump carries the kernel's VMCOREINFO note.
+#[test]
+fn a_dump_carries_the_guest_kernels_vmcoreinfo() -> TestResult {
+    let g = guest(lab(), "u2");
+    assert_eq!(g.exec("lsmod | grep -q '^qemu_fw_cfg '")?.0, 0, "qemu_fw_cfg is not loaded");
+    let core = g.dir().join("lab-test.core");
+    g.qmp()?.dump_guest_memory(&core)?;
+    let info = common::vmcoreinfo(&core);
+    std::fs::remove_file(&core)?;
+    assert_eq!(info.get("OSRELEASE"), Some(&g.kernel().pin.release), "VMCOREINFO: {info:?}");
+    assert!(info.contains_key("KERNELOFFSET"), "VMCOREINFO: {info:?}");
+    Ok(())
 }
 
 #[test]

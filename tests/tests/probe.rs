@@ -5,10 +5,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use common::{domain_arg, kernels_dir, xsched, xsched_ok};
-use object::read::elf::{FileHeader, ProgramHeader};
+use common::{domain_arg, kernels_dir, vmcoreinfo, xsched, xsched_ok};
 use serde_json::Value;
 use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
 
@@ -95,27 +93,6 @@ fn probe_finds_each_live_kernel_where_the_guest_says_it_is() {
     }
     assert!(lab()[1].spec().la57);
     assert_ne!(shifts[0], shifts[1], "two boots drew the same KASLR shifts");
-}
-
-/// The VMCOREINFO note of a QEMU dump, as `KEY=VALUE` pairs.
-fn vmcoreinfo(core: &Path) -> BTreeMap<String, String> {
-    let data = std::fs::read(core).expect("read core");
-    let header = object::elf::FileHeader64::<object::Endianness>::parse(&*data).expect("ELF");
-    let endian = header.endian().expect("endian");
-    let mut info = BTreeMap::new();
-    for ph in header.program_headers(endian, &*data).expect("phdrs") {
-        let Ok(Some(mut notes)) = ph.notes(endian, &*data) else { continue };
-        while let Ok(Some(note)) = notes.next() {
-            if note.name() == b"VMCOREINFO" {
-                for line in String::from_utf8_lossy(note.desc()).lines() {
-                    if let Some((k, v)) = line.split_once('=') {
-                        info.insert(k.to_string(), v.to_string());
-                    }
-                }
-            }
-        }
-    }
-    info
 }
 
 #[test]

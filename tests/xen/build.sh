@@ -9,9 +9,10 @@
 # Usage: build.sh OUT_DIR BIN_DIR
 #
 # The domUs are the lines of tests/xen/domus: NAME VCPUS MEMORY_MIB, each with its workloads in
-# tests/xen/NAME.workloads (the QEMU lab's /lab/spawn arguments). They boot the lab's pinned cloud
-# kernel (a PV guest kernel) with a busybox initramfs running tests/lab's workload and view
-# scripts. Needs root (device nodes), cpio, busybox-static, the lab kernel (tests/lab/fetch-kernel.sh)
+# tests/xen/NAME.workloads (the QEMU lab's /lab/spawn arguments). They boot the lab's 6.1 cloud
+# kernel (tests/lab/kernels/6.1.env; a PV guest kernel) with a busybox initramfs running tests/lab's
+# workload and view scripts, whatever XSCHED_LAB_KERNEL says. Needs root (device nodes), cpio,
+# busybox-static, the lab kernel (tests/lab/fetch-kernel.sh 6.1)
 # and the Xen files (tests/xen/fetch-xen.sh).
 set -eu
 
@@ -21,7 +22,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 lab=$repo/tests/lab
 xen=$("$here/fetch-xen.sh")
-kernel_dir=$("$lab/fetch-kernel.sh" | sed -n 's/^vmlinuz: \(.*\)\/vmlinuz$/\1/p')
+kernel_dir=$("$lab/fetch-kernel.sh" 6.1 | sed -n 's/^vmlinuz: \(.*\)\/vmlinuz$/\1/p')
 busybox=/bin/busybox
 
 mkdir -p "$out"

@@ -9,12 +9,13 @@
 #       tools/               xl, xenstored, xenconsoled, xenconsole, xen-init-dom0 (xen-utils-4.17)
 #
 # The hypervisor and tools are the version of the installed libxen-dev (so xsched's libxenctrl and
-# the hypervisor agree); the dom0 kernel is the generic build of tests/lab/kernel.env's version.
+# the hypervisor agree); the dom0 kernel is the generic build of the lab's 6.1 pin
+# (tests/lab/kernels/6.1.env), the kernel the domUs boot too (tests/xen/build.sh).
 # Idempotent: a complete directory (marked by .complete) is left alone. Prints the directory.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/../lab/kernel.env"
+. "$here/../lab/kernels/6.1.env"
 cache=${XSCHED_LAB_CACHE:-$HOME/.cache/xsched-lab}
 xen_version=$(dpkg-query -W -f='${Version}' libxen-dev 2>/dev/null || true)
 if [ -z "$xen_version" ]; then

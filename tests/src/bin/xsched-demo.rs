@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use xsched_lab::demo::{report, run_demo, DemoOptions};
+use xsched_lab::KernelPin;
 
 /// Runs the demo scenarios on two lab guests and reports what xsched changed.
 #[derive(Debug, Parser)]
@@ -28,6 +29,10 @@ struct Cli {
     /// Run only this scenario (priority or idle; repeatable).
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
+    /// The guests' kernel: a pin in tests/lab/kernels/ (6.1, 6.12) [default: $XSCHED_LAB_KERNEL,
+    /// else 6.1].
+    #[arg(long)]
+    kernel: Option<KernelPin>,
 }
 
 fn main() -> Result<()> {
@@ -43,6 +48,7 @@ fn main() -> Result<()> {
         period_ms: cli.period_ms,
         xsched,
         only: cli.scenarios,
+        kernel: cli.kernel.map_or_else(KernelPin::selected, Ok)?,
     };
     let summary = run_demo(&options)?;
     println!("{}", report::markdown(&summary));

@@ -1,10 +1,11 @@
 //! The main job: the paper's experiment on two lab guests, without and with xsched, with a
 //! timeline picture per scenario and a table of CPU shares per phase (see `xsched-demo`).
 //!
-//! Guest u1 and guest u2 (one vCPU each) boot once; their QEMUs are pinned to one host CPU, so
-//! the two VMs share it as VMs share a physical CPU. Each [`Scenario`] starts its workloads,
-//! plays its phases once without xsched and once with `xsched run --trace` (with the scenario's
-//! policy and a budget of one host CPU), then draws the trace with `xsched timeline`.
+//! Guest u1 and guest u2 (one vCPU each, both on the chosen pinned kernel) boot once; their QEMUs
+//! are pinned to one host CPU, so the two VMs share it as VMs share a physical CPU. Each
+//! [`Scenario`] starts its workloads, plays its phases once without xsched and once with
+//! `xsched run --trace` (with the scenario's policy and a budget of one host CPU), then draws the
+//! trace with `xsched timeline`.
 
 pub mod analysis;
 pub mod experiment;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use xsched::run::trace::read_trace;
 
-use crate::{Guest, GuestSpec, KernelFiles, Lab};
+use crate::{Guest, GuestSpec, KernelFiles, KernelPin, Lab};
 use analysis::{background_share, phase_shares, reactions};
 use experiment::{run, start_workloads, stop_workloads, Xsched};
 use report::{ScenarioSummary, Summary, Targets};
@@ -37,6 +38,8 @@ pub struct DemoOptions {
     pub xsched: PathBuf,
     /// Scenario names to run (`priority`, `idle`); empty = both.
     pub only: Vec<String>,
+    /// The kernel both guests boot.
+    pub kernel: KernelPin,
 }
 
 /// Boots the guests, runs the scenarios, writes `summary.json`, `report.md`, the traces and the
@@ -50,10 +53,11 @@ pub fn run_demo(options: &DemoOptions) -> Result<Summary> {
     if scenarios.is_empty() {
         bail!("no such scenario: {:?} (there are priority and idle)", options.only);
     }
-    let kernel = Lab::kernel()?;
+    let kernel = KernelFiles::ensure(&options.kernel)?;
     let tick_ms = 1000.0 / kernel_hz(&kernel)?;
-    let specs = ["u1", "u2"].map(|name| GuestSpec::new(name).vcpus(1).memory_mib(256).view_interval_ms(0));
-    eprintln!("booting guests u1 and u2 ...");
+    let specs = ["u1", "u2"]
+        .map(|name| GuestSpec::new(name).kernel(options.kernel.clone()).vcpus(1).memory_mib(256).view_interval_ms(0));
+    eprintln!("booting guests u1 and u2 on kernel {} ...", options.kernel);
     let guests = Lab::boot(&specs)?;
     for g in &guests {
         g.pin_to_host_cpus(&[0])?;
@@ -68,6 +72,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<Summary> {
         summaries.push(summary.map_err(|e| e.context(console_tails(&guests)))?);
     }
     let summary = Summary {
+        kernel: options.kernel.release.clone(),
         phase_ms: u64::try_from(options.phase_length.as_millis()).unwrap_or(u64::MAX),
         period_ms: options.period_ms,
         tick_ms,

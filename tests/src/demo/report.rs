@@ -63,6 +63,8 @@ impl ScenarioSummary {
 /// Everything the demo measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// The guests' kernel release (`uname -r`).
+    pub kernel: String,
     /// Phase length, ms.
     pub phase_ms: u64,
     /// xsched's period, ms.
@@ -82,7 +84,8 @@ pub fn markdown(summary: &Summary) -> String {
     let _ = writeln!(out, "# xsched demo: the paper's experiment on two lab guests\n");
     let _ = writeln!(
         out,
-        "Phases of {:.1} s; xsched period {} ms; guest tick {} ms. Both guests' QEMUs share one host CPU.\n",
+        "Guest kernel {}. Phases of {:.1} s; xsched period {} ms; guest tick {} ms. Both guests' QEMUs share one host CPU.\n",
+        summary.kernel,
         summary.phase_ms as f64 / 1000.0,
         summary.period_ms,
         summary.tick_ms

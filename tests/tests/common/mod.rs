@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use object::read::elf::{FileHeader, ProgramHeader};
 use serde_json::Value;
 use xsched_lab::Guest;
 
@@ -117,4 +118,26 @@ pub fn bkup_shares(lines: &[(f64, TaskStates)]) -> BkupShares {
     }
     let share = |ns: u64, span: u64| ns as f64 * 100.0 / span.max(1) as f64;
     BkupShares { contended_ns: contended, contended_pct: share(contended_ran, contended), free_ns: free, free_pct: share(free_ran, free) }
+}
+
+/// The VMCOREINFO note of a QEMU dump (`dump-guest-memory`), as `KEY=VALUE` pairs; empty if the
+/// guest kernel published none (its `qemu_fw_cfg` module not loaded).
+pub fn vmcoreinfo(core: &Path) -> BTreeMap<String, String> {
+    let data = std::fs::read(core).expect("read core");
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(&*data).expect("ELF");
+    let endian = header.endian().expect("endian");
+    let mut info = BTreeMap::new();
+    for ph in header.program_headers(endian, &*data).expect("phdrs") {
+        let Ok(Some(mut notes)) = ph.notes(endian, &*data) else { continue };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == b"VMCOREINFO" {
+                for line in String::from_utf8_lossy(note.desc()).lines() {
+                    if let Some((k, v)) = line.split_once('=') {
+                        info.insert(k.to_string(), v.to_string());
+                    }
+                }
+            }
+        }
+    }
+    info
 }

@@ -18,6 +18,13 @@ cargo test --workspace --lib --bins
 
 step "host integration tests (synthetic images, profile generator vs gcc and gdb)"
 cargo test -p xsched --test '*'
+for pin in tests/lab/kernels/*.env; do
+    kernel=${pin##*/}
+    kernel=${kernel%.env}
+    [ "$kernel" = 6.1 ] && continue
+    step "profile generator vs gdb on kernel $kernel ($pin)"
+    XSCHED_LAB_KERNEL=$kernel cargo test -p xsched --test profile_gen_kernel
+done
 
 step "Xen backend build (feature xen, against libxen-dev)"
 scripts/check-xen-build.sh

@@ -1,7 +1,8 @@
 //! `profile gen` on the lab's real kernel, checked against gdb and the committed profile.
 //!
-//! The vmlinux is `$XSCHED_VMLINUX` if set, else the pinned lab kernel (`tests/lab/kernel.env`) in
-//! the lab cache, `${XSCHED_LAB_CACHE:-$HOME/.cache/xsched-lab}/kernel-<release>_<version>/vmlinux`,
+//! The vmlinux is `$XSCHED_VMLINUX` if set, else the pinned lab kernel that `$XSCHED_LAB_KERNEL`
+//! names (`tests/lab/kernels/NAME.env`, default `6.1`; `scripts/test.sh` runs these tests once per
+//! pinned kernel) in the lab cache, `${XSCHED_LAB_CACHE:-$HOME/.cache/xsched-lab}/kernel-<release>_<version>/vmlinux`,
 //! which `scripts/install-deps.sh` (ending in `tests/lab/fetch-kernel.sh`) installs. Without it
 //! these tests fail, naming that command; they are never skipped.
 //!
@@ -23,9 +24,10 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `KEY=VALUE` from `tests/lab/kernel.env`.
+/// `KEY=VALUE` from the pin file of the kernel `$XSCHED_LAB_KERNEL` names (default `6.1`).
 fn kernel_env(key: &str) -> String {
-    let path = repo_root().join("tests/lab/kernel.env");
+    let name = std::env::var("XSCHED_LAB_KERNEL").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| "6.1".into());
+    let path = repo_root().join("tests/lab/kernels").join(format!("{name}.env"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))

@@ -806,9 +806,11 @@ def check_psi(k, report, checked, found_queued, summaries):
         t = Task(k, t_obj.value_())
         if t.pid == 0:
             continue
+        # A task found queued counts on the CPU whose tree holds it (psi_task_change() runs on
+        # task_cpu() under that rq's lock); any other task on its task_cpu().
         where = found_queued.get(t.addr)
         cpu = where[0] if where else t.cpu
-        if cpu not in checked or t.cpu not in checked:
+        if cpu not in checked:
             continue
         if where:
             runnable = not where[1]

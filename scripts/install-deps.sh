@@ -1,6 +1,7 @@
 #!/bin/sh
-# Installs what the xsched lab needs on Debian 12, then fetches every pinned guest kernel
-# (tests/lab/kernels/*.env) and the Xen lab's files.
+# Installs what the xsched lab needs on Debian 12 (packages; drgn from PyPI in a venv in the lab
+# cache, for the scheduler-state checker tests/lab/sched_check.py), then fetches every pinned guest
+# kernel (tests/lab/kernels/*.env) and the Xen lab's files.
 # Idempotent: installs only missing packages (apt-get update only then); a kernel's fetch is
 # skipped when the cache already has it. Run as root (or with every package already installed).
 set -eu
@@ -8,7 +9,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export DEBIAN_FRONTEND=noninteractive
 
-packages="qemu-system-x86 busybox-static gdb cpio gcc libclang-dev libxen-dev zstd xz-utils"
+packages="qemu-system-x86 busybox-static gdb cpio gcc libclang-dev libxen-dev zstd xz-utils python3 python3-venv"
 missing=""
 for p in $packages; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -30,6 +31,23 @@ if [ -n "$missing" ]; then
 else
     echo "install-deps: all packages present" >&2
 fi
+
+# drgn, pinned, in ${XSCHED_LAB_CACHE:-~/.cache/xsched-lab}/venv (xsched_lab::sched_check uses it).
+drgn_version=0.3.0
+cache=${XSCHED_LAB_CACHE:-$HOME/.cache/xsched-lab}
+venv=$cache/venv
+mkdir -p "$cache"
+(
+    flock 8
+    if "$venv/bin/python" -c "import sys, drgn; sys.exit(drgn.__version__ != '$drgn_version')" 2>/dev/null; then
+        echo "install-deps: drgn $drgn_version present in $venv" >&2
+    else
+        echo "install-deps: installing drgn $drgn_version into $venv" >&2
+        rm -rf "$venv"
+        /usr/bin/python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install -q --disable-pip-version-check "drgn==$drgn_version" >&2
+    fi
+) 8>"$cache/.venv.lock"
 
 # Every pinned guest kernel (the QEMU lab boots any of them: XSCHED_LAB_KERNEL, --kernel).
 "$here/../tests/lab/fetch-kernel.sh" >/dev/null

@@ -86,6 +86,16 @@ pub enum LabError {
         after: Duration,
     },
 
+    /// The scheduler-state checker (`tests/lab/sched_check.py`) or its mutation tool could not
+    /// run on a core (unreadable file, kernel it cannot read, tool error); not a finding.
+    #[error("sched check of {}: {reason}", core.display())]
+    SchedCheck {
+        /// The core file.
+        core: PathBuf,
+        /// The tool's own one-line error, or what went wrong.
+        reason: String,
+    },
+
     /// A QMP command failed.
     #[error("guest {guest}: qmp: {source}")]
     Qmp {

@@ -12,7 +12,7 @@ use xsched::actuate::journal::{Journal, ParkRecord};
 use xsched::actuate::park::{ParkOutcome, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
-use xsched_lab::{shared_lab, Guest, GuestSpec, Steer, Workload};
+use xsched_lab::{check_core, shared_lab, Guest, GuestSpec, SchedCheckReport, Steer, Workload};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -235,6 +235,41 @@ fn soak_park_unpark_cycles() {
     assert!(before.iter().zip(&after).all(|(b, a)| a > b), "{before:?} -> {after:?}");
     g.steer(&[("sysc", Steer::Idle)]).expect("steer");
     assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
+    // The kernel's own incrementally kept runqueue state equals a recomputation from its trees,
+    // read by an independent reader (drgn over a core dump, tests/lab/sched_check.py). QEMU
+    // serves one QMP client at a time: xsched's lets go first.
+    drop(domain);
+    let report = independent_check(g);
+    eprintln!(
+        "soak: independent check of {}: {} CPUs, {} runqueues, {} violations ({:.1} s)",
+        report.kernel,
+        report.cpus_checked,
+        report.cpus.iter().map(|c| c.cfs_rqs.len()).sum::<usize>(),
+        report.violations.len(),
+        report.elapsed_s
+    );
+    assert!(report.violations.is_empty(), "after the soak: {:#?}", report.violations);
+}
+
+/// Dumps `g` and runs the independent scheduler-state check on the dump, until a dump has every
+/// CPU checked (a CPU whose runqueue lock is held in the dump is skipped by the checker).
+fn independent_check(g: &Guest) -> SchedCheckReport {
+    let core = g.dir().join("check.core");
+    let mut last = None;
+    for _ in 0..5 {
+        g.dump_core(&core).expect("dump");
+        let report = check_core(&core, &g.kernel().vmlinux).expect("check");
+        std::fs::remove_file(&core).expect("remove the dump");
+        let complete = report.cpus_checked == report.cpus.len();
+        last = Some(report);
+        if complete {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = last.expect("a report");
+    assert_eq!(report.cpus_checked, report.cpus.len(), "no dump with every runqueue lock free");
+    report
 }
 
 /// On one vCPU, a task that lives in system calls is parked and unparked over and over while the
@@ -270,6 +305,9 @@ fn churn_on_one_vcpu_never_stalls_the_guest() {
     eprintln!("churn: {counters:?} (parks, unparks, retries, undone), {execs} commands");
     g.steer(&[("sysc", Steer::Idle)]).expect("steer");
     assert!(execs > 0 && g.console_problems().is_empty(), "{:?}", g.console_problems());
+    drop(domain);
+    let report = independent_check(g);
+    assert!(report.violations.is_empty(), "after the churn: {:#?}", report.violations);
 }
 
 /// `cycles` rounds of park then unpark, one target after another; counts into `counters`.

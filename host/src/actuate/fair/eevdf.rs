@@ -318,3 +318,118 @@ impl Eevdf {
         Ok(u64::try_from(product >> shift).unwrap_or(u64::MAX))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linux::flavour::Flavour;
+    use crate::linux::virt::DirectMapped;
+    use crate::memory::ImageMemory;
+
+    const BASE: Gva = Gva(0xffff_8880_0000_0000);
+    /// The runqueue sits at physical 0, entities from 0x1000 on, 0x200 apart.
+    const CFS_RQ: Gva = BASE;
+
+    fn eevdf() -> (Eevdf, Profile) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/6.12.117+deb12-cloud-amd64.json");
+        let p = Profile::load(&path).expect("6.12 profile");
+        let common = FairLayout::from_profile(&p, Flavour::Eevdf).expect("layout");
+        (Eevdf::from_profile(&p, 0, common).expect("eevdf"), p)
+    }
+
+    fn entity(i: u64) -> Gva {
+        Gva(BASE.raw() + 0x1000 + 0x200 * i)
+    }
+
+    fn memory() -> DirectMapped<ImageMemory> {
+        DirectMapped::new(ImageMemory::zeroed(0x1000 + 0x200 * 8), BASE)
+    }
+
+    fn put(mem: &mut DirectMapped<ImageMemory>, base: Gva, f: Field, value: u64) {
+        set(mem, base, f, value).expect("write");
+    }
+
+    /// `__calc_delta` computes and caches the inverse weight the kernel tabulates in
+    /// `sched_prio_to_wmult` (kernel/sched/core.c: 48388 for nice -20, 286331153 for nice 19),
+    /// and scales a slice by NICE_0_LOAD / weight; nice 0 is left alone.
+    #[test]
+    fn calc_delta_fair_matches_the_kernels_weight_tables() {
+        let (e, _) = eevdf();
+        let mut mem = memory();
+        let se = entity(0);
+        for (weight, wmult, slice) in [(88761u64, 48388u64, 700_000 * 1024 / 88761), (15, 286_331_153, 700_000 * 1024 / 15)] {
+            put(&mut mem, se, e.common.se_weight, weight << 10);
+            put(&mut mem, se, e.common.se_inv_weight, 0);
+            let scaled = e.calc_delta_fair(&mut mem, 700_000, se).expect("calc");
+            assert_eq!(get(&mem, se, e.common.se_inv_weight).expect("inv"), wmult, "weight {weight}");
+            // The fixed point loses at most one unit against exact division.
+            assert!(scaled.abs_diff(slice) <= 1, "weight {weight}: {scaled} vs {slice}");
+        }
+        put(&mut mem, se, e.common.se_weight, 1024 << 10);
+        assert_eq!(e.calc_delta_fair(&mut mem, 700_000, se).expect("calc"), 700_000);
+    }
+
+    /// `avg_vruntime` with a running entity: the weighted mean, floored (also below zero), and
+    /// `zero_vruntime` moved there with the sum rebased (`update_zero_vruntime`).
+    #[test]
+    fn avg_vruntime_floors_and_rebases_like_the_kernel() {
+        let (e, _) = eevdf();
+        for (avg, expected_delta) in [(-5_000i64, 23i64), (-202_400, -25)] {
+            let mut mem = memory();
+            let curr = entity(0);
+            put(&mut mem, CFS_RQ, e.c_zero_vruntime, 1_000_000);
+            put(&mut mem, CFS_RQ, e.c_avg_load, 3 * 1024);
+            put(&mut mem, CFS_RQ, e.c_avg_vruntime, avg as u64);
+            put(&mut mem, CFS_RQ, e.common.c_curr, curr.raw());
+            put(&mut mem, curr, e.common.se_on_rq, 1);
+            put(&mut mem, curr, e.common.se_weight, 1024 << 10);
+            put(&mut mem, curr, e.common.se_vruntime, 1_000_100);
+            // (avg + 100 * 1024) / 4096, rounded toward minus infinity.
+            assert_eq!((avg + 100 * 1024).div_euclid(4096), expected_delta);
+            let v = e.avg_vruntime(&mut mem, CFS_RQ).expect("avg");
+            assert_eq!(v, (1_000_000 + expected_delta) as u64);
+            assert_eq!(get(&mem, CFS_RQ, e.c_zero_vruntime).expect("zero"), v);
+            assert_eq!(get(&mem, CFS_RQ, e.c_avg_vruntime).expect("sum") as i64, avg - 3 * 1024 * expected_delta);
+        }
+    }
+
+    /// `place_entity` keeps the lag an entity left with: it is inflated by (W + w) / W so that
+    /// adding the entity leaves it exactly that lag, and the deadline is one virtual slice on.
+    #[test]
+    fn place_entity_preserves_lag_and_sets_the_deadline() {
+        let (e, _) = eevdf();
+        let mut mem = memory();
+        let (curr, se) = (entity(0), entity(1));
+        put(&mut mem, CFS_RQ, e.c_zero_vruntime, 5_000_000);
+        put(&mut mem, CFS_RQ, e.c_avg_load, 3 * 1024);
+        put(&mut mem, CFS_RQ, e.c_avg_vruntime, 0);
+        put(&mut mem, CFS_RQ, e.common.c_nr_running, 4);
+        put(&mut mem, CFS_RQ, e.common.c_curr, curr.raw());
+        put(&mut mem, curr, e.common.se_on_rq, 1);
+        put(&mut mem, curr, e.common.se_weight, 1024 << 10);
+        put(&mut mem, curr, e.common.se_vruntime, 5_000_000);
+        put(&mut mem, se, e.common.se_weight, 1024 << 10);
+        put(&mut mem, se, e.se_vlag, 2_000);
+        let level = Level { se, cfs_rq: CFS_RQ, queued: false };
+        e.place_entity(&mut mem, &level, 700_000, true, true).expect("place");
+        // V = 5_000_000; lag = 2000 * (4096 + 1024) / 4096 = 2500.
+        assert_eq!(get(&mem, se, e.common.se_vruntime).expect("vruntime"), 5_000_000 - 2_500);
+        assert_eq!(get(&mem, se, e.se_slice).expect("slice"), 700_000);
+        assert_eq!(get(&mem, se, e.se_deadline).expect("deadline"), 5_000_000 - 2_500 + 700_000);
+        // Without PLACE_LAG the entity starts at the average; a relative deadline is kept.
+        put(&mut mem, se, e.se_rel_deadline, 1);
+        put(&mut mem, se, e.se_deadline, 300_000);
+        e.place_entity(&mut mem, &level, 700_000, false, true).expect("place");
+        assert_eq!(get(&mem, se, e.common.se_vruntime).expect("vruntime"), 5_000_000);
+        assert_eq!(get(&mem, se, e.se_deadline).expect("deadline"), 5_300_000);
+        assert_eq!(get(&mem, se, e.se_rel_deadline).expect("rel"), 0);
+    }
+
+    #[test]
+    fn scale_load_down_keeps_at_least_two() {
+        let (e, _) = eevdf();
+        assert_eq!(e.scale_load_down(0), 0);
+        assert_eq!(e.scale_load_down(15 << 10), 15);
+        assert_eq!(e.scale_load_down(1), 2);
+    }
+}

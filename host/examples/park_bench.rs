@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use xsched::actuate::actuator::Actuator;
 use xsched::actuate::park::{ParkOutcome, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
@@ -21,6 +22,7 @@ fn main() -> anyhow::Result<()> {
     let kernels = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernels");
     let profiles: Vec<Profile> = Profile::load_dir(kernels.as_ref())?.into_iter().map(|(_, p)| p).collect();
     let mut domain = Domain::attach(DomainId(0), &spec, profiles)?;
+    let actuator = Actuator::for_domain(&domain)?;
     let snap = domain.snapshot()?;
     let t = snap.guest.tasks.iter().find(|t| t.record.pid == pid).ok_or_else(|| anyhow::anyhow!("no pid {pid}"))?;
     let task = TaskIdentity { addr: t.record.addr, pid, start_time: t.record.start_time };
@@ -31,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         ping.push(domain.ping()?);
         loop {
             let started = Instant::now();
-            let outcome = domain.park(&task)?;
+            let outcome = actuator.park(&mut domain, &task)?;
             let took = started.elapsed();
             if let ParkOutcome::Parked { .. } = outcome {
                 park.push(took);
@@ -43,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(5));
         loop {
             let started = Instant::now();
-            let outcome = domain.unpark(&task)?;
+            let outcome = actuator.unpark(&mut domain, &task)?;
             let took = started.elapsed();
             match outcome {
                 UnparkOutcome::Unparked { .. } => {

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{domain_arg, kernels_dir, xsched, xsched_ok};
+use xsched::actuate::actuator::Actuator;
 use xsched::actuate::journal::{Journal, ParkRecord};
 use xsched::actuate::park::{ParkOutcome, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
@@ -191,6 +192,7 @@ fn soak_park_unpark_cycles() {
     let profiles: Vec<Profile> = Profile::load_dir(&kernels_dir()).expect("profiles").into_iter().map(|(_, p)| p).collect();
     let spec: DomainSpec = domain_arg(g).parse().expect("spec");
     let mut domain = Domain::attach(DomainId(0), &spec, profiles).expect("attach");
+    let actuator = Actuator::for_domain(&domain).expect("actuator");
     let snap = domain.snapshot().expect("snapshot");
     // `sysc` spins through system calls, so it is often parked inside the kernel.
     g.steer(&[("sysc", Steer::Busy)]).expect("steer");
@@ -216,7 +218,7 @@ fn soak_park_unpark_cycles() {
             }
             n
         });
-        soak(&mut domain, &targets, cycles, (&mut parks, &mut unparks, &mut retries, &mut lost));
+        soak(&mut domain, &actuator, &targets, cycles, (&mut parks, &mut unparks, &mut retries, &mut lost));
         soaking.store(false, std::sync::atomic::Ordering::Relaxed);
         execs.join().expect("exec thread")
     });
@@ -282,6 +284,7 @@ fn churn_on_one_vcpu_never_stalls_the_guest() {
     let profiles: Vec<Profile> = Profile::load_dir(&kernels_dir()).expect("profiles").into_iter().map(|(_, p)| p).collect();
     let spec: DomainSpec = domain_arg(g).parse().expect("spec");
     let mut domain = Domain::attach(DomainId(0), &spec, profiles).expect("attach");
+    let actuator = Actuator::for_domain(&domain).expect("actuator");
     g.steer(&[("sysc", Steer::Busy)]).expect("steer");
     let pid = g.pids_of("sysc")[0] as i32;
     let snap = domain.snapshot().expect("snapshot");
@@ -298,7 +301,7 @@ fn churn_on_one_vcpu_never_stalls_the_guest() {
             }
             n
         });
-        soak(&mut domain, &target, 1000, (&mut counters.0, &mut counters.1, &mut counters.2, &mut counters.3));
+        soak(&mut domain, &actuator, &target, 1000, (&mut counters.0, &mut counters.1, &mut counters.2, &mut counters.3));
         soaking.store(false, std::sync::atomic::Ordering::Relaxed);
         execs.join().expect("exec thread")
     });
@@ -311,12 +314,12 @@ fn churn_on_one_vcpu_never_stalls_the_guest() {
 }
 
 /// `cycles` rounds of park then unpark, one target after another; counts into `counters`.
-fn soak(domain: &mut Domain, targets: &[TaskIdentity], cycles: usize, counters: (&mut usize, &mut usize, &mut usize, &mut usize)) {
+fn soak(domain: &mut Domain, actuator: &Actuator, targets: &[TaskIdentity], cycles: usize, counters: (&mut usize, &mut usize, &mut usize, &mut usize)) {
     let (parks, unparks, retries, lost) = counters;
     for i in 0..cycles {
         let task = &targets[i % targets.len()];
         loop {
-            match domain.park(task).expect("park") {
+            match actuator.park(domain, task).expect("park") {
                 ParkOutcome::Parked { .. } => break,
                 ParkOutcome::Deferred(d) => {
                     *retries += 1;
@@ -326,7 +329,7 @@ fn soak(domain: &mut Domain, targets: &[TaskIdentity], cycles: usize, counters: 
         }
         *parks += 1;
         loop {
-            match domain.unpark(task).expect("unpark") {
+            match actuator.unpark(domain, task).expect("unpark") {
                 UnparkOutcome::Unparked { .. } => break,
                 // A task parked while running kernel code can overwrite the parked state itself
                 // (set_current_state before a sleep); the scheduling loop parks it again.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use xsched::actuate::actuator::Actuator;
 use xsched::actuate::journal::{Journal, ParkRecord};
 use xsched::actuate::park::{Deferred, ParkOutcome, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
@@ -43,9 +44,12 @@ impl JournalArgs {
         Ok(Journal::open(&path)?)
     }
 
-    fn attach(&self, spec: &DomainSpec) -> anyhow::Result<Domain> {
+    /// Attaches the domain `spec` names, with its write side.
+    fn attach(&self, spec: &DomainSpec) -> anyhow::Result<(Domain, Actuator)> {
         let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(self.kernels.clone()))?.into_iter().map(|(_, p)| p).collect();
-        Ok(Domain::attach(DomainId(0), spec, profiles)?)
+        let domain = Domain::attach(DomainId(0), spec, profiles)?;
+        let actuator = Actuator::for_domain(&domain)?;
+        Ok((domain, actuator))
     }
 }
 
@@ -89,15 +93,15 @@ fn find(domain: &mut Domain, pid: i32) -> anyhow::Result<(TaskIdentity, u32)> {
 /// `xsched park`: journals the park, then parks the task, retrying while the guest holds a lock.
 pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
     let mut journal = args.common.open()?;
-    let mut domain = args.common.attach(&args.domain)?;
+    let (mut domain, actuator) = args.common.attach(&args.domain)?;
     let (task, state) = find(&mut domain, args.pid)?;
-    if journal.is_parked(&domain.name, task.pid, task.start_time) || domain.is_parked_state(state) {
+    if journal.is_parked(&domain.name, task.pid, task.start_time) || actuator.is_parked_state(state) {
         bail!("domain {}: pid {} is already parked", domain.name, task.pid);
     }
     let record = ParkRecord { domain: args.domain.to_string(), pid: task.pid, start_time: task.start_time, addr: task.addr.raw(), saved_state: state };
     journal.record_park(record.clone())?;
     for _ in 0..ATTEMPTS {
-        match domain.park(&task)? {
+        match actuator.park(&mut domain, &task)? {
             ParkOutcome::Parked { state, runnable } => {
                 println!("{}: parked pid {} (was {}, state {state:#x})", domain.name, task.pid, if runnable { "runnable" } else { "sleeping" });
                 return Ok(());
@@ -119,28 +123,28 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
 /// `xsched unpark`: unparks one task and records its release.
 pub fn unpark(args: &TaskArgs) -> anyhow::Result<()> {
     let mut journal = args.common.open()?;
-    let mut domain = args.common.attach(&args.domain)?;
+    let (mut domain, actuator) = args.common.attach(&args.domain)?;
     let (task, state) = find(&mut domain, args.pid)?;
     let journaled = journal.parked().find(|r| r.domain_name() == domain.name && r.pid == task.pid && r.start_time == task.start_time).cloned();
     let record = match journaled {
         Some(record) => record,
         // Our parked state is recognisable even when the journal lost the task.
-        None if domain.is_parked_state(state) => {
+        None if actuator.is_parked_state(state) => {
             log::warn!("domain {}: pid {} is parked but not in the journal", domain.name, task.pid);
             ParkRecord { domain: args.domain.to_string(), pid: task.pid, start_time: task.start_time, addr: task.addr.raw(), saved_state: state }
         }
         None => bail!("domain {}: pid {} is not parked by xsched", domain.name, task.pid),
     };
-    let line = release_one(&mut domain, &mut journal, &record)?;
+    let line = release_one(&mut domain, &actuator, &mut journal, &record)?;
     println!("{line}");
     Ok(())
 }
 
 /// Unparks the task of `record`, retrying while the guest holds a lock; records the release.
-fn release_one(domain: &mut Domain, journal: &mut Journal, record: &ParkRecord) -> anyhow::Result<String> {
+fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, record: &ParkRecord) -> anyhow::Result<String> {
     let task = TaskIdentity { addr: xsched::memory::Gva(record.addr), pid: record.pid, start_time: record.start_time };
     for _ in 0..ATTEMPTS {
-        let (reason, line) = match domain.unpark(&task)? {
+        let (reason, line) = match actuator.unpark(domain, &task)? {
             UnparkOutcome::Unparked { cpu, cpu_idle } => {
                 ("unparked", format!("{}: unparked pid {} on CPU {cpu}{}", domain.name, task.pid, if cpu_idle { " (idle CPU kicked)" } else { "" }))
             }
@@ -171,15 +175,15 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
         .cloned()
         .collect();
     let mut failures = 0;
-    let mut domains: Vec<Domain> = Vec::new();
+    let mut domains: Vec<(Domain, Actuator)> = Vec::new();
     for record in &records {
         let spec: DomainSpec = record.domain.parse().map_err(anyhow::Error::msg).context("journal entry")?;
-        let index = match domains.iter().position(|d| d.spec == spec) {
+        let index = match domains.iter().position(|(d, _)| d.spec == spec) {
             Some(i) => i,
             None => match args.common.attach(&spec) {
-                Ok(mut d) => {
+                Ok((mut d, actuator)) => {
                     d.resume_if_paused()?;
-                    domains.push(d);
+                    domains.push((d, actuator));
                     domains.len() - 1
                 }
                 Err(e) => {
@@ -189,7 +193,8 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
                 }
             },
         };
-        match release_one(&mut domains[index], &mut journal, record) {
+        let (domain, actuator) = &mut domains[index];
+        match release_one(domain, actuator, &mut journal, record) {
             Ok(line) => println!("{line}"),
             Err(e) => {
                 eprintln!("xsched: {e:#}");

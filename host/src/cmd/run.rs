@@ -78,7 +78,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let started_wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut last_summary = Instant::now();
     let mut trace_error = None;
-    let mut scheduler = Scheduler::new(domains, args.common.open()?, policy, Duration::from_millis(args.period), host_cpus);
+    let mut scheduler = Scheduler::new(domains, args.common.open()?, policy, Duration::from_millis(args.period), host_cpus)?;
     println!("xsched: policy {} on {} domain(s), period {} ms, {host_cpus} host CPU(s)", plugin.name(), args.domains.len(), args.period);
     let result = scheduler.run(&signals, args.periods, |period_start, table, plan, stats| {
         if let Some(out) = trace.as_mut() {

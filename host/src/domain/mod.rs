@@ -5,7 +5,6 @@ mod spec;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::actuate::park::{park, unpark, Deferred, ParkLayout, ParkOutcome, TaskIdentity, UnparkOutcome};
 use crate::linux::snapshot::{GuestSnapshot, SnapshotReader};
 use crate::linux::virt::KernelMemory;
 use crate::linux::{Kernel, LinuxError};
@@ -50,7 +49,6 @@ pub struct Domain {
     pub spec: DomainSpec,
     kernel: Kernel,
     reader: SnapshotReader,
-    park_layout: ParkLayout,
 }
 
 /// One snapshot of a domain and what it cost.
@@ -72,9 +70,7 @@ impl Domain {
         let mem = spec.open().map_err(|e| error(e.into()))?;
         let kernel = Kernel::attach(mem, profiles).map_err(error)?;
         let reader = SnapshotReader::for_kernel(&kernel).map_err(error)?;
-        let location = kernel.location();
-        let park_layout = ParkLayout::new(kernel.profile(), location.virt_shift, location.per_cpu_offsets.clone()).map_err(error)?;
-        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader, park_layout })
+        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader })
     }
 
     /// The located kernel.
@@ -101,8 +97,8 @@ impl Domain {
         Ok(DomainSnapshot { guest, pause, read })
     }
 
-    /// Runs `f` on the kernel with the guest paused (when it can be paused), and resumes it.
-    fn paused<T>(&mut self, f: impl FnOnce(&mut Kernel, &SnapshotReader) -> Result<T, LinuxError>) -> Result<T, DomainError> {
+    /// Runs `f` on the kernel with the guest paused, and resumes it.
+    pub fn with_paused<T>(&mut self, f: impl FnOnce(&mut Kernel, &SnapshotReader) -> Result<T, LinuxError>) -> Result<T, DomainError> {
         let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
         self.kernel.memory_mut().pause().map_err(|e| error(e.into()))?;
         let result = f(&mut self.kernel, &self.reader);
@@ -114,7 +110,7 @@ impl Domain {
     /// snapshot and change, and a health check.
     pub fn ping(&mut self) -> Result<Duration, DomainError> {
         let started = Instant::now();
-        self.paused(|_, _| Ok(()))?;
+        self.with_paused(|_, _| Ok(()))?;
         Ok(started.elapsed())
     }
 
@@ -130,29 +126,6 @@ impl Domain {
         Ok(true)
     }
 
-    /// Whether `state` is the state xsched gives a parked task.
-    pub fn is_parked_state(&self, state: u32) -> bool {
-        self.park_layout.is_parked(state)
-    }
-
-    /// Parks `task` (see [`crate::actuate::park`]), pausing the guest for it.
-    pub fn park(&mut self, task: &TaskIdentity) -> Result<ParkOutcome, DomainError> {
-        let layout = self.park_layout.clone();
-        self.paused(|k, _| park(k, &layout, task))
-    }
-
-    /// Unparks `task`, pausing the guest for it. When the task's CPU is idle its vCPUs are
-    /// interrupted (an NMI) so that it notices the task at once, unless the guest would panic on
-    /// an unknown NMI; then the task waits for the CPU's next timer.
-    pub fn unpark(&mut self, task: &TaskIdentity) -> Result<UnparkOutcome, DomainError> {
-        let layout = self.park_layout.clone();
-        let outcome = self.paused(|k, _| unpark(k, &layout, task))?;
-        if matches!(outcome, UnparkOutcome::Unparked { cpu_idle: true, .. } | UnparkOutcome::Deferred(Deferred::Retry(_))) {
-            self.wake_stalled_cpus()?;
-        }
-        Ok(outcome)
-    }
-
     /// Interrupts the guest's vCPUs while one of them idles with tasks on its runqueue.
     ///
     /// The kick is an NMI, and an NMI that lands between the idle loop's last `need_resched()`
@@ -160,7 +133,7 @@ impl Domain {
     /// so the runqueues are read again after each kick, a few times.
     pub fn wake_stalled_cpus(&mut self) -> Result<(), DomainError> {
         for _ in 0..KICK_ATTEMPTS {
-            let stalled = self.paused(|k, reader| reader.stalled_cpus(&*k))?;
+            let stalled = self.with_paused(|k, reader| reader.stalled_cpus(&*k))?;
             if stalled.is_empty() {
                 return Ok(());
             }

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::actuate::actuator::Actuator;
 use crate::actuate::journal::{Journal, ParkRecord};
 use crate::actuate::park::{Deferred, ParkOutcome, TaskIdentity, UnparkOutcome};
-use crate::domain::Domain;
+use crate::domain::{Domain, DomainError};
 use crate::memory::Gva;
 use crate::table::{TaskKey, TaskTable};
 
@@ -58,6 +59,8 @@ pub struct Signals {
 /// The loop's state: domains, journal, policy, and what it holds parked.
 pub struct Scheduler<R> {
     domains: Vec<Domain>,
+    /// One per domain, in the same order.
+    actuators: Vec<Actuator>,
     journal: Journal,
     ranker: R,
     period: Duration,
@@ -68,8 +71,9 @@ pub struct Scheduler<R> {
 
 impl<R: Ranker> Scheduler<R> {
     /// A scheduler over `domains` (ids must be their positions), journaling to `journal`.
-    pub fn new(domains: Vec<Domain>, journal: Journal, ranker: R, period: Duration, host_cpus: u32) -> Self {
-        Self { domains, journal, ranker, period, host_cpus, parked: Vec::new(), stats: RunStats::default() }
+    pub fn new(domains: Vec<Domain>, journal: Journal, ranker: R, period: Duration, host_cpus: u32) -> Result<Self, DomainError> {
+        let actuators = domains.iter().map(Actuator::for_domain).collect::<Result<_, _>>()?;
+        Ok(Self { domains, actuators, journal, ranker, period, host_cpus, parked: Vec::new(), stats: RunStats::default() })
     }
 
     /// The counters so far.
@@ -136,11 +140,12 @@ impl<R: Ranker> Scheduler<R> {
         }
         for key in &plan.park {
             let Some(entry) = table.tasks.iter().find(|t| t.key == *key) else { continue };
-            let domain = &mut self.domains[key.domain.0 as usize];
+            let index = key.domain.0 as usize;
+            let domain = &mut self.domains[index];
             let task = TaskIdentity { addr: Gva(entry.task_addr), pid: key.pid, start_time: key.start_time };
             let record = ParkRecord { domain: domain.spec.to_string(), pid: key.pid, start_time: key.start_time, addr: entry.task_addr, saved_state: 0 };
             self.journal.record_park(record.clone())?;
-            match domain.park(&task)? {
+            match self.actuators[index].park(domain, &task)? {
                 ParkOutcome::Parked { .. } => {
                     self.stats.parks += 1;
                     self.parked.push((*key, record));
@@ -161,7 +166,8 @@ impl<R: Ranker> Scheduler<R> {
     fn unpark(&mut self, i: usize) -> anyhow::Result<bool> {
         let (key, record) = self.parked[i].clone();
         let task = TaskIdentity { addr: Gva(record.addr), pid: key.pid, start_time: key.start_time };
-        let reason = match self.domains[key.domain.0 as usize].unpark(&task)? {
+        let index = key.domain.0 as usize;
+        let reason = match self.actuators[index].unpark(&mut self.domains[index], &task)? {
             UnparkOutcome::Unparked { .. } => "unparked",
             UnparkOutcome::NotParked { .. } => "no longer parked",
             UnparkOutcome::Deferred(Deferred::Gone) => "gone",

@@ -1,0 +1,46 @@
+//! The write side of one attached domain: parks and unparks its tasks, each with the guest
+//! paused, and kicks an idle vCPU that has to notice an unparked task.
+//!
+//! The domain knows how to pause, read and kick its guest; the layouts of what is written live
+//! here, resolved once per domain from its kernel's profile.
+
+use crate::domain::{Domain, DomainError};
+
+use super::park::{park, unpark, Deferred, ParkLayout, ParkOutcome, TaskIdentity, UnparkOutcome};
+
+/// Parks and unparks the tasks of one domain.
+#[derive(Debug)]
+pub struct Actuator {
+    layout: ParkLayout,
+}
+
+impl Actuator {
+    /// The actuator for `domain`'s kernel.
+    pub fn for_domain(domain: &Domain) -> Result<Self, DomainError> {
+        let kernel = domain.kernel();
+        let location = kernel.location();
+        let layout = ParkLayout::new(kernel.profile(), location.virt_shift, location.per_cpu_offsets.clone())
+            .map_err(|source| DomainError { name: domain.name.clone(), source })?;
+        Ok(Self { layout })
+    }
+
+    /// Whether `state` is the state xsched gives a parked task.
+    pub fn is_parked_state(&self, state: u32) -> bool {
+        self.layout.is_parked(state)
+    }
+
+    /// Parks `task` (see [`super::park`]), pausing the guest for it.
+    pub fn park(&self, domain: &mut Domain, task: &TaskIdentity) -> Result<ParkOutcome, DomainError> {
+        domain.with_paused(|k, _| park(k, &self.layout, task))
+    }
+
+    /// Unparks `task`, pausing the guest for it. When the task's CPU is idle its vCPUs are
+    /// interrupted (see [`Domain::wake_stalled_cpus`]) so that it notices the task at once.
+    pub fn unpark(&self, domain: &mut Domain, task: &TaskIdentity) -> Result<UnparkOutcome, DomainError> {
+        let outcome = domain.with_paused(|k, _| unpark(k, &self.layout, task))?;
+        if matches!(outcome, UnparkOutcome::Unparked { cpu_idle: true, .. } | UnparkOutcome::Deferred(Deferred::Retry(_))) {
+            domain.wake_stalled_cpus()?;
+        }
+        Ok(outcome)
+    }
+}

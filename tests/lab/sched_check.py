@@ -649,6 +649,8 @@ class CpuChecker:
                 elif se.min_slice > se.slice:
                     self.violation("eevdf.min_slice", f"<= {se.slice}", se.min_slice, cfs_rq=addr,
                                    entity=se.addr, task=se.who(), detail="min_slice above the node's own slice")
+        if k.has_min_slice:
+            self.note_inexact_min_slice(tree, rbnodes, entities)
         # avg_vruntime_add()/avg_vruntime_sub(): over the entities in the tree (curr is out of it),
         # avg_load = sum of scale_load_down(weight), avg_vruntime = sum of entity_key() * that,
         # in u64/s64 wraparound arithmetic; update_zero_vruntime() keeps the sum exact when the
@@ -663,6 +665,30 @@ class CpuChecker:
         if u64(found_avg) != u64(want_avg):
             self.violation("eevdf.avg_vruntime", s64(want_avg), s64(found_avg), cfs_rq=addr,
                            detail=f"base {k.key_base} = {base}")
+
+    def note_inexact_min_slice(self, tree, rbnodes, entities):
+        """Notes (not violations) the nodes whose min_slice is not their subtree's minimum slice,
+        which the kernel allows (see check_eevdf)."""
+        exact = {}
+
+        def subtree_min(node_addr):
+            if node_addr not in rbnodes:
+                return None
+            if node_addr not in exact:
+                exact[node_addr] = None  # a cycle (already reported) ends here
+                node = rbnodes[node_addr]
+                mins = [entities[node_addr].slice] + [
+                    m for m in (subtree_min(node.left), subtree_min(node.right)) if m is not None
+                ]
+                exact[node_addr] = min(mins)
+            return exact[node_addr]
+
+        for se in tree:
+            want = subtree_min(se.run_node)
+            if want is not None and se.min_slice != want:
+                self.report.notes.append(
+                    f"cpu {self.cpu}: se {se.addr:#x} min_slice {se.min_slice}, subtree minimum {want} "
+                    "(the kernel does not keep min_slice exact)")
 
     def group_name(self, cfs_rq, owner):
         """A readable name for the task group of cfs_rq ('/' for the root)."""

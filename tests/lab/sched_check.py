@@ -15,13 +15,34 @@ The state is only consistent where the kernel is not in the middle of changing i
 checked here is changed under the CPU's runqueue lock (``rq->__lock``), so a CPU whose lock is
 held in the dump is reported as skipped, not checked.
 
+Rules (rule ids as reported; each is checked on every cfs_rq reachable from rq->cfs through
+group entities, the group of cfs_rq->curr included, on every online CPU whose rq lock is free):
+
+  rb.root_black rb.parent rb.red_red rb.black_height rb.duplicate rb.leftmost rb.order
+      tasks_timeline is a valid red-black tree (lib/rbtree.c) ordered by entity_before():
+      deadline (EEVDF) or vruntime (CFS), signed difference, equal keys allowed
+  eevdf.min_vruntime   every node: min of its vruntime and its children's (min_vruntime_update)
+  eevdf.min_slice      only what the kernel keeps: <= the node's slice, == it at a leaf
+  eevdf.avg_load eevdf.avg_vruntime   sums over the tree (avg_vruntime_add/sub), exact mod 2^64
+  count.<nr_running|load_weight|idle_nr_running>   flat counts over tree + queued curr
+  count.<h_nr_running|h_nr_queued|h_nr_runnable|h_nr_delayed|idle_h_nr_running>
+      hierarchical counts recomputed over the tasks below (enqueue_task_fair/dequeue_entities)
+  rq.nr_running        root hierarchical count + rt (if rt_queued) + dl_nr_running + stop
+  cfs_rq.rq entity.on_rq entity.cfs_rq entity.parent entity.depth entity.curr_in_tree
+  entity.delayed task.on_rq task.cpu task.state group.my_q     per-entity consistency
+  list.leaf_cfs_rq list.tmp_alone_branch list.cfs_tasks list.corrupt     the rq's lists
+  psi.nr_running psi.flags     psi_system's per-CPU TSK_RUNNING count and the tasks' flags
+  fault                unreadable memory where the state points (that CPU's checks stop)
+
 Exit status: 0 no violation, 1 violations, 2 usage or I/O error (one line on stderr).
 """
 
 import argparse
 import json
+import logging
 import sys
 import time
+import traceback
 
 U64 = 1 << 64
 
@@ -59,8 +80,8 @@ def hexaddr(addr):
     return None if addr is None else f"{addr:#x}"
 
 
-class Violation(Exception):
-    """Raised for a fault (unreadable memory) that stops the checks of one CPU."""
+class Fault(Exception):
+    """Unreadable memory where the scheduler's state points: stops the checks of one CPU."""
 
 
 class Report:
@@ -103,10 +124,6 @@ class Kernel:
         self.rq_type = prog.type("struct rq")
         self.rb_node_type = prog.type("struct rb_node")
         self.list_head_type = prog.type("struct list_head")
-        self.rb_node_ptr = prog.type("struct rb_node *")
-        self.se_ptr = prog.type("struct sched_entity *")
-        self.task_ptr = prog.type("struct task_struct *")
-        self.cfs_rq_ptr = prog.type("struct cfs_rq *")
         has_cfs = self.cfs_rq_type.has_member
         has_se = self.se_type.has_member
         # EEVDF (6.6+): the tree is ordered by deadline and carries avg_vruntime/avg_load sums.
@@ -160,11 +177,11 @@ class Kernel:
         }
 
     def value(self, obj):
-        """obj.value_(), with unreadable memory turned into Violation."""
+        """obj.value_(), with unreadable memory turned into Fault."""
         try:
             return obj.value_()
         except self.drgn.FaultError as e:
-            raise Violation(f"unreadable memory: {e}") from e
+            raise Fault(f"unreadable memory: {e}") from e
 
     def obj(self, type_, addr):
         """An object of type_ at addr."""
@@ -255,7 +272,7 @@ def rb_check_tree(k, report, cpu, cfs_rq, root_node, leftmost, entity_before):
                 if child and child not in nodes:
                     try:
                         child_black = RbNode(k, child).rb_is_black()
-                    except Violation:
+                    except Fault:
                         continue
                     if not child_black:
                         report.violation(cpu, "rb.red_red", "black child of a red node", "red",
@@ -340,7 +357,7 @@ class Task:
         try:
             self.comm = t.comm.string_().decode(errors="replace")
         except k.drgn.FaultError as e:
-            raise Violation(f"unreadable task at {addr:#x}: {e}") from e
+            raise Fault(f"unreadable task at {addr:#x}: {e}") from e
         self.on_rq = k.value(t.on_rq)
         self.state = k.value(t.member_("__state"))
         self.policy = k.value(t.policy)
@@ -353,7 +370,7 @@ class Task:
         return self.policy == SCHED_IDLE
 
 
-def entity_key(k, cfs_rq_base, se):
+def entity_key(cfs_rq_base, se):
     """entity_key() (6.12.117 fair.c): (s64)(se->vruntime - cfs_rq->zero_vruntime)."""
     return s64(se.vruntime - cfs_rq_base)
 
@@ -657,7 +674,7 @@ class CpuChecker:
         # base moves.
         base = k.value(getattr(cfs_rq, k.key_base))
         want_load = sum(scale_load_down(se.weight) for se in tree)
-        want_avg = sum(entity_key(k, base, se) * scale_load_down(se.weight) for se in tree)
+        want_avg = sum(entity_key(base, se) * scale_load_down(se.weight) for se in tree)
         found_load = k.value(cfs_rq.avg_load)
         found_avg = k.value(cfs_rq.avg_vruntime)
         if u64(found_load) != u64(want_load):
@@ -699,7 +716,7 @@ class CpuChecker:
             if hasattr(tg, "autogroup") and self.k.value(tg.autogroup):
                 return f"autogroup-{self.k.value(tg.autogroup.id)}"
             return tg.css.cgroup.kn.name.string_().decode(errors="replace")
-        except (self.k.drgn.FaultError, AttributeError, Violation):
+        except (self.k.drgn.FaultError, AttributeError, Fault):
             return None
 
     def walk_list(self, head_addr, name):
@@ -887,14 +904,14 @@ def check(prog):
             checked.append(cpu)
             for addr, (t, _, se) in checker.queued_tasks.items():
                 found_queued[addr] = (cpu, se.sched_delayed)
-        except Violation as e:
+        except Fault as e:
             report.violation(cpu, "fault", "readable scheduler state", str(e))
             summaries[cpu] = {"cpu": cpu, "rq": hexaddr(rq.address_), "checked": False, "skipped": str(e)}
     psi = psi_enabled(k)
     if psi:
         try:
             check_psi(k, report, set(checked), found_queued, summaries)
-        except Violation as e:
+        except Fault as e:
             report.violation(None, "fault", "readable task list", str(e))
     else:
         report.notes.append("PSI not compiled in or disabled: PSI rules not checked")
@@ -923,12 +940,12 @@ def open_program(core, vmlinux):
     prog = drgn.Program()
     try:
         prog.set_core_dump(core)
-    except (drgn.FaultError, OSError, ValueError, drgn.MissingDebugInfoError) as e:
-        fail(f"cannot open core {core}: {e}")
-    except Exception as e:  # drgn raises plain Exception subclasses for malformed cores
+    except Exception as e:  # OSError, ValueError, drgn's own errors for malformed cores
         fail(f"cannot open core {core}: {e}")
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         fail(f"core {core} is not a Linux kernel core (no VMCOREINFO note)")
+    # drgn logs a mismatched file as a warning; the check below says it in one line instead.
+    logging.getLogger("drgn").setLevel(logging.ERROR)
     try:
         prog.load_debug_info([vmlinux])
     except drgn.MissingDebugInfoError:
@@ -967,6 +984,9 @@ def main(argv=None):
         result = check(prog)
     except LookupError as e:
         fail(f"vmlinux {args.vmlinux}: unsupported kernel layout: {e}")
+    except Exception as e:  # a bug here, not a finding: say so, with the traceback above it
+        traceback.print_exc()
+        fail(f"internal error checking {args.core}: {type(e).__name__}: {e}")
     result["elapsed_s"] = round(time.monotonic() - started, 3)
     json.dump(result, sys.stdout, indent=2 if args.pretty else None)
     sys.stdout.write("\n")

@@ -85,7 +85,7 @@ class Fault(Exception):
 
 
 class Report:
-    """Collects violations and per-CPU summaries."""
+    """Collects violations and notes (allowed observations)."""
 
     def __init__(self):
         self.violations = []
@@ -259,8 +259,10 @@ def rb_check_tree(k, report, cpu, cfs_rq, root_node, leftmost, entity_before):
         if addr in nodes or depth > MAX_RB_DEPTH:
             if addr not in dup_reported:
                 dup_reported.add(addr)
+                where = f"from {parent:#x}" if parent else "as the root"
+                why = "reached again" if addr in nodes else f"deeper than {MAX_RB_DEPTH} levels"
                 report.violation(cpu, "rb.duplicate", "each node once", hexaddr(addr), cfs_rq=cfs_rq,
-                                 detail=f"reached again from {parent:#x}" if parent else None)
+                                 detail=f"{why} {where}")
             return None
         node = RbNode(k, addr)
         nodes[addr] = node
@@ -832,7 +834,8 @@ def check_psi(k, report, checked, found_queued, summaries):
     """PSI task counts on the CPUs checked.
 
     psi_enqueue() sets TSK_RUNNING on every enqueue that is not a same-rq restore (6.12.117:
-    not for a delayed task migrating), psi_task_switch() clears it when prev goes to sleep (6.12:
+    not for a delayed task migrating; enqueue_task() calls it after ->enqueue_task(), so a
+    delayed task's requeue on wakeup, which clears sched_delayed, sets it), psi_task_switch() clears it when prev goes to sleep (6.12:
     a delayed dequeue counts as sleep), psi_dequeue() clears all flags on a migration; so in a
     settled state TSK_RUNNING is set exactly on the tasks queued on a runqueue and not delayed,
     and psi_system's per-CPU tasks[NR_RUNNING] counts them (psi_group_change()), idle tasks

@@ -15,13 +15,34 @@ The state is only consistent where the kernel is not in the middle of changing i
 checked here is changed under the CPU's runqueue lock (``rq->__lock``), so a CPU whose lock is
 held in the dump is reported as skipped, not checked.
 
+Rules (rule ids as reported; each is checked on every cfs_rq reachable from rq->cfs through
+group entities, the group of cfs_rq->curr included, on every online CPU whose rq lock is free):
+
+  rb.root_black rb.parent rb.red_red rb.black_height rb.duplicate rb.leftmost rb.order
+      tasks_timeline is a valid red-black tree (lib/rbtree.c) ordered by entity_before():
+      deadline (EEVDF) or vruntime (CFS), signed difference, equal keys allowed
+  eevdf.min_vruntime   every node: min of its vruntime and its children's (min_vruntime_update)
+  eevdf.min_slice      only what the kernel keeps: <= the node's slice, == it at a leaf
+  eevdf.avg_load eevdf.avg_vruntime   sums over the tree (avg_vruntime_add/sub), exact mod 2^64
+  count.<nr_running|load_weight|idle_nr_running>   flat counts over tree + queued curr
+  count.<h_nr_running|h_nr_queued|h_nr_runnable|h_nr_delayed|idle_h_nr_running>
+      hierarchical counts recomputed over the tasks below (enqueue_task_fair/dequeue_entities)
+  rq.nr_running        root hierarchical count + rt (if rt_queued) + dl_nr_running + stop
+  cfs_rq.rq entity.on_rq entity.cfs_rq entity.parent entity.depth entity.curr_in_tree
+  entity.delayed task.on_rq task.cpu task.state group.my_q     per-entity consistency
+  list.leaf_cfs_rq list.tmp_alone_branch list.cfs_tasks list.corrupt     the rq's lists
+  psi.nr_running psi.flags     psi_system's per-CPU TSK_RUNNING count and the tasks' flags
+  fault                unreadable memory where the state points (that CPU's checks stop)
+
 Exit status: 0 no violation, 1 violations, 2 usage or I/O error (one line on stderr).
 """
 
 import argparse
 import json
+import logging
 import sys
 import time
+import traceback
 
 U64 = 1 << 64
 
@@ -59,12 +80,12 @@ def hexaddr(addr):
     return None if addr is None else f"{addr:#x}"
 
 
-class Violation(Exception):
-    """Raised for a fault (unreadable memory) that stops the checks of one CPU."""
+class Fault(Exception):
+    """Unreadable memory where the scheduler's state points: stops the checks of one CPU."""
 
 
 class Report:
-    """Collects violations and per-CPU summaries."""
+    """Collects violations and notes (allowed observations)."""
 
     def __init__(self):
         self.violations = []
@@ -103,10 +124,6 @@ class Kernel:
         self.rq_type = prog.type("struct rq")
         self.rb_node_type = prog.type("struct rb_node")
         self.list_head_type = prog.type("struct list_head")
-        self.rb_node_ptr = prog.type("struct rb_node *")
-        self.se_ptr = prog.type("struct sched_entity *")
-        self.task_ptr = prog.type("struct task_struct *")
-        self.cfs_rq_ptr = prog.type("struct cfs_rq *")
         has_cfs = self.cfs_rq_type.has_member
         has_se = self.se_type.has_member
         # EEVDF (6.6+): the tree is ordered by deadline and carries avg_vruntime/avg_load sums.
@@ -160,11 +177,11 @@ class Kernel:
         }
 
     def value(self, obj):
-        """obj.value_(), with unreadable memory turned into Violation."""
+        """obj.value_(), with unreadable memory turned into Fault."""
         try:
             return obj.value_()
         except self.drgn.FaultError as e:
-            raise Violation(f"unreadable memory: {e}") from e
+            raise Fault(f"unreadable memory: {e}") from e
 
     def obj(self, type_, addr):
         """An object of type_ at addr."""
@@ -242,8 +259,10 @@ def rb_check_tree(k, report, cpu, cfs_rq, root_node, leftmost, entity_before):
         if addr in nodes or depth > MAX_RB_DEPTH:
             if addr not in dup_reported:
                 dup_reported.add(addr)
+                where = f"from {parent:#x}" if parent else "as the root"
+                why = "reached again" if addr in nodes else f"deeper than {MAX_RB_DEPTH} levels"
                 report.violation(cpu, "rb.duplicate", "each node once", hexaddr(addr), cfs_rq=cfs_rq,
-                                 detail=f"reached again from {parent:#x}" if parent else None)
+                                 detail=f"{why} {where}")
             return None
         node = RbNode(k, addr)
         nodes[addr] = node
@@ -255,7 +274,7 @@ def rb_check_tree(k, report, cpu, cfs_rq, root_node, leftmost, entity_before):
                 if child and child not in nodes:
                     try:
                         child_black = RbNode(k, child).rb_is_black()
-                    except Violation:
+                    except Fault:
                         continue
                     if not child_black:
                         report.violation(cpu, "rb.red_red", "black child of a red node", "red",
@@ -340,7 +359,7 @@ class Task:
         try:
             self.comm = t.comm.string_().decode(errors="replace")
         except k.drgn.FaultError as e:
-            raise Violation(f"unreadable task at {addr:#x}: {e}") from e
+            raise Fault(f"unreadable task at {addr:#x}: {e}") from e
         self.on_rq = k.value(t.on_rq)
         self.state = k.value(t.member_("__state"))
         self.policy = k.value(t.policy)
@@ -353,7 +372,7 @@ class Task:
         return self.policy == SCHED_IDLE
 
 
-def entity_key(k, cfs_rq_base, se):
+def entity_key(cfs_rq_base, se):
     """entity_key() (6.12.117 fair.c): (s64)(se->vruntime - cfs_rq->zero_vruntime)."""
     return s64(se.vruntime - cfs_rq_base)
 
@@ -649,13 +668,15 @@ class CpuChecker:
                 elif se.min_slice > se.slice:
                     self.violation("eevdf.min_slice", f"<= {se.slice}", se.min_slice, cfs_rq=addr,
                                    entity=se.addr, task=se.who(), detail="min_slice above the node's own slice")
+        if k.has_min_slice:
+            self.note_inexact_min_slice(tree, rbnodes, entities)
         # avg_vruntime_add()/avg_vruntime_sub(): over the entities in the tree (curr is out of it),
         # avg_load = sum of scale_load_down(weight), avg_vruntime = sum of entity_key() * that,
         # in u64/s64 wraparound arithmetic; update_zero_vruntime() keeps the sum exact when the
         # base moves.
         base = k.value(getattr(cfs_rq, k.key_base))
         want_load = sum(scale_load_down(se.weight) for se in tree)
-        want_avg = sum(entity_key(k, base, se) * scale_load_down(se.weight) for se in tree)
+        want_avg = sum(entity_key(base, se) * scale_load_down(se.weight) for se in tree)
         found_load = k.value(cfs_rq.avg_load)
         found_avg = k.value(cfs_rq.avg_vruntime)
         if u64(found_load) != u64(want_load):
@@ -663,6 +684,30 @@ class CpuChecker:
         if u64(found_avg) != u64(want_avg):
             self.violation("eevdf.avg_vruntime", s64(want_avg), s64(found_avg), cfs_rq=addr,
                            detail=f"base {k.key_base} = {base}")
+
+    def note_inexact_min_slice(self, tree, rbnodes, entities):
+        """Notes (not violations) the nodes whose min_slice is not their subtree's minimum slice,
+        which the kernel allows (see check_eevdf)."""
+        exact = {}
+
+        def subtree_min(node_addr):
+            if node_addr not in rbnodes:
+                return None
+            if node_addr not in exact:
+                exact[node_addr] = None  # a cycle (already reported) ends here
+                node = rbnodes[node_addr]
+                mins = [entities[node_addr].slice] + [
+                    m for m in (subtree_min(node.left), subtree_min(node.right)) if m is not None
+                ]
+                exact[node_addr] = min(mins)
+            return exact[node_addr]
+
+        for se in tree:
+            want = subtree_min(se.run_node)
+            if want is not None and se.min_slice != want:
+                self.report.notes.append(
+                    f"cpu {self.cpu}: se {se.addr:#x} min_slice {se.min_slice}, subtree minimum {want} "
+                    "(the kernel does not keep min_slice exact)")
 
     def group_name(self, cfs_rq, owner):
         """A readable name for the task group of cfs_rq ('/' for the root)."""
@@ -673,7 +718,7 @@ class CpuChecker:
             if hasattr(tg, "autogroup") and self.k.value(tg.autogroup):
                 return f"autogroup-{self.k.value(tg.autogroup.id)}"
             return tg.css.cgroup.kn.name.string_().decode(errors="replace")
-        except (self.k.drgn.FaultError, AttributeError, Violation):
+        except (self.k.drgn.FaultError, AttributeError, Fault):
             return None
 
     def walk_list(self, head_addr, name):
@@ -789,7 +834,8 @@ def check_psi(k, report, checked, found_queued, summaries):
     """PSI task counts on the CPUs checked.
 
     psi_enqueue() sets TSK_RUNNING on every enqueue that is not a same-rq restore (6.12.117:
-    not for a delayed task migrating), psi_task_switch() clears it when prev goes to sleep (6.12:
+    not for a delayed task migrating; enqueue_task() calls it after ->enqueue_task(), so a
+    delayed task's requeue on wakeup, which clears sched_delayed, sets it), psi_task_switch() clears it when prev goes to sleep (6.12:
     a delayed dequeue counts as sleep), psi_dequeue() clears all flags on a migration; so in a
     settled state TSK_RUNNING is set exactly on the tasks queued on a runqueue and not delayed,
     and psi_system's per-CPU tasks[NR_RUNNING] counts them (psi_group_change()), idle tasks
@@ -861,14 +907,14 @@ def check(prog):
             checked.append(cpu)
             for addr, (t, _, se) in checker.queued_tasks.items():
                 found_queued[addr] = (cpu, se.sched_delayed)
-        except Violation as e:
+        except Fault as e:
             report.violation(cpu, "fault", "readable scheduler state", str(e))
             summaries[cpu] = {"cpu": cpu, "rq": hexaddr(rq.address_), "checked": False, "skipped": str(e)}
     psi = psi_enabled(k)
     if psi:
         try:
             check_psi(k, report, set(checked), found_queued, summaries)
-        except Violation as e:
+        except Fault as e:
             report.violation(None, "fault", "readable task list", str(e))
     else:
         report.notes.append("PSI not compiled in or disabled: PSI rules not checked")
@@ -897,12 +943,12 @@ def open_program(core, vmlinux):
     prog = drgn.Program()
     try:
         prog.set_core_dump(core)
-    except (drgn.FaultError, OSError, ValueError, drgn.MissingDebugInfoError) as e:
-        fail(f"cannot open core {core}: {e}")
-    except Exception as e:  # drgn raises plain Exception subclasses for malformed cores
+    except Exception as e:  # OSError, ValueError, drgn's own errors for malformed cores
         fail(f"cannot open core {core}: {e}")
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         fail(f"core {core} is not a Linux kernel core (no VMCOREINFO note)")
+    # drgn logs a mismatched file as a warning; the check below says it in one line instead.
+    logging.getLogger("drgn").setLevel(logging.ERROR)
     try:
         prog.load_debug_info([vmlinux])
     except drgn.MissingDebugInfoError:
@@ -941,6 +987,9 @@ def main(argv=None):
         result = check(prog)
     except LookupError as e:
         fail(f"vmlinux {args.vmlinux}: unsupported kernel layout: {e}")
+    except Exception as e:  # a bug here, not a finding: say so, with the traceback above it
+        traceback.print_exc()
+        fail(f"internal error checking {args.core}: {type(e).__name__}: {e}")
     result["elapsed_s"] = round(time.monotonic() - started, 3)
     json.dump(result, sys.stdout, indent=2 if args.pretty else None)
     sys.stdout.write("\n")

@@ -269,3 +269,40 @@ impl Guest {
         dumped
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape `sched_check.py` prints (abridged from a real 6.12 report).
+    const REPORT: &str = r#"{"kernel": "6.12.117+deb12-cloud-amd64",
+      "features": {"eevdf": true, "entity_key_base": "zero_vruntime", "min_slice": true,
+        "sched_delayed": true, "fair_group_sched": true, "flat_count": "nr_running",
+        "hierarchical_counts": ["h_nr_queued", "h_nr_runnable", "h_nr_delayed"],
+        "idle_h_count": "idle_h_nr_running", "idle_count": "idle_nr_running", "psi": true, "psi_checked": true},
+      "cpus": [{"cpu": 0, "rq": "0xffff8eae0f635e80", "checked": true, "nr_running": 3, "cfs_h": 3, "rt": 0,
+        "dl": 0, "stop": 0, "curr": 158, "cfs_rqs": [{"cfs_rq": "0xffff8eae0f635f00", "group": "/", "depth": 0,
+        "tree_size": 1, "curr": "0xffff8eae01382c00", "nr": 2, "h": {"h_nr_queued": 3}}], "psi_nr_running": 3},
+        {"cpu": 1, "rq": "0xffff8eae0f735e80", "checked": false, "skipped": "rq->__lock held"}],
+      "cpus_checked": 1,
+      "violations": [
+        {"cpu": 0, "rule": "rb.leftmost", "cfs_rq": "0xffff8eae0f635f00", "entity": null, "pid": null,
+         "comm": null, "expected": "0x1", "found": "0x2"},
+        {"cpu": 0, "rule": "eevdf.avg_load", "cfs_rq": "0xffff8eae0f635f00", "entity": null, "pid": 7,
+         "comm": "hog", "expected": 1024, "found": 1025, "detail": "x"},
+        {"cpu": 1, "rule": "rb.leftmost", "cfs_rq": null, "entity": null, "pid": null, "comm": null,
+         "expected": null, "found": null}],
+      "notes": [], "elapsed_s": 0.52}"#;
+
+    #[test]
+    fn parses_the_report_and_lists_rules_once() {
+        let report: SchedCheckReport = serde_json::from_str(REPORT).expect("report parses");
+        assert!(report.features.eevdf);
+        assert_eq!(report.cpus.len(), 2);
+        assert_eq!(report.cpus[0].cfs_rqs[0].tree_size, 1);
+        assert_eq!(report.cpus[0].other["psi_nr_running"], 3);
+        assert!(!report.cpus[1].checked && report.cpus[1].skipped.is_some());
+        assert_eq!(report.violated_rules(), ["eevdf.avg_load", "rb.leftmost"]);
+        assert_eq!(report.violations[1].comm.as_deref(), Some("hog"));
+    }
+}

@@ -1,11 +1,14 @@
 //! The scheduler-state oracle (`xsched_lab::sched_check`, `tests/lab/sched_check.py`) on a real
 //! guest: every dump of the untouched guest passes every rule, and copies corrupted in precise
-//! ways (`tests/lab/sched_check_mutate.py`) fail exactly the rule each corruption breaks. Uses
-//! whatever kernel the lab boots, with that kernel's vmlinux.
+//! ways (`tests/lab/sched_check_mutate.py`) fail exactly the rule each corruption breaks; then the
+//! Python suite (`tests/lab/test_sched_check.py`) runs every other corruption on the same dump.
+//! Uses whatever kernel the lab boots, with that kernel's vmlinux.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
+use xsched_lab::sched_check::checker_python;
 use xsched_lab::{check_core, corrupt_core, Guest, GuestSpec, Lab, SchedCheckReport, Workload};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -77,7 +80,12 @@ fn check_untouched(guest: &Guest, core: &Path) -> Result<SchedCheckReport, Box<d
 }
 
 /// Applies every corruption to a copy of `core`; `Ok(false)` if this dump lacks a target for one.
-fn check_corruptions(guest: &Guest, core: &Path, dir: &Path, names: &[&str]) -> Result<bool, Box<dyn std::error::Error>> {
+fn check_corruptions(
+    guest: &Guest,
+    core: &Path,
+    dir: &Path,
+    names: &[&str],
+) -> Result<bool, Box<dyn std::error::Error>> {
     let vmlinux = &guest.kernel().vmlinux;
     let copy = dir.join("corrupted.core");
     for name in names {
@@ -99,6 +107,25 @@ fn check_corruptions(guest: &Guest, core: &Path, dir: &Path, names: &[&str]) -> 
         eprintln!("corruption {name}: caught as {expected:?}");
     }
     Ok(true)
+}
+
+/// Runs the Python suite on `core`: every corruption whose state this kernel has, exactly its
+/// rules (a corruption this dump has no target for is skipped there, not failed: the guest's
+/// trees take whatever shape they take).
+fn run_python_suite(core: &Path, vmlinux: &Path) -> TestResult {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("lab").join("test_sched_check.py");
+    let output = Command::new(checker_python()?)
+        .arg(&suite)
+        .arg("--allow-no-target")
+        .args([core, vmlinux])
+        .arg("-v")
+        .output()?;
+    let log = String::from_utf8_lossy(&output.stderr);
+    for line in log.lines().filter(|l| l.contains("skipped") || l.starts_with("Ran ") || l.starts_with("OK")) {
+        eprintln!("python suite: {line}");
+    }
+    assert!(output.status.success(), "{} failed ({}):\n{log}", suite.display(), output.status);
+    Ok(())
 }
 
 #[test]
@@ -123,6 +150,7 @@ fn untouched_guest_passes_and_each_corruption_is_caught() -> TestResult {
         let report = check_untouched(&guest, &core)?;
         if report.cpus_checked == report.cpus.len() && check_corruptions(&guest, &core, &dir.0, &mutations(&report))? {
             eprintln!("all corruptions caught on dump {attempt}");
+            run_python_suite(&core, &guest.kernel().vmlinux)?;
             done = true;
             break;
         }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use xsched::domain::DomainSpec;
+use xsched::linux::flavour::Flavour;
 use xsched::linux::locate::locate_paused;
 use xsched::profile::Profile;
 
@@ -34,10 +35,12 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     log::info!("probe took {elapsed:?}");
     let l = &location;
+    let flavour = Flavour::of(&profiles[l.profile_index]).with_context(|| format!("domain {}", args.domain.name))?;
     if args.json {
         let report = json!({
             "domain": args.domain.name,
             "release": l.release,
+            "scheduler": flavour.to_string(),
             "banner_gpa": l.banner.raw(),
             "phys_text": l.phys_text.raw(),
             "virt_text": l.virt_text.raw(),
@@ -53,6 +56,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     } else {
         println!("domain:           {}", args.domain.name);
         println!("kernel release:   {}", l.release);
+        println!("scheduler:        {flavour}");
         println!("physical shift:   {:#x} (_text at physical {})", l.phys_shift, l.phys_text);
         println!("virtual shift:    {:#x} (_text at {})", l.virt_shift, l.virt_text);
         println!("paging:           {} (root table at {})", l.page_tables.mode, l.page_tables.root);

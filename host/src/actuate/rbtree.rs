@@ -86,9 +86,15 @@ pub trait RbNodes {
     fn leftmost(&self) -> Result<Gva>;
     /// Sets `rb_root_cached.rb_leftmost`.
     fn set_leftmost(&mut self, n: Gva) -> Result<()>;
-    /// The augmented tree's `propagate(n, NULL)` callback: recomputes the augmented values of
-    /// `n` and its ancestors until one comes out unchanged. Plain trees have none.
-    fn augment_propagate(&mut self, _n: Gva) -> Result<()> {
+    /// The augmented tree's `propagate(n, stop)` callback: recomputes the augmented values of
+    /// `n` and its ancestors, up to `stop` (null: the root), until one comes out unchanged.
+    /// Plain trees have none.
+    fn augment_propagate(&mut self, _n: Gva, _stop: Gva) -> Result<()> {
+        Ok(())
+    }
+    /// The augmented tree's `copy(old, new)` callback: `new` takes `old`'s augmented value
+    /// (an erase moves the successor into the erased node's place). Plain trees have none.
+    fn augment_copy(&mut self, _old: Gva, _new: Gva) -> Result<()> {
         Ok(())
     }
     /// The augmented tree's `rotate(old, new)` callback, called after a rotation made `new`
@@ -237,7 +243,7 @@ pub fn insert_cached<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<boo
     } else {
         tree.set_child(parent, side, node)?;
         // augment->propagate(parent, NULL) /* suboptimal */
-        tree.augment_propagate(parent)?;
+        tree.augment_propagate(parent, NULL)?;
     }
     // rb_insert_color_cached / rb_insert_augmented_cached
     if leftmost {
@@ -304,8 +310,10 @@ fn insert_color<N: RbNodes + ?Sized>(tree: &mut N, mut node: Gva) -> Result<()> 
     Err(corrupt(format!("insert rebalancing ran more than {MAX_DEPTH} rounds")))
 }
 
-/// `rb_erase_cached(node, tree)`: removes `node` (which must hang in this tree) and rebalances
-/// like `rb_erase`. The erased node's own fields are left as they were, as the kernel does.
+/// `rb_erase_cached(node, tree)`, or `rb_erase_augmented_cached` for an augmented tree: removes
+/// `node` (which must hang in this tree) and rebalances like `rb_erase`, calling the copy,
+/// propagate and rotate callbacks where `__rb_erase_augmented` and `____rb_erase_color` do. The
+/// erased node's own fields are left as they were, as the kernel does.
 ///
 /// Returns whether `node` was the leftmost (then `rb_leftmost` now points to its successor).
 pub fn erase_cached<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<bool> {
@@ -362,8 +370,9 @@ fn rb_next<N: RbNodes + ?Sized>(tree: &N, node: Gva) -> Result<Gva> {
     Err(corrupt(format!("no successor of {node} within {MAX_DEPTH} levels")))
 }
 
-/// `__rb_erase_augmented` without augmentation: unlinks `node`, and returns the parent where a
-/// black height is now one short (to hand to [`erase_color`]), if any.
+/// `__rb_erase_augmented`: unlinks `node`, propagates the augmented values from where the tree
+/// changed, and returns the parent where a black height is now one short (to hand to
+/// [`erase_color`]), if any.
 fn erase_node<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<Option<Gva>> {
     let child = tree.right(node)?;
     let left = tree.left(node)?;
@@ -373,16 +382,20 @@ fn erase_node<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<Option<Gva
         // Case 1: at most a right child, which is then red (and node black): it takes node's
         // place and colour. Without one, a black node leaves its parent a black short.
         tree.rb_change_child(node, child, parent)?;
-        if child != NULL {
+        let rebalance = if child != NULL {
             tree.set_parent_color(child, pc)?;
-            return Ok(None);
-        }
-        return Ok((pc & 1 == RB_BLACK && parent != NULL).then_some(parent));
+            None
+        } else {
+            (pc & 1 == RB_BLACK && parent != NULL).then_some(parent)
+        };
+        tree.augment_propagate(parent, NULL)?;
+        return Ok(rebalance);
     }
     if child == NULL {
         // Case 1 mirrored: only a left child.
         tree.set_parent_color(left, pc)?;
         tree.rb_change_child(node, left, parent)?;
+        tree.augment_propagate(parent, NULL)?;
         return Ok(None);
     }
     // Two children: the successor (leftmost under the right child) takes node's place.
@@ -410,6 +423,10 @@ fn erase_node<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<Option<Gva
         tree.set_left(succ_parent, child2)?;
         tree.set_right(successor, child)?;
         tree.rb_set_parent(child, successor)?;
+        tree.augment_copy(node, successor)?;
+        tree.augment_propagate(succ_parent, successor)?;
+    } else {
+        tree.augment_copy(node, successor)?;
     }
     tree.set_left(successor, left)?;
     tree.rb_set_parent(left, successor)?;
@@ -421,6 +438,7 @@ fn erase_node<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<Option<Gva
         tree.rb_is_black(successor)?.then_some(succ_parent)
     };
     tree.set_parent_color(successor, pc)?;
+    tree.augment_propagate(successor, NULL)?;
     Ok(rebalance)
 }
 
@@ -442,6 +460,7 @@ fn erase_color<N: RbNodes + ?Sized>(tree: &mut N, mut parent: Gva) -> Result<()>
             tree.set_child(sibling, side, parent)?;
             tree.rb_set_parent_color(near, parent, RB_BLACK)?;
             tree.rb_rotate_set_parents(parent, sibling, RB_RED)?;
+            tree.augment_rotate(parent, sibling)?;
             sibling = near;
         }
         let mut far_nephew = tree.child(sibling, far)?;
@@ -469,6 +488,7 @@ fn erase_color<N: RbNodes + ?Sized>(tree: &mut N, mut parent: Gva) -> Result<()>
             if inner != NULL {
                 tree.rb_set_parent_color(inner, sibling, RB_BLACK)?;
             }
+            tree.augment_rotate(sibling, near_nephew)?;
             far_nephew = sibling;
             sibling = near_nephew;
         }
@@ -480,7 +500,8 @@ fn erase_color<N: RbNodes + ?Sized>(tree: &mut N, mut parent: Gva) -> Result<()>
         if near != NULL {
             tree.rb_set_parent(near, parent)?;
         }
-        return tree.rb_rotate_set_parents(parent, sibling, RB_BLACK);
+        tree.rb_rotate_set_parents(parent, sibling, RB_BLACK)?;
+        return tree.augment_rotate(parent, sibling);
     }
     Err(corrupt(format!("erase rebalancing ran more than {MAX_DEPTH} rounds")))
 }
@@ -789,16 +810,22 @@ impl<K: KernelMemoryMut + ?Sized> RbNodes for GuestRbTree<'_, K> {
     fn set_leftmost(&mut self, n: Gva) -> Result<()> {
         Ok(self.mem.write_u64(self.leftmost_at, n.raw())?)
     }
-    /// `min_vruntime_cb_propagate(n, NULL)`.
-    fn augment_propagate(&mut self, mut n: Gva) -> Result<()> {
+    /// `min_vruntime_cb_propagate(n, stop)`.
+    fn augment_propagate(&mut self, mut n: Gva, stop: Gva) -> Result<()> {
         let Some(a) = self.augment else { return Ok(()) };
-        for _ in 0..MAX_DEPTH {
-            if n == NULL || self.min_vruntime_update(a, n)? {
+        for _ in 0..=MAX_DEPTH {
+            if n == stop || n == NULL || self.min_vruntime_update(a, n)? {
                 return Ok(());
             }
             n = self.rb_parent(n)?;
         }
         Err(corrupt(format!("augmented propagation ran more than {MAX_DEPTH} levels")))
+    }
+    /// `min_vruntime_cb_copy(old, new)`: only `min_vruntime` (see [`MinVruntimeAugment`]).
+    fn augment_copy(&mut self, old: Gva, new: Gva) -> Result<()> {
+        let Some(a) = self.augment else { return Ok(()) };
+        let value = self.entry_u64(old, a.min_vruntime)?;
+        self.set_entry_u64(new, a.min_vruntime, value)
     }
     /// `min_vruntime_cb_rotate(old, new)`: `new` takes `old`'s `min_vruntime` (only that: see
     /// [`MinVruntimeAugment`]), `old` is recomputed.
@@ -1071,11 +1098,11 @@ mod tests {
         }
     }
 
-    /// EEVDF's augmented timeline on the real 6.12 layout: after every insert (in deadline
-    /// order, random vruntimes and slices) every node's `min_vruntime` is its subtree's smallest
-    /// `vruntime`, recomputed here by brute force, and the tree checks.
+    /// EEVDF's augmented timeline on the real 6.12 layout: after every insert and erase (keyed
+    /// by deadline, random vruntimes and slices) every node's `min_vruntime` is its subtree's
+    /// smallest `vruntime`, recomputed here by brute force, and the tree checks.
     #[test]
-    fn augmented_inserts_keep_every_subtree_minimum() {
+    fn augmented_inserts_and_erases_keep_every_subtree_minimum() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/6.12.117+deb12-cloud-amd64.json");
         let profile = Profile::load(&path).expect("profile");
         let se = |f: &str| profile.offset("sched_entity", f).expect("field");
@@ -1083,31 +1110,38 @@ mod tests {
         let span = 0x1000 + 48 * usize::try_from(stride).expect("small");
         let mut img = DirectMapped::new(ImageMemory::zeroed(span), BASE);
         let entity = |img: &DirectMapped<ImageMemory>, i: u64| img.va(Gpa(0x1000 + stride * i));
+        let node_of = |e: Gva| e.checked_add(se("run_node")).expect("va");
         for seed in 0..200 {
             let mut rng = Rng(seed);
             img.memory_mut().write_phys(Gpa(0), &vec![0x5a; span]).expect("stale fill");
             let base = rng.next();
             let count = 1 + rng.below(47) as u64;
-            let entities: Vec<Gva> = (0..count).map(|i| entity(&img, i)).collect();
-            {
-                let mut tree = GuestRbTree::timeline(&mut img, &profile, Flavour::Eevdf, BASE).expect("tree");
-                tree.set_root(NULL).expect("root");
-                tree.set_leftmost(NULL).expect("leftmost");
-            }
-            for (i, &e) in entities.iter().enumerate() {
-                let vruntime = base.wrapping_add(rng.below(1 << 30) as u64).wrapping_sub(1 << 29);
-                for (field, value) in [("vruntime", vruntime), ("deadline", vruntime.wrapping_add(rng.below(1 << 24) as u64)), ("slice", 100_000 + rng.below(3_000_000) as u64)] {
-                    img.write_u64(e.checked_add(se(field)).expect("va"), value).expect("write");
+            let mut outside: Vec<Gva> = (0..count).map(|i| entity(&img, i)).collect();
+            let mut inside: Vec<Gva> = Vec::new();
+            let mut tree = GuestRbTree::timeline(&mut img, &profile, Flavour::Eevdf, BASE).expect("tree");
+            tree.set_root(NULL).expect("root");
+            tree.set_leftmost(NULL).expect("leftmost");
+            for _ in 0..3 * count {
+                if inside.is_empty() || (!outside.is_empty() && rng.below(3) != 0) {
+                    let e = outside.swap_remove(rng.below(outside.len()));
+                    let vruntime = base.wrapping_add(rng.below(1 << 30) as u64).wrapping_sub(1 << 29);
+                    let deadline = vruntime.wrapping_add(rng.below(1 << 24) as u64);
+                    let slice = 100_000 + rng.below(3_000_000) as u64;
+                    for (field, value) in [("vruntime", vruntime), ("deadline", deadline), ("slice", slice), ("min_vruntime", vruntime), ("min_slice", slice)] {
+                        tree.mem.write_u64(e.checked_add(se(field)).expect("va"), value).expect("write");
+                    }
+                    insert_cached(&mut tree, node_of(e)).unwrap_or_else(|err| panic!("seed {seed}: {err}"));
+                    inside.push(e);
+                } else {
+                    let e = inside.swap_remove(rng.below(inside.len()));
+                    erase_cached(&mut tree, node_of(e)).unwrap_or_else(|err| panic!("seed {seed}: {err}"));
+                    outside.push(e);
                 }
-                img.write_u64(e.checked_add(se("min_vruntime")).expect("va"), vruntime).expect("write");
-                let mut tree = GuestRbTree::timeline(&mut img, &profile, Flavour::Eevdf, BASE).expect("tree");
-                insert_cached(&mut tree, e.checked_add(se("run_node")).expect("va")).unwrap_or_else(|err| panic!("seed {seed}: {err}"));
                 let report = check_tree(&tree, 1000).unwrap_or_else(|err| panic!("seed {seed}: {err}"));
-                assert_eq!(report.count, i + 1, "seed {seed}");
-                // Brute force: each node's subtree minimum, from the node's in-order neighbours.
-                for &n in &entities[..=i] {
-                    let node = n.checked_add(se("run_node")).expect("va");
-                    let mut subtree = vec![node];
+                assert_eq!(report.count, inside.len(), "seed {seed}");
+                // Brute force: each node's subtree minimum.
+                for &e in &inside {
+                    let mut subtree = vec![node_of(e)];
                     let mut k = 0;
                     while k < subtree.len() {
                         let at = subtree[k];
@@ -1119,7 +1153,7 @@ mod tests {
                         .map(|&m| tree.mem.read_u64(Gva(m.raw() - se("run_node") + se("vruntime"))).expect("vruntime"))
                         .reduce(|a, b| if key_before(b, a) { b } else { a })
                         .expect("non-empty");
-                    assert_eq!(tree.mem.read_u64(n.checked_add(se("min_vruntime")).expect("va")).expect("min"), expected, "seed {seed}");
+                    assert_eq!(tree.mem.read_u64(e.checked_add(se("min_vruntime")).expect("va")).expect("min"), expected, "seed {seed}");
                 }
             }
         }

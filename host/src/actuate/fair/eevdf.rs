@@ -134,7 +134,7 @@ impl Eevdf {
                 set(mem, se, self.se_slice, slice)?;
                 if Gva(get(mem, cfs_rq, c.c_curr)?) != se {
                     let node = c.se_run_node.at(se)?;
-                    c.timeline(mem, cfs_rq, Some(self.augment))?.augment_propagate(node).map_err(super::tree_error)?;
+                    c.timeline(mem, cfs_rq, Some(self.augment))?.augment_propagate(node, Gva(0)).map_err(super::tree_error)?;
                 }
             } else {
                 if slice != 0 {

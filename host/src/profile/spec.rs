@@ -245,7 +245,7 @@ pub const EEVDF: ProfileSpec = ProfileSpec {
             &["deadline", "min_vruntime", "min_slice", "vlag", "slice", "sched_delayed", "rel_deadline", "custom_slice"],
         ),
     ],
-    constants: &["SCHED_FEAT_PLACE_LAG", "SCHED_FEAT_PLACE_REL_DEADLINE"],
+    constants: &["SCHED_FEAT_PLACE_LAG", "SCHED_FEAT_PLACE_REL_DEADLINE", "SCHED_FEAT_DELAY_ZERO", "TICK_NSEC"],
 };
 
 /// The scheduler flavours xsched can read and steer, by name: a profile must hold all of one.

@@ -11,9 +11,11 @@
 //!   arrives) is not started: starting it arms an hrtimer, which cannot be done from outside. The
 //!   kernel starts it at the CPU's next such arrival; until then fair tasks on that CPU have no
 //!   reserved bandwidth against real-time tasks, as before Linux 6.12.
-//! - An entity whose dequeue the kernel has delayed (`sched_delayed`) is not requeued from
-//!   outside: the unpark waits ([`Eevdf::not_now`]) until the kernel picks it and completes the
-//!   dequeue itself, which a delayed entity's runqueue does when it next picks.
+//! - A group entity whose dequeue the kernel delayed (`sched_delayed`: its runqueue emptied while
+//!   it was not eligible) is requeued as `requeue_delayed_entity` does, not inserted twice. The
+//!   task's own entity is never delayed while parked (a parked task blocks in a special state,
+//!   which the kernel dequeues at once); should it be, the unpark waits ([`Eevdf::not_now`]) for
+//!   the kernel to finish that dequeue.
 
 use crate::linux::layout::Field;
 use crate::linux::tasks::container_of;
@@ -58,6 +60,18 @@ pub struct Eevdf {
     feat_place_lag: u64,
     /// `__SCHED_FEAT_PLACE_REL_DEADLINE`.
     feat_place_rel_deadline: u64,
+    /// `__SCHED_FEAT_DELAY_ZERO`.
+    feat_delay_zero: u64,
+    /// `TICK_NSEC`: the lag bound's floor.
+    tick_nsec: u64,
+}
+
+/// The scheduler features an enqueue consults (`sched_feat(...)`, from `sysctl_sched_features`).
+#[derive(Clone, Copy, Debug)]
+struct Features {
+    place_lag: bool,
+    place_rel_deadline: bool,
+    delay_zero: bool,
 }
 
 /// The running entity of a runqueue, as `avg_vruntime` and `place_entity` count it.
@@ -96,14 +110,16 @@ impl Eevdf {
             features: sym("sysctl_sched_features")?,
             feat_place_lag: p.constant("SCHED_FEAT_PLACE_LAG")?,
             feat_place_rel_deadline: p.constant("SCHED_FEAT_PLACE_REL_DEADLINE")?,
+            feat_delay_zero: p.constant("SCHED_FEAT_DELAY_ZERO")?,
+            tick_nsec: p.constant("TICK_NSEC")?,
         })
     }
 
-    /// A level whose entity's dequeue is delayed, or that is its runqueue's current entity
-    /// although not queued: the kernel is between steps the unpark must not interleave with.
+    /// The task's entity is still delayed, or a level is its runqueue's current entity although
+    /// not queued: the kernel is between steps the unpark must not interleave with.
     pub(super) fn not_now<K: KernelMemory + ?Sized>(&self, mem: &K, levels: &[Level]) -> Result<Option<String>, LinuxError> {
         for level in levels {
-            if get(mem, level.se, self.se_sched_delayed)? != 0 {
+            if !level.queued && get(mem, level.se, self.se_sched_delayed)? != 0 {
                 return Ok(Some(format!("the dequeue of entity {} is delayed until the kernel picks it", level.se)));
             }
             if !level.queued && Gva(get(mem, level.cfs_rq, self.common.c_curr)?) == level.se {
@@ -123,12 +139,20 @@ impl Eevdf {
         let base_slice = u64::from(mem.read_u32(self.base_slice)?);
         let features = u64::from(mem.read_u32(self.features)?);
         let feature = |bit: u64| bit < 64 && features >> bit & 1 != 0;
-        let (place_lag, rel_deadline) = (feature(self.feat_place_lag), feature(self.feat_place_rel_deadline));
+        let features = Features {
+            place_lag: feature(self.feat_place_lag),
+            place_rel_deadline: feature(self.feat_place_rel_deadline),
+            delay_zero: feature(self.feat_delay_zero),
+        };
         let mut newly_busy = Vec::new();
         let mut slice = 0u64;
         let mut below: Option<Gva> = None;
+        let mut first_queued = true;
         for (i, level) in levels.iter().enumerate() {
             let Level { se, cfs_rq, queued } = *level;
+            if queued && std::mem::take(&mut first_queued) && get(mem, se, self.se_sched_delayed)? != 0 {
+                self.requeue_delayed_entity(mem, level, base_slice, features)?;
+            }
             c.update_runnable(mem, se, below, self.c_h_nr_runnable)?;
             if queued {
                 set(mem, se, self.se_slice, slice)?;
@@ -141,7 +165,7 @@ impl Eevdf {
                     set(mem, se, self.se_slice, slice)?;
                     set(mem, se, self.se_custom_slice, 1)?;
                 }
-                self.place_entity(mem, level, base_slice, place_lag, rel_deadline)?;
+                self.place_entity(mem, level, base_slice, features)?;
                 if c.account_entity_enqueue(mem, level, i == 0, cfs_tasks)? {
                     newly_busy.push(cfs_rq);
                 }
@@ -175,7 +199,7 @@ impl Eevdf {
     /// `place_entity(cfs_rq, se, 0)`: the entity keeps the lag it left with (`vlag`), inflated
     /// so that adding it to the average leaves it that lag, and gets a deadline one virtual slice
     /// later (or its relative deadline back).
-    fn place_entity<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level, base_slice: u64, place_lag: bool, rel_deadline: bool) -> Result<(), LinuxError> {
+    fn place_entity<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level, base_slice: u64, features: Features) -> Result<(), LinuxError> {
         let Level { se, cfs_rq, .. } = *level;
         let vruntime = self.avg_vruntime(mem, cfs_rq)?;
         if get(mem, se, self.se_custom_slice)? == 0 {
@@ -183,7 +207,7 @@ impl Eevdf {
         }
         let vslice = self.calc_delta_fair(mem, get(mem, se, self.se_slice)?, se)?;
         let mut lag = 0i64;
-        if place_lag && get(mem, cfs_rq, self.common.c_nr_running)? != 0 {
+        if features.place_lag && get(mem, cfs_rq, self.common.c_nr_running)? != 0 {
             let mut load = get(mem, cfs_rq, self.c_avg_load)? as i64;
             if let Some(curr) = self.curr(mem, cfs_rq)? {
                 load = load.wrapping_add(curr.weight);
@@ -195,12 +219,62 @@ impl Eevdf {
         }
         let placed = vruntime.wrapping_sub(lag as u64);
         set(mem, se, self.common.se_vruntime, placed)?;
-        if rel_deadline && get(mem, se, self.se_rel_deadline)? != 0 {
+        if features.place_rel_deadline && get(mem, se, self.se_rel_deadline)? != 0 {
             let deadline = get(mem, se, self.se_deadline)?;
             set(mem, se, self.se_deadline, deadline.wrapping_add(placed))?;
             return set(mem, se, self.se_rel_deadline, 0);
         }
         set(mem, se, self.se_deadline, placed.wrapping_add(vslice))
+    }
+
+    /// `requeue_delayed_entity(se)` for a group entity the kernel left queued but delayed: with
+    /// `DELAY_ZERO`, its lag is taken now (`update_entity_lag`) and, when positive, given up —
+    /// the entity leaves its tree, is placed again with no lag and goes back in; then it is no
+    /// longer delayed (`clear_delayed`, which counts nothing for a group entity).
+    fn requeue_delayed_entity<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level, base_slice: u64, features: Features) -> Result<(), LinuxError> {
+        let c = &self.common;
+        let Level { se, cfs_rq, .. } = *level;
+        if features.delay_zero {
+            let average = self.avg_vruntime(mem, cfs_rq)?;
+            let vlag = self.entity_lag(mem, average, se)?;
+            set(mem, se, self.se_vlag, vlag as u64)?;
+            if vlag > 0 {
+                let in_tree = Gva(get(mem, cfs_rq, c.c_curr)?) != se;
+                bump(mem, cfs_rq, c.c_nr_running, u64::MAX)?;
+                if in_tree {
+                    self.dequeue_entity(mem, level)?;
+                }
+                set(mem, se, self.se_vlag, 0)?;
+                self.place_entity(mem, level, base_slice, features)?;
+                if in_tree {
+                    self.enqueue_entity(mem, level)?;
+                }
+                bump(mem, cfs_rq, c.c_nr_running, 1)?;
+            }
+        }
+        set(mem, se, self.se_sched_delayed, 0)
+    }
+
+    /// `entity_lag(avruntime, se)`: how far the entity is behind the average, bounded by twice its
+    /// slice (at least a tick) in its own virtual time.
+    fn entity_lag<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, average: u64, se: Gva) -> Result<i64, LinuxError> {
+        let vlag = average.wrapping_sub(get(mem, se, self.common.se_vruntime)?) as i64;
+        let bound = get(mem, se, self.se_slice)?.saturating_mul(2).max(self.tick_nsec);
+        let limit = i64::try_from(self.calc_delta_fair(mem, bound, se)?).unwrap_or(i64::MAX);
+        Ok(vlag.clamp(-limit, limit))
+    }
+
+    /// `__dequeue_entity`: the entity leaves its tree (`rb_erase_augmented_cached`) and the
+    /// weighted sums.
+    fn dequeue_entity<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level) -> Result<(), LinuxError> {
+        let Level { se, cfs_rq, .. } = *level;
+        self.common.erase(mem, level, Some(self.augment))?;
+        let weight = self.scale_load_down(get(mem, se, self.common.se_weight)?);
+        let key = self.entity_key(mem, cfs_rq, get(mem, se, self.common.se_vruntime)?)?;
+        let avg = get(mem, cfs_rq, self.c_avg_vruntime)?;
+        set(mem, cfs_rq, self.c_avg_vruntime, avg.wrapping_sub(key.wrapping_mul(weight) as u64))?;
+        let load = get(mem, cfs_rq, self.c_avg_load)?;
+        set(mem, cfs_rq, self.c_avg_load, load.wrapping_sub(weight as u64))
     }
 
     /// `avg_vruntime(cfs_rq)`: the weighted average vruntime of the queued entities and the
@@ -411,7 +485,7 @@ mod tests {
         put(&mut mem, se, e.common.se_weight, 1024 << 10);
         put(&mut mem, se, e.se_vlag, 2_000);
         let level = Level { se, cfs_rq: CFS_RQ, queued: false };
-        e.place_entity(&mut mem, &level, 700_000, true, true).expect("place");
+        e.place_entity(&mut mem, &level, 700_000, Features { place_lag: true, place_rel_deadline: true, delay_zero: true }).expect("place");
         // V = 5_000_000; lag = 2000 * (4096 + 1024) / 4096 = 2500.
         assert_eq!(get(&mem, se, e.common.se_vruntime).expect("vruntime"), 5_000_000 - 2_500);
         assert_eq!(get(&mem, se, e.se_slice).expect("slice"), 700_000);
@@ -419,10 +493,49 @@ mod tests {
         // Without PLACE_LAG the entity starts at the average; a relative deadline is kept.
         put(&mut mem, se, e.se_rel_deadline, 1);
         put(&mut mem, se, e.se_deadline, 300_000);
-        e.place_entity(&mut mem, &level, 700_000, false, true).expect("place");
+        e.place_entity(&mut mem, &level, 700_000, Features { place_lag: false, place_rel_deadline: true, delay_zero: true }).expect("place");
         assert_eq!(get(&mem, se, e.common.se_vruntime).expect("vruntime"), 5_000_000);
         assert_eq!(get(&mem, se, e.se_deadline).expect("deadline"), 5_300_000);
         assert_eq!(get(&mem, se, e.se_rel_deadline).expect("rel"), 0);
+    }
+
+    /// `requeue_delayed_entity` on a delayed entity with positive lag: it leaves the tree, is
+    /// placed again at the average of the others with no lag, and goes back in; the sums equal a
+    /// recomputation over the tree, the count and load are unchanged, the tree checks.
+    #[test]
+    fn a_delayed_entity_with_positive_lag_is_requeued_without_it() {
+        let (e, _) = eevdf();
+        let mut mem = memory();
+        let entities = [entity(0), entity(1), entity(2)];
+        put(&mut mem, CFS_RQ, e.c_zero_vruntime, 10_000_000);
+        for (i, &se) in entities.iter().enumerate() {
+            let vruntime = [10_000_000, 9_000_000, 10_500_000][i];
+            put(&mut mem, se, e.common.se_weight, 1024 << 10);
+            put(&mut mem, se, e.common.se_vruntime, vruntime);
+            put(&mut mem, se, e.se_slice, 700_000);
+            put(&mut mem, se, e.se_deadline, vruntime + 700_000);
+            put(&mut mem, se, e.common.se_on_rq, 1);
+            e.enqueue_entity(&mut mem, &Level { se, cfs_rq: CFS_RQ, queued: false }).expect("enqueue");
+        }
+        put(&mut mem, CFS_RQ, e.common.c_nr_running, 3);
+        let delayed = entities[1];
+        put(&mut mem, delayed, e.se_sched_delayed, 1);
+        let features = Features { place_lag: true, place_rel_deadline: true, delay_zero: true };
+        e.requeue_delayed_entity(&mut mem, &Level { se: delayed, cfs_rq: CFS_RQ, queued: true }, 700_000, features).expect("requeue");
+        assert_eq!(get(&mem, delayed, e.se_sched_delayed).expect("delayed"), 0);
+        assert_eq!(get(&mem, delayed, e.se_vlag).expect("vlag"), 0);
+        assert_eq!(get(&mem, CFS_RQ, e.common.c_nr_running).expect("nr"), 3);
+        assert_eq!(get(&mem, CFS_RQ, e.c_avg_load).expect("load"), 3 * 1024);
+        // Placed at the average of the other two (10_000_000 and 10_500_000), measured after
+        // avg_vruntime moved zero_vruntime there.
+        let placed = get(&mem, delayed, e.common.se_vruntime).expect("vruntime");
+        assert_eq!(placed, 10_250_000);
+        assert_eq!(get(&mem, delayed, e.se_deadline).expect("deadline"), placed + 700_000);
+        let zero = get(&mem, CFS_RQ, e.c_zero_vruntime).expect("zero");
+        let sum: i64 = entities.iter().map(|&se| (get(&mem, se, e.common.se_vruntime).expect("v").wrapping_sub(zero) as i64) * 1024).sum();
+        assert_eq!(get(&mem, CFS_RQ, e.c_avg_vruntime).expect("sum") as i64, sum);
+        let tree = e.common.timeline(&mut mem, CFS_RQ, Some(e.augment)).expect("tree");
+        assert_eq!(crate::actuate::rbtree::check_tree(&tree, 10).expect("valid tree").count, 3);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::memory::Gva;
 use crate::profile::Profile;
 
 use super::fields::{bump, get, list_add, set};
-use super::rbtree::{check_tree, insert_cached, GuestRbTree, MinVruntimeAugment, RbKeyLayout, RbTreeError};
+use super::rbtree::{check_tree, erase_cached, insert_cached, GuestRbTree, MinVruntimeAugment, RbKeyLayout, RbTreeError};
 
 /// Largest red-black tree checked around an insert.
 const TREE_LIMIT: usize = 1 << 20;
@@ -127,6 +127,19 @@ impl FairLayout {
         let after = check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
         if after.count != before.count + 1 {
             return Err(LinuxError::Walk(format!("cfs_rq {}: insert left {} nodes, not {} + 1", level.cfs_rq, after.count, before.count)));
+        }
+        Ok(())
+    }
+
+    /// Erases `se` from its runqueue's timeline, checking the tree before and after.
+    fn erase<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level, augment: Option<MinVruntimeAugment>) -> Result<(), LinuxError> {
+        let node = self.se_run_node.at(level.se)?;
+        let mut tree = self.timeline(mem, level.cfs_rq, augment)?;
+        let before = check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
+        erase_cached(&mut tree, node).map_err(tree_error)?;
+        let after = check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
+        if after.count + 1 != before.count {
+            return Err(LinuxError::Walk(format!("cfs_rq {}: erase left {} nodes, not {} - 1", level.cfs_rq, after.count, before.count)));
         }
         Ok(())
     }

@@ -147,15 +147,37 @@ pub fn table_for(arch: &str, release: &str) -> Result<&'static [Constant], Strin
 /// `sched_feat(PLACE_LAG)` tests bit `__SCHED_FEAT_PLACE_LAG` of `sysctl_sched_features`.
 const SCHED_FEAT_PREFIX: &str = "SCHED_FEAT_";
 
-/// A constant the image itself records, or `None`: a scheduler feature's bit number is its index
-/// in the kernel's own `sched_feat_names` (kernel/sched/debug.c lists the features in the order
-/// of kernel/sched/features.h, which is the order of their `__SCHED_FEAT_*` bits).
+/// `INITIAL_JIFFIES` is `(unsigned int)(-300 * HZ)` (include/linux/jiffies.h): `jiffies_64`
+/// starts five minutes before the wrap.
+const INITIAL_JIFFIES_SECONDS: u64 = 300;
+
+/// A constant the image itself records, or `None`:
+/// - a scheduler feature's bit number is its index in the kernel's own `sched_feat_names`
+///   (kernel/sched/debug.c lists the features in the order of kernel/sched/features.h, which is
+///   the order of their `__SCHED_FEAT_*` bits);
+/// - `TICK_NSEC` (`(NSEC_PER_SEC + HZ/2) / HZ`, include/vdso/jiffies.h) follows from `HZ`, which
+///   the static initializer of `jiffies_64` (`INITIAL_JIFFIES`) gives away.
 pub(super) fn from_image(image: &Image<'_>, name: &str) -> Result<Option<u64>, ProfileError> {
+    if name == "TICK_NSEC" {
+        return tick_nsec(image);
+    }
     let Some(feature) = name.strip_prefix(SCHED_FEAT_PREFIX) else { return Ok(None) };
     // (Its pointers are relocations in an object file: only a linked image can be read.)
     let Some(names) = image.symbol_info("sched_feat_names")?.filter(|_| !image.is_relocatable()) else { return Ok(None) };
     let names = image.read_string_array(&names)?;
     Ok(names.iter().position(|n| *n == feature.as_bytes()).and_then(|i| u64::try_from(i).ok()))
+}
+
+/// `TICK_NSEC` from `HZ`, from `jiffies_64`'s initializer; `None` in images without one (objects).
+fn tick_nsec(image: &Image<'_>) -> Result<Option<u64>, ProfileError> {
+    let Some(jiffies) = image.symbol_info("jiffies_64")?.filter(|_| !image.is_relocatable()) else { return Ok(None) };
+    let initial = image.read_uint(&jiffies, 0, 8)?;
+    let before_wrap = (1u64 << 32).checked_sub(initial).filter(|_| initial >> 32 == 0);
+    let hz = before_wrap.filter(|b| b % INITIAL_JIFFIES_SECONDS == 0).map(|b| b / INITIAL_JIFFIES_SECONDS);
+    match hz {
+        Some(hz) if (24..=10_000).contains(&hz) => Ok(Some((1_000_000_000 + hz / 2) / hz)),
+        _ => Err(image.error(format!("jiffies_64 starts at {initial:#x}, which is no INITIAL_JIFFIES of a plausible HZ"))),
+    }
 }
 
 /// Checks table values against what the vmlinux itself records, where it records them.

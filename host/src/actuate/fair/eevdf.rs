@@ -234,6 +234,7 @@ impl Eevdf {
     fn requeue_delayed_entity<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level, base_slice: u64, features: Features) -> Result<(), LinuxError> {
         let c = &self.common;
         let Level { se, cfs_rq, .. } = *level;
+        log::debug!("cfs_rq {cfs_rq}: requeueing the delayed entity {se}");
         if features.delay_zero {
             let average = self.avg_vruntime(mem, cfs_rq)?;
             let vlag = self.entity_lag(mem, average, se)?;

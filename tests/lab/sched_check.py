@@ -652,10 +652,13 @@ class CpuChecker:
         # followed by min_vruntime_cb_propagate() from that node), and a leaf's min_slice is
         # its slice (a node that loses children is recomputed by the erase's propagate or as
         # the old node of a rotation). Only that is checked.
+        # A link to the root is no child (the root has no parent): rb.duplicate reports it, and
+        # the subtree minimum is taken over the real children only.
+        root = cfs_rq.tasks_timeline.rb_root.rb_node.value_()
         for se in tree:
             node = rbnodes[se.run_node]
-            left = entities.get(node.left) if node.left in rbnodes else None
-            right = entities.get(node.right) if node.right in rbnodes else None
+            left = entities.get(node.left) if node.left in rbnodes and node.left != root else None
+            right = entities.get(node.right) if node.right in rbnodes and node.right != root else None
             want_v, _ = min_vruntime_update(se, left, right)
             if u64(se.min_vruntime) != u64(want_v):
                 self.violation("eevdf.min_vruntime", want_v, se.min_vruntime, cfs_rq=addr, entity=se.addr,

@@ -185,12 +185,13 @@ impl Eevdf {
     fn enqueue_entity<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level) -> Result<(), LinuxError> {
         let Level { se, cfs_rq, .. } = *level;
         let weight = self.scale_load_down(get(mem, se, self.common.se_weight)?);
-        let key = self.entity_key(mem, cfs_rq, get(mem, se, self.common.se_vruntime)?)?;
+        let vruntime = get(mem, se, self.common.se_vruntime)?;
+        let key = self.entity_key(mem, cfs_rq, vruntime)?;
         let avg = get(mem, cfs_rq, self.c_avg_vruntime)?;
         set(mem, cfs_rq, self.c_avg_vruntime, avg.wrapping_add(key.wrapping_mul(weight) as u64))?;
         bump(mem, cfs_rq, self.c_avg_load, weight as u64)?;
         let a = self.augment;
-        let (vruntime, slice) = (get(mem, se, self.common.se_vruntime)?, get(mem, se, self.se_slice)?);
+        let slice = get(mem, se, self.se_slice)?;
         mem.write_u64(add(se, a.min_vruntime)?, vruntime)?;
         mem.write_u64(add(se, a.min_slice)?, slice)?;
         self.common.insert(mem, level, Some(a))

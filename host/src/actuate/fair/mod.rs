@@ -36,6 +36,13 @@ pub struct Level {
     pub queued: bool,
 }
 
+/// A change to a timeline.
+#[derive(Clone, Copy, Debug)]
+enum TreeChange {
+    Insert,
+    Erase,
+}
+
 /// The `sched_entity` and `cfs_rq` fields every flavour uses.
 #[derive(Clone, Debug)]
 pub struct FairLayout {
@@ -120,26 +127,33 @@ impl FairLayout {
 
     /// Inserts `se` into its runqueue's timeline, checking the tree before and after.
     fn insert<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level, augment: Option<MinVruntimeAugment>) -> Result<(), LinuxError> {
-        let node = self.se_run_node.at(level.se)?;
-        let mut tree = self.timeline(mem, level.cfs_rq, augment)?;
-        let before = check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
-        insert_cached(&mut tree, node).map_err(tree_error)?;
-        let after = check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
-        if after.count != before.count + 1 {
-            return Err(LinuxError::Walk(format!("cfs_rq {}: insert left {} nodes, not {} + 1", level.cfs_rq, after.count, before.count)));
-        }
-        Ok(())
+        self.change_timeline(mem, level, augment, TreeChange::Insert)
     }
 
     /// Erases `se` from its runqueue's timeline, checking the tree before and after.
     fn erase<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level, augment: Option<MinVruntimeAugment>) -> Result<(), LinuxError> {
+        self.change_timeline(mem, level, augment, TreeChange::Erase)
+    }
+
+    /// Inserts or erases `se`: the tree is checked before (never change a broken tree) and after,
+    /// and must have gained or lost exactly that node.
+    fn change_timeline<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, level: &Level, augment: Option<MinVruntimeAugment>, change: TreeChange) -> Result<(), LinuxError> {
         let node = self.se_run_node.at(level.se)?;
         let mut tree = self.timeline(mem, level.cfs_rq, augment)?;
         let before = check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
-        erase_cached(&mut tree, node).map_err(tree_error)?;
+        let expected = match change {
+            TreeChange::Insert => {
+                insert_cached(&mut tree, node).map_err(tree_error)?;
+                before.count.checked_add(1)
+            }
+            TreeChange::Erase => {
+                erase_cached(&mut tree, node).map_err(tree_error)?;
+                before.count.checked_sub(1)
+            }
+        };
         let after = check_tree(&tree, TREE_LIMIT).map_err(tree_error)?;
-        if after.count + 1 != before.count {
-            return Err(LinuxError::Walk(format!("cfs_rq {}: erase left {} nodes, not {} - 1", level.cfs_rq, after.count, before.count)));
+        if Some(after.count) != expected {
+            return Err(LinuxError::Walk(format!("cfs_rq {}: {change:?} left {} nodes, {} before", level.cfs_rq, after.count, before.count)));
         }
         Ok(())
     }

@@ -159,7 +159,7 @@ impl Config {
             .map(|g| {
                 let started = Instant::now();
                 let guest = g.reader.read(&g.image.memory);
-                DomainSnapshot { guest, pause: Duration::ZERO, read: started.elapsed() }
+                DomainSnapshot { guest, pause: Duration::ZERO, read: started.elapsed(), held_by_others: false }
             })
             .collect();
         let t1 = cpu_now();

@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         ping.push(domain.ping()?);
         loop {
             let started = Instant::now();
-            let (outcome, work) = domain.with_paused(|k, _| {
+            let (outcome, work) = domain.with_paused(|k, _, _| {
                 let started = Instant::now();
                 let outcome = park(k, &layout, &task)?;
                 Ok((outcome, started.elapsed()))
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(5));
         loop {
             let started = Instant::now();
-            let outcome = domain.with_paused(|k, _| {
+            let outcome = domain.with_paused(|k, _, _| {
                 let started = Instant::now();
                 let outcome = unpark(k, &layout, &task)?;
                 Ok((outcome, started.elapsed()))

@@ -9,10 +9,12 @@ compile_error!("xsched runs on 64-bit hosts: guest addresses and file offsets ar
 pub mod actuate;
 pub mod arch;
 pub mod domain;
+pub mod interrupt;
 pub mod linux;
 pub mod memory;
 pub mod policy;
 pub mod profile;
 pub mod run;
+pub mod supervise;
 pub mod table;
 pub mod timeline;

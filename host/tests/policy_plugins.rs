@@ -80,6 +80,7 @@ fn domain(id: u32, name: &str) -> DomainSummary {
         cpu_percent: 0.0,
         pause_us: 0,
         read_us: 0,
+        paused_by_others: false,
         problems: vec![],
     }
 }

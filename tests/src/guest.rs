@@ -185,6 +185,19 @@ impl Guest {
         QmpClient::connect(&self.qmp_socket).map_err(|source| LabError::Qmp { guest: self.spec.name.clone(), source })
     }
 
+    /// Connects to the operator's monitor, the guest's second QMP socket: what an operator or
+    /// libvirt would use while xsched holds the first.
+    pub fn operator_qmp(&self) -> Result<QmpClient, LabError> {
+        QmpClient::connect(&self.dir.join("operator.sock")).map_err(|source| LabError::Qmp { guest: self.spec.name.clone(), source })
+    }
+
+    /// The guest's run state from the operator's monitor: "running", "paused", ….
+    pub fn qmp_status(&self) -> String {
+        self.operator_qmp()
+            .and_then(|mut qmp| qmp.execute("query-status", None).map_err(|source| LabError::Qmp { guest: self.spec.name.clone(), source }))
+            .map_or_else(|e| format!("unknown ({e})"), |status| status["status"].as_str().unwrap_or("?").to_string())
+    }
+
     /// Everything the guest printed on its console so far.
     pub fn console_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.console_path).unwrap_or_default()).into_owned()
@@ -448,6 +461,10 @@ fn qemu_args(spec: &GuestSpec, kernel: &KernelFiles, dir: &Path) -> Vec<String> 
         append,
         "-qmp".into(),
         format!("unix:{d}/qmp.sock,server=on,wait=off"),
+        // A second monitor, the operator's (as libvirt keeps its own): tests pause the guest
+        // through it, and watch its run state, while xsched holds the first.
+        "-qmp".into(),
+        format!("unix:{d}/operator.sock,server=on,wait=off"),
         "-device".into(),
         "vmcoreinfo".into(),
         "-display".into(),

@@ -5,6 +5,7 @@
 //! here, resolved once per domain from its kernel's profile.
 
 use crate::domain::{Domain, DomainError};
+use crate::memory::Pause;
 
 use super::park::{park, unpark, Deferred, ParkLayout, ParkOutcome, TaskIdentity, UnparkOutcome};
 
@@ -29,18 +30,31 @@ impl Actuator {
         self.layout.is_parked(state)
     }
 
-    /// Parks `task` (see [`super::park`]), pausing the guest for it.
+    /// Parks `task` (see [`super::park`]), pausing the guest for it. Nothing is written into a
+    /// guest someone else holds paused: the park waits until it runs again.
     pub fn park(&self, domain: &mut Domain, task: &TaskIdentity) -> Result<ParkOutcome, DomainError> {
-        domain.with_paused(|k, _| park(k, &self.layout, task))
+        domain.with_paused(|k, _, pause| match pause {
+            Pause::HeldByOthers => Ok(ParkOutcome::Deferred(held_by_others())),
+            Pause::Taken | Pause::Still => park(k, &self.layout, task),
+        })
     }
 
-    /// Unparks `task`, pausing the guest for it. When the task's CPU is idle its vCPUs are
-    /// interrupted (see [`Domain::wake_stalled_cpus`]) so that it notices the task at once.
+    /// Unparks `task`, pausing the guest for it (and waiting, as a park does, while someone else
+    /// holds it paused). When the task's CPU is idle its vCPUs are interrupted (see
+    /// [`Domain::wake_stalled_cpus`]) so that it notices the task at once.
     pub fn unpark(&self, domain: &mut Domain, task: &TaskIdentity) -> Result<UnparkOutcome, DomainError> {
-        let outcome = domain.with_paused(|k, _| unpark(k, &self.layout, task))?;
+        let outcome = domain.with_paused(|k, _, pause| match pause {
+            Pause::HeldByOthers => Ok(UnparkOutcome::Deferred(held_by_others())),
+            Pause::Taken | Pause::Still => unpark(k, &self.layout, task),
+        })?;
         if matches!(outcome, UnparkOutcome::Unparked { cpu_idle: true, .. } | UnparkOutcome::Deferred(Deferred::Retry(_))) {
             domain.wake_stalled_cpus()?;
         }
         Ok(outcome)
     }
+}
+
+/// Why nothing is written into a domain someone else paused.
+fn held_by_others() -> Deferred {
+    Deferred::Retry("the domain is paused by someone else (a snapshot, a migration, an operator): nothing is written until it runs again".into())
 }

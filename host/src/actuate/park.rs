@@ -355,13 +355,18 @@ pub fn park<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &Tas
         // Uninterruptible sleeps, stops, a wakeup in flight (TASK_WAKING): not now.
         return Ok(ParkOutcome::Deferred(Deferred::Retry(format!("in state {state:#x}"))));
     };
-    set(mem, t, l.t_state, u64::from(l.parked_state))?;
-    // A running task is asked to reschedule; a queued one dequeues itself the next time it
-    // leaves its CPU for user mode (a need-resched flag on a task that is not running would
-    // not be folded into its CPU's preempt count when it runs: see `resched_curr`).
-    if runnable && Gva(get(mem, rq, l.rq_curr)?) == t {
-        resched_curr(mem, l, cpu, rq)?;
-    }
+    let writes = {
+        let mut staged = Staged::new(&*mem);
+        set(&mut staged, t, l.t_state, u64::from(l.parked_state))?;
+        // A running task is asked to reschedule; a queued one dequeues itself the next time it
+        // leaves its CPU for user mode (a need-resched flag on a task that is not running would
+        // not be folded into its CPU's preempt count when it runs: see `resched_curr`).
+        if runnable && Gva(get(&staged, rq, l.rq_curr)?) == t {
+            resched_curr(&mut staged, l, cpu, rq)?;
+        }
+        staged.into_writes()
+    };
+    apply(mem, &writes)?;
     Ok(ParkOutcome::Parked { state, runnable })
 }
 

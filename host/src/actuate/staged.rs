@@ -32,9 +32,9 @@ impl<'a, K: KernelMemory + ?Sized> Staged<'a, K> {
     }
 }
 
-/// Applies `writes` in order.
+/// Applies `writes` in order, as one batch ([`KernelMemoryMut::write_batch`]).
 pub fn apply<K: KernelMemoryMut + ?Sized>(target: &mut K, writes: &[(Gva, Vec<u8>)]) -> Result<(), LinuxError> {
-    writes.iter().try_for_each(|(va, data)| target.write_virt(*va, data))
+    target.write_batch(writes)
 }
 
 impl<K: KernelMemory + ?Sized> KernelMemory for Staged<'_, K> {

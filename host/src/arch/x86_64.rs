@@ -133,7 +133,7 @@ impl PageTables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::ImageMemory;
+    use crate::memory::{ImageMemory, Pause};
 
     fn set(ram: &mut ImageMemory, table_page: u64, index: u64, entry: u64) {
         ram.write_u64(Gpa(table_page * PAGE_SIZE + index * 8), entry).expect("inside the image");
@@ -196,8 +196,8 @@ mod tests {
         fn write_phys(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), MemoryError> {
             self.0.write_phys(gpa, data)
         }
-        fn pause(&mut self) -> Result<(), MemoryError> {
-            Ok(())
+        fn pause(&mut self) -> Result<Pause, MemoryError> {
+            Ok(Pause::Still)
         }
         fn resume(&mut self) -> Result<(), MemoryError> {
             Ok(())

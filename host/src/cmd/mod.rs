@@ -9,6 +9,7 @@ mod timeline;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// A system-wide process scheduler that spans virtual machines.
@@ -45,6 +46,9 @@ enum Command {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before the first pause. The loop reloads its policy on SIGHUP; for the rest it is a stop.
+    let runs_loop = matches!(cli.command, None | Some(Command::Run(_)));
+    xsched::interrupt::install(&xsched::interrupt::stop_signals(!runs_loop)).context("installing signal handlers")?;
     let Some(command) = cli.command else {
         return match cli.run {
             Some(args) => run::run(&args),

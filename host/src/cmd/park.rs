@@ -34,14 +34,17 @@ impl JournalArgs {
         self.kernels.clone()
     }
 
-    /// Opens the journal.
-    pub fn open(&self) -> anyhow::Result<Journal> {
-        let path = self
-            .journal
+    /// The journal's path.
+    pub fn path(&self) -> PathBuf {
+        self.journal
             .clone()
             .or_else(|| std::env::var_os("XSCHED_JOURNAL").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/var/lib/xsched/journal.jsonl"));
-        Ok(Journal::open(&path)?)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/xsched/journal.jsonl"))
+    }
+
+    /// Opens the journal.
+    pub fn open(&self) -> anyhow::Result<Journal> {
+        Ok(Journal::open(&self.path())?)
     }
 
     /// Attaches the domain `spec` names, with its write side.
@@ -181,8 +184,7 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
         let index = match domains.iter().position(|(d, _)| d.spec == spec) {
             Some(i) => i,
             None => match args.common.attach(&spec) {
-                Ok((mut d, actuator)) => {
-                    d.resume_if_paused()?;
+                Ok((d, actuator)) => {
                     domains.push((d, actuator));
                     domains.len() - 1
                 }

@@ -8,7 +8,8 @@ use clap::Args;
 use serde_json::json;
 use xsched::domain::DomainSpec;
 use xsched::linux::flavour::Flavour;
-use xsched::linux::locate::locate_paused;
+use xsched::linux::locate::locate_live;
+use xsched::memory::Pause;
 use xsched::profile::Profile;
 
 /// Arguments of `xsched probe`.
@@ -25,13 +26,17 @@ pub struct ProbeArgs {
     json: bool,
 }
 
-/// Probes the domain: pauses it (when it can be paused), locates the kernel, resumes it.
+/// Probes the domain: searches its RAM for the kernel while it runs, pauses it to confirm the
+/// find (leaving a guest someone else paused as it is, and saying so), resumes it.
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let kernels = super::kernels_dir(args.kernels.clone());
     let profiles: Vec<Profile> = Profile::load_dir(&kernels)?.into_iter().map(|(_, p)| p).collect();
     let mut mem = args.domain.open().with_context(|| format!("domain {}", args.domain.name))?;
     let started = Instant::now();
-    let location = locate_paused(mem.as_mut(), &profiles).with_context(|| format!("domain {}", args.domain.name))?;
+    let (location, pause) = locate_live(mem.as_mut(), &profiles).with_context(|| format!("domain {}", args.domain.name))?;
+    if pause == Pause::HeldByOthers {
+        eprintln!("xsched: domain {} is paused by someone else: read as it is, and left paused", args.domain.name);
+    }
     let elapsed = started.elapsed();
     log::info!("probe took {elapsed:?}");
     let l = &location;
@@ -51,6 +56,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             "page_offset_base": l.page_offset_base.raw(),
             "nr_cpu_ids": l.nr_cpu_ids,
             "online_cpus": l.online_cpus,
+            "paused_by_others": pause == Pause::HeldByOthers,
         });
         println!("{report}");
     } else {

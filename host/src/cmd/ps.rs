@@ -87,7 +87,12 @@ fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {
     }
     let name_of = |id: DomainId| table.domains.iter().find(|d| d.id == id).map_or("?", |d| d.name.as_str());
     for d in &table.domains {
-        write!(out, "{}: Linux {}, {} vCPUs, {} tasks, paused {} µs (reading {} µs)", d.name, d.release, d.vcpus, d.tasks, d.pause_us, d.read_us)?;
+        write!(out, "{}: Linux {}, {} vCPUs, {} tasks, ", d.name, d.release, d.vcpus, d.tasks)?;
+        if d.paused_by_others {
+            write!(out, "paused by someone else: read as it is and left paused (reading {} µs)", d.read_us)?;
+        } else {
+            write!(out, "paused {} µs (reading {} µs)", d.pause_us, d.read_us)?;
+        }
         if watch {
             write!(out, ", CPU {:.1}%", d.cpu_percent)?;
         }

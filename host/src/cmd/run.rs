@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -48,10 +48,9 @@ pub struct RunArgs {
 }
 
 /// Runs the loop until a signal, a period limit or an error; everything parked is released
-/// before it returns.
+/// before it returns — by the loop, or, if the loop dies, by its supervisor.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let plugin = PolicyPlugin::load(&args.plugin)?;
-    let policy = plugin.instantiate(args.config.as_deref())?;
     let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(args.common.kernels()))?.into_iter().map(|(_, p)| p).collect();
     let domains = args
         .domains
@@ -64,10 +63,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         None => std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
     };
     let signals = Signals::default();
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, signals.stop.clone()).context("installing a signal handler")?;
-    }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, signals.reload.clone()).context("installing a signal handler")?;
+    let period = Duration::from_millis(args.period);
+    // Before anything is parked, and before the policy runs any code of its own.
+    let (domains, supervisor) = xsched::supervise::start(domains, args.common.path(), period)?;
+    let policy = plugin.instantiate(args.config.as_deref())?;
 
     let mut trace = args
         .trace
@@ -78,8 +78,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let started_wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut last_summary = Instant::now();
     let mut trace_error = None;
-    let mut scheduler = Scheduler::new(domains, args.common.open()?, policy, Duration::from_millis(args.period), host_cpus)?;
-    println!("xsched: policy {} on {} domain(s), period {} ms, {host_cpus} host CPU(s)", plugin.name(), args.domains.len(), args.period);
+    let mut scheduler = Scheduler::new(domains, args.common.open()?, policy, period, host_cpus)?;
+    scheduler.beat_into(supervisor.heartbeat());
+    println!(
+        "xsched: policy {} on {} domain(s), period {} ms, {host_cpus} host CPU(s), supervised by pid {}",
+        plugin.name(),
+        args.domains.len(),
+        args.period,
+        supervisor.supervisor_pid()
+    );
     let result = scheduler.run(&signals, args.periods, |period_start, table, plan, stats| {
         if let Some(out) = trace.as_mut() {
             let at = period_start.saturating_duration_since(started);
@@ -95,11 +102,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 table.tasks.len(), plan.admitted.len(), stats.periods, stats.overruns, stats.parks, stats.unparks, stats.deferred
             );
         }
+        if supervisor.supervisor_alive() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(anyhow::anyhow!("the supervisor (pid {}) died: stopped, releasing every parked task", supervisor.supervisor_pid()))
+        }
     });
     if let Some(out) = trace.as_mut() {
         out.flush().context("trace file")?;
     }
-    if signals.stop.load(Ordering::Relaxed) {
+    if result.is_ok() && args.periods.is_none_or(|n| scheduler.stats().periods < n) {
         println!("xsched: stopped; every parked task was released");
     }
     result?;

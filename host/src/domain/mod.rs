@@ -3,12 +3,15 @@
 mod spec;
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::linux::snapshot::{GuestSnapshot, SnapshotReader};
-use crate::linux::virt::KernelMemory;
+use crate::linux::virt::{KernelMemory, KernelMemoryMut};
+use crate::linux::locate::KernelLocation;
+use crate::linux::redo::RedoLog;
 use crate::linux::{Kernel, LinuxError};
-use crate::memory::MemoryError;
+use crate::memory::{MemoryError, Pause, PauseMark, Paused};
 use crate::profile::Profile;
 
 pub use spec::{Backend, DomainSpec};
@@ -39,6 +42,16 @@ pub struct DomainError {
     pub source: LinuxError,
 }
 
+/// What a process holds of one domain, in memory it shares with its supervisor: all atomics,
+/// so a zeroed mapping holds nothing.
+#[repr(C)]
+pub struct Hold {
+    /// Set while the process may hold the domain paused.
+    pub paused: AtomicBool,
+    /// The batch of writes being made.
+    pub redo: RedoLog,
+}
+
 /// A guest xsched is attached to.
 pub struct Domain {
     /// Its stable id.
@@ -49,6 +62,7 @@ pub struct Domain {
     pub spec: DomainSpec,
     kernel: Kernel,
     reader: SnapshotReader,
+    pause_mark: Option<PauseMark>,
 }
 
 /// One snapshot of a domain and what it cost.
@@ -61,6 +75,8 @@ pub struct DomainSnapshot {
     pub pause: Duration,
     /// How long reading took, the part of the pause that is xsched's own work.
     pub read: Duration,
+    /// Someone else held the guest paused: it was read as it is and left paused.
+    pub held_by_others: bool,
 }
 
 impl Domain {
@@ -70,7 +86,7 @@ impl Domain {
         let mem = spec.open().map_err(|e| error(e.into()))?;
         let kernel = Kernel::attach(mem, profiles).map_err(error)?;
         let reader = SnapshotReader::for_kernel(&kernel).map_err(error)?;
-        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader })
+        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader, pause_mark: None })
     }
 
     /// The located kernel.
@@ -78,31 +94,47 @@ impl Domain {
         &self.kernel
     }
 
-    /// Pauses the guest, reads every task and runqueue, and resumes it.
-    pub fn snapshot(&mut self) -> Result<DomainSnapshot, DomainError> {
-        let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
-        let paused = match self.kernel.memory_mut().pause() {
-            Ok(()) => true,
-            // A core dump is still by nature.
-            Err(MemoryError::Unsupported { .. }) => false,
-            Err(e) => return Err(error(e.into())),
-        };
-        let started = Instant::now();
-        let guest = self.reader.read(&self.kernel);
-        let read = started.elapsed();
-        if paused {
-            self.kernel.memory_mut().resume().map_err(|e| error(e.into()))?;
-        }
-        let pause = if paused { started.elapsed() } else { Duration::ZERO };
-        Ok(DomainSnapshot { guest, pause, read })
+    /// Publishes in `hold` what this process holds of the domain: whether it may hold a pause,
+    /// and the batch of writes it is making. A supervising process that shares `hold` reads it
+    /// after this process died, to finish the batch and undo the pause.
+    pub fn publish_holds_in(&mut self, hold: &'static Hold) {
+        self.pause_mark = Some(&hold.paused);
+        self.kernel.record_writes_in(&hold.redo);
     }
 
-    /// Runs `f` on the kernel with the guest paused, and resumes it.
-    pub fn with_paused<T>(&mut self, f: impl FnOnce(&mut Kernel, &SnapshotReader) -> Result<T, LinuxError>) -> Result<T, DomainError> {
+    /// A domain attached earlier (by [`Domain::attach`], in this process or the one it forked
+    /// from), opened again from its spec and the kernel found then, without a search of its RAM.
+    pub fn reopen(id: DomainId, spec: &DomainSpec, profile: Profile, location: KernelLocation) -> Result<Self, DomainError> {
+        let error = |source: LinuxError| DomainError { name: spec.name.clone(), source };
+        let mem = spec.open().map_err(|e| error(e.into()))?;
+        let kernel = Kernel::reopen(mem, profile, location).map_err(error)?;
+        let reader = SnapshotReader::for_kernel(&kernel).map_err(error)?;
+        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader, pause_mark: None })
+    }
+
+    /// Pauses the guest, reads every task and runqueue, and resumes it. A guest someone else
+    /// paused is read as it is, and stays paused.
+    pub fn snapshot(&mut self) -> Result<DomainSnapshot, DomainError> {
         let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
-        self.kernel.memory_mut().pause().map_err(|e| error(e.into()))?;
-        let result = f(&mut self.kernel, &self.reader);
-        self.kernel.memory_mut().resume().map_err(|e| error(e.into()))?;
+        let paused = Paused::take(&mut self.kernel, self.pause_mark).map_err(|e| error(e.into()))?;
+        let held = paused.pause();
+        let started = Instant::now();
+        let guest = self.reader.read(&*paused);
+        let read = started.elapsed();
+        paused.end().map_err(|e| error(e.into()))?;
+        let pause = if held == Pause::Taken { started.elapsed() } else { Duration::ZERO };
+        Ok(DomainSnapshot { guest, pause, read, held_by_others: held == Pause::HeldByOthers })
+    }
+
+    /// Runs `f` on the kernel with the guest paused, and resumes it; `f` learns who holds the
+    /// guest still, and must not write into one someone else holds ([`Pause::HeldByOthers`]:
+    /// an operator's snapshot or migration would miss the write, or catch half of it).
+    pub fn with_paused<T>(&mut self, f: impl FnOnce(&mut Kernel, &SnapshotReader, Pause) -> Result<T, LinuxError>) -> Result<T, DomainError> {
+        let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
+        let mut paused = Paused::take(&mut self.kernel, self.pause_mark).map_err(|e| error(e.into()))?;
+        let held = paused.pause();
+        let result = f(&mut paused, &self.reader, held);
+        paused.end().map_err(|e| error(e.into()))?;
         result.map_err(error)
     }
 
@@ -110,19 +142,26 @@ impl Domain {
     /// snapshot and change, and a health check.
     pub fn ping(&mut self) -> Result<Duration, DomainError> {
         let started = Instant::now();
-        self.with_paused(|_, _| Ok(()))?;
+        self.with_paused(|_, _, _| Ok(()))?;
         Ok(started.elapsed())
     }
 
-    /// Resumes the domain if it is paused: an xsched killed while it held the guest paused leaves
-    /// it so. Recovery paths (`release`, the loop's start) call this; says whether it resumed.
-    pub fn resume_if_paused(&mut self) -> Result<bool, DomainError> {
-        let error = |e: MemoryError| DomainError { name: self.name.clone(), source: e.into() };
-        if !self.kernel.memory_mut().is_paused().map_err(error)? {
+    /// Gives back what a dead xsched process held of this domain, as its `hold` records: when
+    /// the domain is paused, completes the batch of writes the process was making, then
+    /// resumes it. Call it only when `hold` says the process may have held a pause (a domain
+    /// paused by someone else looks the same from here). Says whether it resumed the domain.
+    pub fn finish_abandoned(&mut self, hold: &Hold) -> Result<bool, DomainError> {
+        let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
+        if !self.kernel.memory_mut().is_paused().map_err(|e| error(e.into()))? {
             return Ok(false);
         }
-        log::warn!("domain {} is paused (by an xsched that was killed?): resuming it", self.name);
-        self.kernel.memory_mut().resume().map_err(error)?;
+        if let Some(writes) = hold.redo.pending() {
+            log::warn!("domain {}: completing a batch of {} writes cut short", self.name, writes.len());
+            self.kernel.write_batch(&writes).map_err(error)?;
+            hold.redo.clear();
+        }
+        self.kernel.memory_mut().resume_abandoned().map_err(|e| error(e.into()))?;
+        hold.paused.store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(true)
     }
 
@@ -133,7 +172,7 @@ impl Domain {
     /// so the runqueues are read again after each kick, a few times.
     pub fn wake_stalled_cpus(&mut self) -> Result<(), DomainError> {
         for _ in 0..KICK_ATTEMPTS {
-            let stalled = self.with_paused(|k, reader| reader.stalled_cpus(&*k))?;
+            let stalled = self.with_paused(|k, reader, _| reader.stalled_cpus(&*k))?;
             if stalled.is_empty() {
                 return Ok(());
             }

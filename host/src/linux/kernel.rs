@@ -1,9 +1,10 @@
 //! A located guest kernel: its memory, its profile, and kernel-virtual reads.
 
-use crate::memory::{Gpa, GuestMemory, Gva};
+use crate::memory::{Gpa, GuestMemory, Gva, Pausable};
 use crate::profile::Profile;
 
 use super::locate::KernelLocation;
+use super::redo::RedoLog;
 use super::virt::{KernelMemory, KernelMemoryMut};
 use super::LinuxError;
 
@@ -18,16 +19,40 @@ pub struct Kernel {
     location: KernelLocation,
     /// Highest physical address of RAM plus one: the direct map's extent.
     ram_end: u64,
+    /// Where batches of writes are recorded before they are made, if anywhere.
+    redo: Option<&'static RedoLog>,
 }
 
 impl Kernel {
-    /// Finds the kernel in `mem` among `profiles` (pausing the guest while it looks, when it can
-    /// be paused) and keeps the profile that matched.
+    /// Finds the kernel in `mem` among `profiles` ([`super::locate::locate_live`]: the guest is
+    /// paused only to confirm what the search found) and keeps the profile that matched.
     pub fn attach(mut mem: Box<dyn GuestMemory>, mut profiles: Vec<Profile>) -> Result<Self, LinuxError> {
-        let location = super::locate::locate_paused(mem.as_mut(), &profiles)?;
+        let (location, _) = super::locate::locate_live(mem.as_mut(), &profiles)?;
         let profile = profiles.swap_remove(location.profile_index);
+        Ok(Self::at(mem, profile, location))
+    }
+
+    /// The kernel at a known `location` in `mem`, running the kernel `profile` describes — as
+    /// an earlier [`Kernel::attach`] found it — after checking that its banner is still there
+    /// (a rebooted guest has moved). No search: this is how a supervisor takes over a domain
+    /// in the second after its scheduling loop died.
+    pub fn reopen(mem: Box<dyn GuestMemory>, profile: Profile, location: KernelLocation) -> Result<Self, LinuxError> {
+        let mut banner = vec![0u8; profile.banner.len()];
+        mem.read_phys(location.banner, &mut banner)?;
+        if banner != profile.banner.as_bytes() {
+            return Err(LinuxError::Inconsistent { release: profile.release.clone(), what: format!("the kernel banner is no longer at {} (the guest rebooted?)", location.banner) });
+        }
+        Ok(Self::at(mem, profile, location))
+    }
+
+    fn at(mem: Box<dyn GuestMemory>, profile: Profile, location: KernelLocation) -> Self {
         let ram_end = mem.ranges().iter().map(|r| r.end()).max().unwrap_or(0);
-        Ok(Self { mem, profile, location, ram_end })
+        Self { mem, profile, location, ram_end, redo: None }
+    }
+
+    /// Records every batch of writes in `log` before making it (see [`super::redo`]).
+    pub fn record_writes_in(&mut self, log: &'static RedoLog) {
+        self.redo = Some(log);
     }
 
     /// The profile of the running kernel.
@@ -77,6 +102,12 @@ impl Kernel {
     }
 }
 
+impl Pausable for Kernel {
+    fn guest_memory(&mut self) -> &mut dyn GuestMemory {
+        self.mem.as_mut()
+    }
+}
+
 impl KernelMemory for Kernel {
     /// Reads page by page: consecutive virtual pages need not be physically consecutive.
     fn read_virt(&self, va: Gva, buf: &mut [u8]) -> Result<(), LinuxError> {
@@ -113,6 +144,18 @@ impl KernelMemoryMut for Kernel {
         }
         for (gpa, start, end) in pieces {
             self.mem.write_phys(gpa, &data[start..end])?;
+        }
+        Ok(())
+    }
+
+    /// Records the batch in the redo log first, when there is one, and clears it once made.
+    fn write_batch(&mut self, writes: &[(Gva, Vec<u8>)]) -> Result<(), LinuxError> {
+        if let Some(log) = self.redo {
+            log.record(writes)?;
+        }
+        writes.iter().try_for_each(|(va, data)| self.write_virt(*va, data))?;
+        if let Some(log) = self.redo {
+            log.clear();
         }
         Ok(())
     }

@@ -14,7 +14,7 @@
 use memchr::memmem;
 
 use crate::arch::x86_64::{PageTables, PagingMode};
-use crate::memory::{Gpa, GuestMemory, Gva};
+use crate::memory::{Gpa, GuestMemory, Gva, Pause, Paused};
 use crate::profile::Profile;
 
 use super::LinuxError;
@@ -61,11 +61,29 @@ pub struct KernelLocation {
     pub per_cpu_offsets: Vec<u64>,
 }
 
-/// Finds which of `profiles` the guest in `mem` runs and where its kernel is.
-///
-/// The guest should be paused, or at least past boot: the search reads all of RAM once.
+/// Finds which of `profiles` the guest in `mem` runs and where its kernel is, in a guest that
+/// does not run (a core dump, or one the caller paused).
 pub fn locate(mem: &dyn GuestMemory, profiles: &[Profile]) -> Result<KernelLocation, LinuxError> {
     let hits = find_banners(mem, profiles)?;
+    validate(mem, profiles, hits)
+}
+
+/// [`locate`] in a live guest, held paused only for the validation: the search of all RAM for
+/// the banner runs while the guest does (the banner is read-only data of the kernel image,
+/// which stays put), then the guest is paused for the few page-table and variable reads that
+/// confirm a hit, and resumed whatever the outcome. A guest someone else paused is read as it is
+/// and left paused: the returned [`Pause`] says which.
+pub fn locate_live(mem: &mut dyn GuestMemory, profiles: &[Profile]) -> Result<(KernelLocation, Pause), LinuxError> {
+    let hits = find_banners(mem, profiles)?;
+    let paused = Paused::take(mem, None)?;
+    let pause = paused.pause();
+    let located = validate(&*paused, profiles, hits);
+    paused.end()?;
+    Ok((located?, pause))
+}
+
+/// The first of the banner `hits` that checks out as a whole kernel.
+fn validate(mem: &dyn GuestMemory, profiles: &[Profile], hits: Vec<(Gpa, usize)>) -> Result<KernelLocation, LinuxError> {
     if hits.is_empty() {
         return Err(LinuxError::NoMatchingProfile(no_match_message(mem, profiles)));
     }
@@ -80,17 +98,6 @@ pub fn locate(mem: &dyn GuestMemory, profiles: &[Profile]) -> Result<KernelLocat
         }
     }
     Err(last_error.unwrap_or_else(|| LinuxError::NoMatchingProfile(no_match_message(mem, profiles))))
-}
-
-/// [`locate`] with the guest paused, when it can be paused (a core dump cannot and need not be).
-/// The guest is resumed whatever the outcome.
-pub fn locate_paused(mem: &mut dyn GuestMemory, profiles: &[Profile]) -> Result<KernelLocation, LinuxError> {
-    let paused = mem.pause().is_ok();
-    let located = locate(mem, profiles);
-    if paused {
-        mem.resume()?;
-    }
-    located
 }
 
 /// All `(address, profile index)` pairs where a profile's full banner sits at its in-page offset.

@@ -9,6 +9,7 @@ pub mod flavour;
 pub mod kernel;
 pub mod layout;
 pub mod locate;
+pub mod redo;
 pub mod runqueue;
 pub mod snapshot;
 pub mod state;

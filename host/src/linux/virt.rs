@@ -42,6 +42,12 @@ pub trait KernelMemoryMut: KernelMemory {
     fn write_u64(&mut self, va: Gva, value: u64) -> Result<(), LinuxError> {
         self.write_virt(va, &value.to_le_bytes())
     }
+
+    /// Makes `writes`, in order, as one change. A kernel with a redo log records the batch first
+    /// (see [`super::redo`]), so that a change cut short by the writer's death is completed.
+    fn write_batch(&mut self, writes: &[(Gva, Vec<u8>)]) -> Result<(), LinuxError> {
+        writes.iter().try_for_each(|(va, data)| self.write_virt(*va, data))
+    }
 }
 
 /// Guest memory seen through one linear map, `va = base + pa`: the shape of the kernel's direct

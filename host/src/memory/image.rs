@@ -1,6 +1,6 @@
 //! An in-memory guest image: synthetic physical memory for unit tests, fuzzing and benchmarks.
 
-use super::{check_access, to_usize, Gpa, GuestMemory, MemoryError, PhysRange};
+use super::{check_access, to_usize, Gpa, GuestMemory, MemoryError, Pause, PhysRange};
 
 /// Guest RAM held in a `Vec`, starting at guest-physical 0. Pause and resume do nothing.
 #[derive(Clone, Debug)]
@@ -51,8 +51,8 @@ impl GuestMemory for ImageMemory {
         Ok(())
     }
 
-    fn pause(&mut self) -> Result<(), MemoryError> {
-        Ok(())
+    fn pause(&mut self) -> Result<Pause, MemoryError> {
+        Ok(Pause::Still)
     }
 
     fn resume(&mut self) -> Result<(), MemoryError> {

@@ -13,6 +13,7 @@ mod addr;
 pub mod core;
 mod error;
 mod image;
+mod pause;
 mod segments;
 pub mod qemu;
 pub mod qmp;
@@ -22,6 +23,7 @@ pub mod xen;
 pub use addr::{Gpa, Gva};
 pub use error::MemoryError;
 pub use image::ImageMemory;
+pub use pause::{Pausable, PauseMark, Paused};
 
 /// Size of a guest page (x86-64 base pages).
 pub const PAGE_SIZE: u64 = 4096;
@@ -47,6 +49,18 @@ impl PhysRange {
     }
 }
 
+/// Who holds a domain still after [`GuestMemory::pause`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pause {
+    /// The domain was running; this handle stopped it, and [`GuestMemory::resume`] lets it run.
+    Taken,
+    /// Someone else holds it stopped (an operator's pause, a snapshot, a migration, a guest
+    /// panic): it can be read as it is, must not be written, and stays stopped after `resume`.
+    HeldByOthers,
+    /// Nothing ever runs: a core dump or an in-memory image.
+    Still,
+}
+
 /// A domain's guest-physical memory.
 ///
 /// Reads and writes are all-or-nothing: a request that touches any byte outside RAM fails with
@@ -64,11 +78,18 @@ pub trait GuestMemory: Send {
     /// Writes `data` starting at `gpa`. Read-only backends refuse with [`MemoryError::ReadOnly`].
     fn write_phys(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), MemoryError>;
 
-    /// Stops every vCPU of the domain; returns once none runs.
-    fn pause(&mut self) -> Result<(), MemoryError>;
+    /// Makes sure no vCPU of the domain runs; returns once none does, saying who holds it still.
+    fn pause(&mut self) -> Result<Pause, MemoryError>;
 
-    /// Lets the domain's vCPUs run again.
+    /// Undoes this handle's own pause ([`Pause::Taken`]); a pause held by someone else stays.
     fn resume(&mut self) -> Result<(), MemoryError>;
+
+    /// Undoes one pause that a dead holder took: an xsched loop killed while it held the domain
+    /// paused. Call it only when that holder is known to have held a pause; an operator's pause
+    /// looks the same from here. Backends that never pause have nothing to undo.
+    fn resume_abandoned(&mut self) -> Result<(), MemoryError> {
+        Ok(())
+    }
 
     /// Whether the domain is paused right now (by anyone). Backends that cannot tell say no.
     fn is_paused(&mut self) -> Result<bool, MemoryError> {

@@ -13,7 +13,7 @@ use memmap2::MmapRaw;
 
 use super::qmp::QmpClient;
 use super::segments::{Segment, SegmentMap};
-use super::{Gpa, GuestMemory, MemoryError, PhysRange};
+use super::{Gpa, GuestMemory, MemoryError, Pause, PhysRange};
 
 /// Start of RAM above the PCI hole.
 const FOUR_GIB: u64 = 1 << 32;
@@ -62,6 +62,8 @@ pub struct QemuMemory {
     map: MmapRaw,
     segments: SegmentMap,
     qmp: Option<QmpClient>,
+    /// Whether this handle stopped the VM (and so must be the one to let it run).
+    stopped_it: bool,
 }
 
 impl QemuMemory {
@@ -85,7 +87,7 @@ impl QemuMemory {
         let segments = SegmentMap::new(segments, size)
             .map_err(|reason| MemoryError::BadFile { path: ram_file.to_path_buf(), reason })?;
         let qmp = qmp_socket.map(QmpClient::connect).transpose()?;
-        Ok(Self { path: ram_file.to_path_buf(), map, segments, qmp })
+        Ok(Self { path: ram_file.to_path_buf(), map, segments, qmp, stopped_it: false })
     }
 
     fn qmp(&mut self, action: &'static str) -> Result<&mut QmpClient, MemoryError> {
@@ -123,11 +125,23 @@ impl GuestMemory for QemuMemory {
         })
     }
 
-    fn pause(&mut self) -> Result<(), MemoryError> {
-        self.qmp("pause")?.stop()
+    fn pause(&mut self) -> Result<Pause, MemoryError> {
+        if self.stopped_it {
+            return Ok(Pause::Taken);
+        }
+        self.stopped_it = self.qmp("pause")?.stop()?;
+        Ok(if self.stopped_it { Pause::Taken } else { Pause::HeldByOthers })
     }
 
     fn resume(&mut self) -> Result<(), MemoryError> {
+        if self.stopped_it {
+            self.qmp("resume")?.cont()?;
+            self.stopped_it = false;
+        }
+        Ok(())
+    }
+
+    fn resume_abandoned(&mut self) -> Result<(), MemoryError> {
         self.qmp("resume")?.cont()
     }
 
@@ -174,7 +188,7 @@ mod tests {
         let on_disk = std::fs::read(&path).expect("file");
         assert_eq!(&on_disk[4096 - 7..4096 - 7 + 5000], &data[..]);
         assert!(matches!(mem.read_phys(Gpa(4 * 4096 - 4), &mut [0u8; 8]), Err(MemoryError::OutOfRange { .. })));
-        assert!(matches!(mem.pause(), Err(MemoryError::Unsupported { .. })));
+        assert!(matches!(mem.pause(), Err(MemoryError::Unsupported { .. })), "no QMP socket: no pause");
         std::fs::remove_file(path).expect("cleanup");
     }
 

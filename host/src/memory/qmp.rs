@@ -4,6 +4,7 @@
 //! `return` value or turn `error` into [`MemoryError::Qmp`].
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct QmpClient {
     socket: PathBuf,
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// `STOP` events seen so far: QEMU sends one each time the VM stops running.
+    stop_events: u64,
 }
 
 impl QmpClient {
@@ -31,7 +34,7 @@ impl QmpClient {
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .map_err(|e| Self::error_at(socket, e.to_string()))?;
         let writer = stream.try_clone().map_err(|e| Self::error_at(socket, e.to_string()))?;
-        let mut client = Self { socket: socket.to_path_buf(), reader: BufReader::new(stream), writer };
+        let mut client = Self { socket: socket.to_path_buf(), reader: BufReader::new(stream), writer, stop_events: 0 };
         let greeting = client.read_message()?;
         if greeting.get("QMP").is_none() {
             return Err(client.error(format!("not a QMP greeting: {greeting}")));
@@ -60,13 +63,23 @@ impl QmpClient {
                 let desc = error.get("desc").and_then(Value::as_str).unwrap_or("unknown error");
                 return Err(self.error(format!("{command}: {desc}")));
             }
-            // Anything else is an asynchronous event: skip it.
+            // Anything else is an asynchronous event: note it and skip it.
+            self.note_event(&reply);
         }
     }
 
-    /// Stops all vCPUs (`stop`); QEMU answers once they are stopped.
-    pub fn stop(&mut self) -> Result<(), MemoryError> {
-        self.execute("stop", None).map(drop)
+    /// Stops all vCPUs (`stop`); QEMU answers once they are stopped. Says whether this call
+    /// stopped a running VM: QEMU emits a `STOP` event before the reply only then, and none
+    /// when the VM was already stopped by someone else (who must then be the one to resume it).
+    ///
+    /// Events already waiting on the socket are read first, so that an earlier stop is not
+    /// taken for this one. An operator's stop landing within the same few microseconds as this
+    /// one cannot be told apart: QEMU's run state is one flag, not a count of holders.
+    pub fn stop(&mut self) -> Result<bool, MemoryError> {
+        self.skip_waiting_events()?;
+        let before = self.stop_events;
+        self.execute("stop", None)?;
+        Ok(self.stop_events > before)
     }
 
     /// Resumes all vCPUs (`cont`).
@@ -85,6 +98,31 @@ impl QmpClient {
         let protocol = format!("file:{}", path.display());
         self.execute("dump-guest-memory", Some(json!({ "paging": false, "protocol": protocol })))
             .map(drop)
+    }
+
+    fn note_event(&mut self, message: &Value) {
+        if message.get("event").and_then(Value::as_str) == Some("STOP") {
+            self.stop_events += 1;
+        }
+    }
+
+    /// Reads and notes the events that are already on the socket, without waiting.
+    fn skip_waiting_events(&mut self) -> Result<(), MemoryError> {
+        while !self.reader.buffer().is_empty() || self.readable_now()? {
+            let message = self.read_message()?;
+            self.note_event(&message);
+        }
+        Ok(())
+    }
+
+    /// Whether the socket has bytes (or a hang-up) to read right now.
+    fn readable_now(&self) -> Result<bool, MemoryError> {
+        let mut poll = libc::pollfd { fd: self.reader.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid `pollfd` for a descriptor this client owns; a zero timeout never blocks.
+        match unsafe { libc::poll(&mut poll, 1, 0) } {
+            -1 => Err(self.error(format!("poll: {}", std::io::Error::last_os_error()))),
+            n => Ok(n > 0),
+        }
     }
 
     fn read_message(&mut self) -> Result<Value, MemoryError> {

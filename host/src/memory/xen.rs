@@ -23,7 +23,7 @@ use std::ptr::{self, NonNull};
 use xenctrl_sys as xc;
 use xenforeignmemory_sys as xfm;
 
-use super::{check_access, Gpa, GuestMemory, MemoryError, PhysRange, PAGE_SIZE};
+use super::{check_access, Gpa, GuestMemory, MemoryError, Pause, PhysRange, PAGE_SIZE};
 
 mod p2m;
 
@@ -253,12 +253,16 @@ impl GuestMemory for XenMemory {
 
     /// Takes one toolstack pause (`XEN_DOMCTL_pausedomain`, synchronous: no vCPU runs on return).
     /// A handle holds at most one: pausing twice is a no-op, so one `resume` always undoes it.
-    fn pause(&mut self) -> Result<(), MemoryError> {
-        if !self.paused {
-            self.xc.pause(self.domid)?;
-            self.paused = true;
+    /// Xen counts pauses, so one is taken even when someone else (`xl pause`) holds the domain:
+    /// it cannot run while it is read, and `resume` drops only this handle's.
+    fn pause(&mut self) -> Result<Pause, MemoryError> {
+        if self.paused {
+            return Ok(Pause::Taken);
         }
-        Ok(())
+        let held_by_others = self.xc.domain_info(self.domid)?.paused() != 0;
+        self.xc.pause(self.domid)?;
+        self.paused = true;
+        Ok(if held_by_others { Pause::HeldByOthers } else { Pause::Taken })
     }
 
     /// Drops this handle's pause. Pauses taken by others (`xl pause`) stay.
@@ -268,6 +272,11 @@ impl GuestMemory for XenMemory {
             self.paused = false;
         }
         Ok(())
+    }
+
+    /// Drops one toolstack pause that a killed xsched took.
+    fn resume_abandoned(&mut self) -> Result<(), MemoryError> {
+        self.xc.unpause(self.domid)
     }
 
     /// Whether anyone holds a pause of the domain (this handle, `xl pause`, a killed xsched).

@@ -86,6 +86,7 @@ mod tests {
             cpu_percent: 0.0,
             pause_us: 0,
             read_us: 0,
+            paused_by_others: false,
             problems: vec![],
         };
         TaskTable { interval_ms: None, domains: vec![domain(0), domain(1)], tasks: vec![entry(0, 10, 'R'), entry(1, 20, 'S'), entry(1, 21, 'P')] }

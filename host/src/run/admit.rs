@@ -76,7 +76,7 @@ mod tests {
     use crate::table::{DomainSummary, TaskEntry};
 
     fn domain(id: u32, vcpus: u32) -> DomainSummary {
-        DomainSummary { id: DomainId(id), name: format!("u{id}"), release: "test".into(), vcpus, tasks: 0, cpu_percent: 0.0, pause_us: 0, read_us: 0, problems: vec![] }
+        DomainSummary { id: DomainId(id), name: format!("u{id}"), release: "test".into(), vcpus, tasks: 0, cpu_percent: 0.0, pause_us: 0, read_us: 0, paused_by_others: false, problems: vec![] }
     }
 
     fn task(domain: u32, pid: i32, state: char) -> TaskEntry {

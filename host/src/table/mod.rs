@@ -166,6 +166,9 @@ pub struct DomainSummary {
     pub pause_us: u64,
     /// How long reading the guest took (xsched's part of the pause), microseconds.
     pub read_us: u64,
+    /// Someone else held the guest paused: it was read as it is, left paused, and nothing is
+    /// written into it until it runs.
+    pub paused_by_others: bool,
     /// What could not be read: when not empty, the domain's part of the table is partial.
     pub problems: Vec<String>,
 }
@@ -267,6 +270,7 @@ impl TaskTable {
                 cpu_percent: elapsed_ns.map_or(0.0, |ns| domain_delta as f64 * 100.0 / ns),
                 pause_us: u64::try_from(snap.pause.as_micros()).unwrap_or(u64::MAX),
                 read_us: u64::try_from(snap.read.as_micros()).unwrap_or(u64::MAX),
+                paused_by_others: snap.held_by_others,
                 problems: snap.guest.problems.clone(),
             });
         }

@@ -1,9 +1,11 @@
-//! Test fixture: a policy that panics, to show the panic comes back to the host as an error
-//! instead of aborting it, and that the host then releases what it parked.
+//! Test fixture: a policy that fails on demand, to show that the host survives a panic (it comes
+//! back as an error) and that what it parked is released when the plugin takes the whole
+//! process down (abort, segfault) or never returns.
 //!
-//! Config `""`: `rank` panics at once. `"panic"`: `new` panics. `"after=N PREFIX"`: the first N
-//! calls of `rank` rank every runnable user task whose comm starts with PREFIX in one class (by
-//! pid), so the host parks some; call N+1 panics.
+//! Config `""`: `rank` panics at once. `"panic"`: `new` panics. `"after=N PREFIX [HOW]"`: the
+//! first N calls of `rank` rank every runnable user task whose comm starts with PREFIX in one
+//! class (by pid), so the host parks some; call N+1 fails as HOW says: `panic` (the default),
+//! `abort` (the process aborts), `segfault` (it dies of SIGSEGV) or `hang` (never returns).
 
 use xsched_plugin_api::{export_policy, Decision, Policy, Snapshot};
 
@@ -13,6 +15,44 @@ pub struct Panicky {
     calls_left: u32,
     /// Only tasks whose comm starts with this are ranked.
     prefix: String,
+    /// How call N+1 fails.
+    failure: Failure,
+}
+
+/// How `rank` fails when its calls run out.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Panic,
+    Abort,
+    Segfault,
+    Hang,
+}
+
+impl Failure {
+    fn parse(word: Option<&str>) -> Result<Self, String> {
+        match word {
+            None | Some("panic") => Ok(Self::Panic),
+            Some("abort") => Ok(Self::Abort),
+            Some("segfault") => Ok(Self::Segfault),
+            Some("hang") => Ok(Self::Hang),
+            Some(other) => Err(format!("line 1: {other:?} is none of panic, abort, segfault, hang")),
+        }
+    }
+
+    fn fail(self, tasks: usize) -> ! {
+        match self {
+            Self::Panic => panic!("rank panics as configured ({tasks} tasks)"),
+            Self::Abort => std::process::abort(),
+            // SAFETY: none: this write is the fault the fixture exists to make.
+            Self::Segfault => unsafe {
+                std::ptr::null_mut::<u8>().write_volatile(1);
+                unreachable!("a write to address 0 faults")
+            },
+            Self::Hang => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+        }
+    }
 }
 
 impl Policy for Panicky {
@@ -27,12 +67,13 @@ impl Policy for Panicky {
             Some(n) => n.parse().map_err(|e| format!("line 1: after={n}: {e}"))?,
             None => 0,
         };
-        Ok(Self { calls_left, prefix: words.next().unwrap_or_default().to_string() })
+        let prefix = words.next().unwrap_or_default().to_string();
+        Ok(Self { calls_left, prefix, failure: Failure::parse(words.next())? })
     }
 
     fn rank(&mut self, snapshot: &Snapshot) -> Result<Vec<Decision>, String> {
         if self.calls_left == 0 {
-            panic!("rank panics as configured ({} tasks)", snapshot.tasks.len());
+            self.failure.fail(snapshot.tasks.len());
         }
         self.calls_left -= 1;
         Ok(snapshot

@@ -29,6 +29,20 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The operator's monitor connection, holding the guest paused until dropped.
+struct OperatorPause(xsched::memory::qmp::QmpClient);
+
+impl Drop for OperatorPause {
+    fn drop(&mut self) {
+        let _ = self.0.cont();
+    }
+}
+
+/// The run state as the operator's open monitor connection reports it.
+fn status(operator: &mut xsched::memory::qmp::QmpClient) -> String {
+    operator.execute("query-status", None).expect("query-status")["status"].as_str().unwrap_or("?").to_string()
+}
+
 /// How many of the guest's tasks are parked (`P` in their own `/proc/PID/stat`).
 fn parked_in_guest(g: &Guest) -> usize {
     let out = g.exec_ok("cat /proc/[0-9]*/stat 2>/dev/null | grep -c ') P ' || true").expect("count parked");
@@ -43,6 +57,23 @@ fn until_released(g: &Guest, since: Instant) -> Duration {
         }
         assert!(since.elapsed() < WAIT, "tasks stay parked (or the guest paused) {WAIT:?} after the fault");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CPU hogs named `victim`, killed when dropped (a fatal signal also ends a parked task), so that
+/// a failed test leaves the next one a clean guest.
+struct Victims<'g>(&'g Guest, Vec<u32>);
+
+impl<'g> Victims<'g> {
+    fn start(g: &'g Guest) -> Self {
+        Self(g, g.start_workload(&Workload::cpu("victim").count(3)).expect("victims"))
+    }
+}
+
+impl Drop for Victims<'_> {
+    fn drop(&mut self) {
+        let pids: Vec<String> = self.1.iter().map(u32::to_string).collect();
+        let _ = self.0.exec(&format!("kill -9 {}", pids.join(" ")));
     }
 }
 
@@ -124,7 +155,7 @@ fn assert_runqueues_consistent(g: &Guest, tag: &str) {
 fn signals_at_any_moment_of_attach_and_of_the_loop_never_leave_the_guest_paused() {
     let _serial = serial();
     let g = lab();
-    let victims = g.start_workload(&Workload::cpu("victim").count(3)).expect("victims");
+    let _victims = Victims::start(g);
     let domain = domain_arg(g);
     let kernels = kernels_dir();
     let journal = g.dir().join("signals.journal");
@@ -168,7 +199,6 @@ fn signals_at_any_moment_of_attach_and_of_the_loop_never_leave_the_guest_paused(
     }
     println!("signals: {injected} injected; guest left paused {left_paused} times, tasks left parked {left_parked} times");
     assert_eq!((left_paused, left_parked), (0, 0), "something was stranded");
-    g.exec_ok(&format!("kill {}", victims.iter().map(u32::to_string).collect::<Vec<_>>().join(" "))).expect("stop victims");
     assert_console_clean(g);
 }
 
@@ -188,22 +218,22 @@ fn until_released_or_count(g: &Guest) -> usize {
 fn an_operator_paused_vm_is_read_as_it_is_and_stays_paused() {
     let _serial = serial();
     let g = lab();
-    let victims = g.start_workload(&Workload::cpu("victim").count(3)).expect("victims");
+    let _victims = Victims::start(g);
     std::thread::sleep(Duration::from_millis(500));
-    let mut operator = g.operator_qmp().expect("operator monitor");
-    assert!(operator.stop().expect("stop"), "the operator's stop stopped a running guest");
+    let mut operator = OperatorPause(g.operator_qmp().expect("operator monitor"));
+    assert!(operator.0.stop().expect("stop"), "the operator's stop stopped a running guest");
     let kernels = kernels_dir();
     let domain = domain_arg(g);
 
     let probe = xsched(&["probe", "--domain", &domain, "--kernels", path(&kernels)]);
     assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
     assert!(String::from_utf8_lossy(&probe.stderr).contains("paused by someone else"), "probe says so");
-    assert_eq!(g.qmp_status(), "paused", "probe resumed the operator's pause");
+    assert_eq!(status(&mut operator.0), "paused", "probe resumed the operator's pause");
 
     let ps = xsched_ok(&["ps", "--domain", &domain, "--kernels", path(&kernels)]);
     assert!(ps.contains("paused by someone else"), "{ps}");
     assert!(ps.contains("victim"), "the paused guest was read: {ps}");
-    assert_eq!(g.qmp_status(), "paused", "ps resumed the operator's pause");
+    assert_eq!(status(&mut operator.0), "paused", "ps resumed the operator's pause");
 
     let journal = g.dir().join("operator.journal");
     let lib = plugin("testing-panic");
@@ -214,16 +244,15 @@ fn an_operator_paused_vm_is_read_as_it_is_and_stays_paused() {
         "run", "--plugin", path(&lib), "--config", path(&config), "--domain", &domain, "--cpus", "1", "--periods", "30",
         "--journal", path(&journal), "--kernels", path(&kernels), "--trace", path(&trace),
     ]);
-    assert_eq!(g.qmp_status(), "paused", "run resumed the operator's pause");
+    assert_eq!(status(&mut operator.0), "paused", "run resumed the operator's pause");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&trace).expect("trace").lines().map(|l| serde_json::from_str(l).expect("trace line")).collect();
     assert!(lines.len() >= 30, "{} periods traced", lines.len());
     let parked_seen = lines.iter().flat_map(|l| l["tasks"].as_array().cloned().unwrap_or_default()).filter(|t| t["state"] == "P").count();
     assert_eq!(parked_seen, 0, "nothing is written into a guest someone else paused");
-    operator.cont().expect("cont");
-    assert_eq!(g.qmp_status(), "running");
+    operator.0.cont().expect("cont");
+    assert_eq!(status(&mut operator.0), "running");
     assert_eq!(parked_in_guest(g), 0);
     println!("operator pause: probe, ps and 30 periods of run left it paused and wrote nothing");
-    g.exec_ok(&format!("kill {}", victims.iter().map(u32::to_string).collect::<Vec<_>>().join(" "))).expect("stop victims");
     assert_console_clean(g);
 }
 
@@ -231,7 +260,7 @@ fn an_operator_paused_vm_is_read_as_it_is_and_stays_paused() {
 fn kill_9_of_the_loop_at_any_moment_strands_nothing() {
     let _serial = serial();
     let g = lab();
-    let victims = g.start_workload(&Workload::cpu("victim").count(3)).expect("victims");
+    let _victims = Victims::start(g);
     let journal = g.dir().join("kill9.journal");
     let mut times = Vec::new();
     for round in 0..12u64 {
@@ -250,7 +279,6 @@ fn kill_9_of_the_loop_at_any_moment_strands_nothing() {
     assert!(worst < Duration::from_secs(5), "released only after {worst:?}");
     assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0, "the supervisor emptied the journal");
     assert_runqueues_consistent(g, "kill9");
-    g.exec_ok(&format!("kill {}", victims.iter().map(u32::to_string).collect::<Vec<_>>().join(" "))).expect("stop victims");
     assert_console_clean(g);
 }
 
@@ -258,7 +286,7 @@ fn kill_9_of_the_loop_at_any_moment_strands_nothing() {
 fn plugins_that_abort_segfault_or_hang_leave_nothing_parked() {
     let _serial = serial();
     let g = lab();
-    let victims = g.start_workload(&Workload::cpu("victim").count(3)).expect("victims");
+    let _victims = Victims::start(g);
     let journal = g.dir().join("plugin-faults.journal");
     for how in ["abort", "segfault", "hang"] {
         let (mut child, _) = start_run(g, how, 50, how, &journal);
@@ -274,7 +302,6 @@ fn plugins_that_abort_segfault_or_hang_leave_nothing_parked() {
         assert!(said.contains("released"), "{how}: the supervisor says it released: {said}");
     }
     assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0);
-    g.exec_ok(&format!("kill {}", victims.iter().map(u32::to_string).collect::<Vec<_>>().join(" "))).expect("stop victims");
     assert_console_clean(g);
 }
 
@@ -282,7 +309,7 @@ fn plugins_that_abort_segfault_or_hang_leave_nothing_parked() {
 fn both_processes_killed_leave_a_journal_that_release_restores_even_torn() {
     let _serial = serial();
     let g = lab();
-    let victims = g.start_workload(&Workload::cpu("victim").count(3)).expect("victims");
+    let _victims = Victims::start(g);
     let journal = g.dir().join("both.journal");
     let (mut child, supervisor) = start_run(g, "both", 1_000_000, "panic", &journal);
     until_parked(&journal);
@@ -303,6 +330,5 @@ fn both_processes_killed_leave_a_journal_that_release_restores_even_torn() {
     assert!(out.status.success(), "release: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("unparked pid"), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(parked_in_guest(g), 0, "release --all left a task parked");
-    g.exec_ok(&format!("kill {}", victims.iter().map(u32::to_string).collect::<Vec<_>>().join(" "))).expect("stop victims");
     assert_console_clean(g);
 }

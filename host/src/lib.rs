@@ -1,7 +1,9 @@
 //! xsched: a system-wide process scheduler that spans virtual machines.
 //!
 //! The data path, one module per stage: a domain's guest-physical [`memory`] → the [`arch`] page-table
-//! walk → the kernel layout [`profile`] → the [`linux`] kernel reader.
+//! walk → the kernel layout [`profile`] → the [`linux`] kernel reader. Two small modules serve
+//! every stage and use none: [`files`] opens what an operator names (regular files only), and
+//! [`text`] makes what a guest wrote safe to show.
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("xsched runs on 64-bit hosts: guest addresses and file offsets are used as `usize`");
@@ -9,10 +11,12 @@ compile_error!("xsched runs on 64-bit hosts: guest addresses and file offsets ar
 pub mod actuate;
 pub mod arch;
 pub mod domain;
+pub mod files;
 pub mod linux;
 pub mod memory;
 pub mod policy;
 pub mod profile;
 pub mod run;
 pub mod table;
+pub mod text;
 pub mod timeline;

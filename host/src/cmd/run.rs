@@ -27,17 +27,19 @@ pub struct RunArgs {
     /// The policy's configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A domain, as NAME=qemu:RAMFILE,qmp=SOCK | NAME=xen:DOMID (repeatable).
+    /// A domain, as NAME=qemu:RAMFILE,qmp=SOCK[,machine=q35|pc] | NAME=xen:DOMID (repeatable;
+    /// each name and each guest once).
     #[arg(long = "domain", required = true)]
     domains: Vec<DomainSpec>,
-    /// The period, milliseconds.
-    #[arg(long, default_value_t = 10)]
+    /// The period, milliseconds (1 to 60000).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     period: u64,
-    /// The host CPU budget: how many tasks may run at once machine-wide [default: the host's CPUs].
-    #[arg(long)]
+    /// The host CPU budget: how many tasks may run at once machine-wide, at least 1 [default: the
+    /// host's CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     cpus: Option<u32>,
-    /// Stop after this many periods (default: run until SIGINT/SIGTERM).
-    #[arg(long)]
+    /// Stop after this many periods, at least 1 [default: run until SIGINT/SIGTERM].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     periods: Option<u64>,
     /// Write one JSON line per period with every managed task's state and decision (see
     /// `xsched timeline` to draw it).
@@ -50,6 +52,7 @@ pub struct RunArgs {
 /// Runs the loop until a signal, a period limit or an error; everything parked is released
 /// before it returns.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    validate(args)?;
     let plugin = PolicyPlugin::load(&args.plugin)?;
     let policy = plugin.instantiate(args.config.as_deref())?;
     let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(args.common.kernels()))?.into_iter().map(|(_, p)| p).collect();
@@ -104,4 +107,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     result?;
     trace_error.map_or(Ok(()), |e| Err(anyhow::Error::from(e).context("trace file")))
+}
+
+/// Refuses, before anything is attached, what the arguments' parser cannot: a domain named
+/// twice (the journal keys parks by name) or given twice, and a config or trace path that is
+/// not a regular file (a FIFO would block the loop's start forever).
+fn validate(args: &RunArgs) -> anyhow::Result<()> {
+    DomainSpec::check_distinct(&args.domains).map_err(anyhow::Error::msg)?;
+    for (flag, path) in [("--config", &args.config), ("--trace", &args.trace)] {
+        if let Some(path) = path {
+            xsched::files::refuse_special(path).with_context(|| format!("{flag} {}", path.display()))?;
+        }
+    }
+    Ok(())
 }

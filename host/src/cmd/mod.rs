@@ -63,7 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Where the kernel profiles are: `--kernels`, else `$XSCHED_KERNELS`, else `./kernels`, else the
+/// Where the kernel profiles are: `--kernels`, else `$XSCHED_KERNELS` (unless empty), else `./kernels`, else the
 /// system directory, else the source tree this binary was built from.
 fn kernels_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| env_path("XSCHED_KERNELS"))

@@ -3,12 +3,14 @@
 //! CPU its guest kernel accounted to it in each period.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::run::trace::{Decision, TraceLine};
+use crate::text::printable;
 
 /// What a task was doing over a stretch of time, as xsched saw it at the periods' starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,12 +110,20 @@ pub fn lanes(trace: &[TraceLine]) -> Vec<Lane> {
 /// Where a lane's band sits inside its row (fractions of the row height).
 const BAND: (f64, f64) = (0.15, 0.85);
 
-/// Draws `lanes` between `start` and `end` seconds, with `marks`, as an SVG file.
+/// Draws `lanes` between `start` and `end` seconds, with `marks`, as an SVG file. Every text
+/// in the picture (task names come from guests) is shown through [`printable`], so the file is
+/// well-formed XML whatever the names hold.
 pub fn draw_svg(path: &Path, title: &str, lanes: &[Lane], marks: &[Mark], (start, end): (f64, f64)) -> anyhow::Result<()> {
     let rows = u32::try_from(lanes.len()).unwrap_or(u32::MAX).max(1);
-    let root = SVGBackend::new(path, (1200, 170 + 70 * rows)).into_drawing_area();
-    draw(&root, title, lanes, marks, (start, end)).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
-    root.present().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1200, 170 + 70 * rows)).into_drawing_area();
+        draw(&root, title, lanes, marks, (start, end)).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+        root.present().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    }
+    crate::files::create(path)
+        .and_then(|mut file| file.write_all(svg.as_bytes()))
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
 type DrawResult = Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
@@ -125,7 +135,7 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, title: &str, lanes: &[Lane], 
     let rows = lanes.len().max(1) as f64;
     let end = if end > start { end } else { start + 1.0 };
     let mut chart = ChartBuilder::on(&upper)
-        .caption(title, ("sans-serif", 20))
+        .caption(printable(title), ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(170)
@@ -147,12 +157,12 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, title: &str, lanes: &[Lane], 
         chart.draw_series(sleeping.map(|s| PathElement::new(vec![(s.from, lo), (s.to, lo)], BLACK.mix(0.4))))?;
         chart.draw_series(cpu_steps(&lane.cpu, lo, hi).into_iter().map(|path| PathElement::new(path, BLUE.stroke_width(1))))?;
         let (x, y) = chart.backend_coord(&(start, row(k) + 0.5));
-        upper.draw(&Text::new(lane.name.clone(), (x - 8, y), TextStyle::from(("sans-serif", 15).into_font()).pos(label_anchor())))?;
+        upper.draw(&Text::new(printable(&lane.name).into_owned(), (x - 8, y), TextStyle::from(("sans-serif", 15).into_font()).pos(label_anchor())))?;
     }
     for mark in marks.iter().filter(|m| m.at >= start && m.at <= end) {
         chart.draw_series([PathElement::new(vec![(mark.at, 0.0), (mark.at, rows)], BLACK.mix(0.6))])?;
         let (x, y) = chart.backend_coord(&(mark.at, rows));
-        upper.draw(&Text::new(mark.label.clone(), (x + 4, y + 4), ("sans-serif", 13)))?;
+        upper.draw(&Text::new(printable(&mark.label).into_owned(), (x + 4, y + 4), ("sans-serif", 13)))?;
     }
     legend(&key)?;
     Ok(())
@@ -259,5 +269,19 @@ mod tests {
         draw_svg(&path, "test", &lanes(&trace), &marks, (0.0, 1.0)).expect("draw");
         let svg = std::fs::read_to_string(&path).expect("svg");
         assert!(svg.starts_with("<svg") && svg.contains("u1/db 1") && svg.contains("db idle"), "{svg}");
+    }
+
+    #[test]
+    fn guest_names_with_control_bytes_leave_the_picture_well_formed() {
+        let comm = String::from_utf8_lossy(b"\x1b[2J\x07<ev>&\nil\xff").into_owned();
+        let trace = [line(0.0, &[(&comm, "R", Decision::Run, 0)]), line(1.0, &[(&comm, "R", Decision::Run, 1)])];
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.svg");
+        draw_svg(&path, "a\u{7}title", &lanes(&trace), &[Mark { at: 0.5, label: "\u{1b}]0;x\u{7}".into() }], (0.0, 1.0)).expect("draw");
+        let svg = std::fs::read_to_string(&path).expect("svg");
+        assert!(svg.contains("u1/?[2J?&lt;ev&gt;&amp;?il? 2"), "{svg}");
+        let forbidden = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r') || matches!(c, '\u{fffe}' | '\u{ffff}');
+        assert!(!svg.chars().any(forbidden), "{svg}");
+        assert!(!svg.contains("&#"), "no character references either");
     }
 }

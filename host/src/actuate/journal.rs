@@ -1,17 +1,37 @@
 //! The park journal: every park is recorded durably before the write that parks, so that a
 //! crashed or killed xsched never strands a task.
 //!
-//! The journal is a JSON-lines file of [`Entry`]s, appended and flushed to disk (`fsync`) one by
-//! one. A `park` line is written (and synced) before the guest is touched; a `release` line after
-//! the task is unparked or found gone. The tasks still parked are the parks without a later
-//! release. When none is left the file is emptied.
+//! The journal is a JSON-lines file of [`Entry`]s. A `park` line is written (and synced) before
+//! the guest is touched; a `release` line after the task is unparked or found gone. The tasks
+//! still parked are the parks without a later release.
+//!
+//! **Writing.** Each line is one `write(2)` on an `O_APPEND` descriptor, then `fdatasync`, so a
+//! crash can tear only the last line; a write that fails or comes up short is cut off again at
+//! once. One process writes a journal at a time: an open [`Journal`] holds an exclusive `flock`
+//! on it (a second xsched gets [`JournalError::Busy`]; a child that inherits the descriptor
+//! shares the lock). So when the last park is released the file is emptied (truncated to zero)
+//! with no risk of losing a park another writer appended in between: there is none.
+//!
+//! **Reading.** [`Journal::open`] keeps every valid record and skips, with a warning naming the
+//! file and line, every line that is not an entry: torn, garbage, NUL bytes, invalid UTF-8, JSON
+//! of another shape, longer than [`MAX_LINE`] bytes. A last line without its newline (a crash
+//! during an append) is cut off the file before anything is appended, so that the next line
+//! cannot glue onto it; if it is a whole entry, it is written back whole.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::text::printable;
+
+/// The longest line read back, bytes (an entry is about 150): longer lines are skipped.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Damaged lines warned about one by one; beyond that only their number is told.
+const WARN_LINES: usize = 10;
 
 /// Why a journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -22,17 +42,21 @@ pub enum JournalError {
         /// The journal file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        source: io::Error,
     },
-    /// A line is not a journal entry.
-    #[error("journal {path}, line {line}: {reason}")]
-    Syntax {
+    /// The journal does not exist, and this command does not create one.
+    #[error("journal {path}: no such file (only `run` and `park` create a journal; check --journal or $XSCHED_JOURNAL)")]
+    Missing {
         /// The journal file.
         path: PathBuf,
-        /// The 1-based line number.
-        line: usize,
-        /// The parser's message.
-        reason: String,
+    },
+    /// Another process holds the journal.
+    #[error("journal {path} is in use by another xsched{}", holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    Busy {
+        /// The journal file.
+        path: PathBuf,
+        /// The process holding its lock, when `/proc/locks` tells.
+        holder: Option<u32>,
     },
 }
 
@@ -81,40 +105,73 @@ pub enum Entry {
     },
 }
 
-/// An open journal.
+/// An open journal, locked against other writers while it lives.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     file: File,
     parked: BTreeMap<(String, i32, u64), ParkRecord>,
+    /// The file's length: where the next line goes, and where a failed append is cut back to.
+    len: u64,
+    skipped: usize,
 }
 
 impl Journal {
-    /// Opens (creating it and its directory if needed) the journal at `path` and replays it.
+    /// Opens the journal at `path`, creating it (and its directory) if there is none, locks it
+    /// and replays it. For the commands that park (`run`, `park`).
     pub fn open(path: &Path) -> Result<Self, JournalError> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens the existing journal at `path`, locks it and replays it; a missing journal is
+    /// [`JournalError::Missing`] (a mistyped path must not read as "nothing is parked").
+    pub fn open_existing(path: &Path) -> Result<Self, JournalError> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, create: bool) -> Result<Self, JournalError> {
         let io = |source| JournalError::Io { path: path.to_path_buf(), source };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
-        let mut parked = BTreeMap::new();
-        for (i, line) in BufReader::new(&file).lines().enumerate() {
-            let line = line.map_err(io)?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let entry: Entry = serde_json::from_str(&line)
-                .map_err(|e| JournalError::Syntax { path: path.to_path_buf(), line: i + 1, reason: e.to_string() })?;
-            match entry {
-                Entry::Park(record) => {
-                    parked.insert(record.key(), record);
+        let mut options = OpenOptions::new();
+        options.read(true).append(true);
+        let file = match crate::files::open_regular(&mut options, path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                if let Some(dir) = dir {
+                    std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                Entry::Release { domain, pid, start_time, .. } => {
-                    parked.remove(&(domain, pid, start_time));
-                }
+                let file = crate::files::open_regular(options.create(true), path).map_err(io)?;
+                // The new name must survive a crash as surely as the parks written into it.
+                File::open(dir.unwrap_or(Path::new("."))).and_then(|d| d.sync_all()).map_err(io)?;
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(JournalError::Missing { path: path.to_path_buf() }),
+            Err(e) => return Err(io(e)),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(JournalError::Busy { path: path.to_path_buf(), holder: lock_holder(&file) }),
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let replay = Replay::read(&file, path).map_err(io)?;
+        let mut journal = Self { path: path.to_path_buf(), file, parked: replay.parked, len: replay.complete, skipped: replay.skipped };
+        if replay.complete != replay.read {
+            journal.cut_back()?;
+            if let Some(entry) = replay.unterminated {
+                journal.append(&entry)?;
             }
         }
-        Ok(Self { path: path.to_path_buf(), file, parked })
+        Ok(journal)
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many damaged lines opening skipped (each was warned about).
+    pub fn skipped(&self) -> usize {
+        self.skipped
     }
 
     /// The tasks the journal says are parked.
@@ -145,18 +202,170 @@ impl Journal {
         })?;
         self.parked.remove(&record.key());
         if self.parked.is_empty() {
-            self.file.set_len(0).map_err(|source| JournalError::Io { path: self.path.clone(), source })?;
+            self.len = 0;
+            self.cut_back()?;
         }
         Ok(())
     }
 
+    /// Appends `entry` as one line with one `write(2)`, then syncs it; a failed or short write
+    /// is cut off again, so the file ends with a whole line whatever happens.
     fn append(&mut self, entry: &Entry) -> Result<(), JournalError> {
         let io = |source| JournalError::Io { path: self.path.clone(), source };
-        let mut line = serde_json::to_string(entry).map_err(|e| io(std::io::Error::other(e)))?;
-        line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(io)?;
+        let mut line = serde_json::to_vec(entry).map_err(|e| io(io::Error::other(e)))?;
+        line.push(b'\n');
+        let written = loop {
+            match self.file.write(&line) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match written {
+            Ok(n) if n == line.len() => {}
+            outcome => {
+                let error = outcome.err().unwrap_or_else(|| io::Error::new(io::ErrorKind::WriteZero, "short write (is the disk full?)"));
+                // Best effort: the line's error is the one to report.
+                if let Err(e) = self.cut_back() {
+                    log::error!("{e}");
+                }
+                return Err(io(error));
+            }
+        }
+        self.file.sync_data().map_err(io)?;
+        self.len += line.len() as u64;
+        Ok(())
+    }
+
+    /// Truncates the file to `self.len` (the end of its last whole line) and syncs it.
+    fn cut_back(&self) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io { path: self.path.clone(), source };
+        self.file.set_len(self.len).map_err(io)?;
         self.file.sync_data().map_err(io)
     }
+}
+
+/// What reading a journal back found.
+#[derive(Debug, Default)]
+struct Replay {
+    parked: BTreeMap<(String, i32, u64), ParkRecord>,
+    /// Bytes read.
+    read: u64,
+    /// Where the last line ending in a newline ends.
+    complete: u64,
+    /// A valid entry on a last line without its newline.
+    unterminated: Option<Entry>,
+    skipped: usize,
+}
+
+impl Replay {
+    fn read(file: &File, path: &Path) -> io::Result<Self> {
+        let shown = printable(&path.display().to_string()).into_owned();
+        let mut replay = Self::default();
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        let mut number = 0usize;
+        while let Some(raw) = read_line(&mut reader, &mut line)? {
+            number += 1;
+            replay.read += raw.len;
+            if raw.terminated {
+                replay.complete = replay.read;
+            }
+            if line.len() <= MAX_LINE && line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let parsed = if line.len() > MAX_LINE {
+                Err(format!("longer than {MAX_LINE} bytes"))
+            } else {
+                serde_json::from_slice::<Entry>(&line).map_err(|e| e.to_string())
+            };
+            match parsed {
+                Ok(entry) => {
+                    if !raw.terminated {
+                        log::warn!("journal {shown}, line {number}: the last line lacks its newline; it is written again whole");
+                        replay.unterminated = Some(entry.clone());
+                    }
+                    replay.apply(entry);
+                }
+                Err(reason) => {
+                    replay.skipped += 1;
+                    let what = if raw.terminated { "skipped" } else { "cut off (torn by a crash during an append?)" };
+                    if replay.skipped <= WARN_LINES {
+                        log::warn!("journal {shown}, line {number}: not a journal entry, {what}: {}", printable(&reason));
+                    }
+                }
+            }
+        }
+        if replay.skipped > WARN_LINES {
+            log::warn!("journal {shown}: {} more damaged lines skipped", replay.skipped - WARN_LINES);
+        }
+        Ok(replay)
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Park(record) => {
+                self.parked.insert(record.key(), record);
+            }
+            Entry::Release { domain, pid, start_time, .. } => {
+                self.parked.remove(&(domain, pid, start_time));
+            }
+        }
+    }
+}
+
+/// How a line read by [`read_line`] ended.
+struct RawLine {
+    /// Its bytes in the file, newline included.
+    len: u64,
+    /// It ends with a newline (else it is the file's unterminated tail).
+    terminated: bool,
+}
+
+/// Reads the next line into `line` (without its newline), keeping at most [`MAX_LINE`] + 1
+/// bytes of it (so a longer one is recognisable and costs no more memory); `None` at the end.
+fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Option<RawLine>> {
+    line.clear();
+    let mut len = 0u64;
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok((len > 0).then_some(RawLine { len, terminated: false }));
+        }
+        let (content, used, terminated) = match memchr::memchr(b'\n', chunk) {
+            Some(end) => (&chunk[..end], end + 1, true),
+            None => (chunk, chunk.len(), false),
+        };
+        let room = (MAX_LINE + 1).saturating_sub(line.len());
+        line.extend_from_slice(&content[..content.len().min(room)]);
+        len += used as u64;
+        reader.consume(used);
+        if terminated {
+            return Ok(Some(RawLine { len, terminated: true }));
+        }
+    }
+}
+
+/// The process holding a `flock` on `file`, from `/proc/locks` (best effort: `None` when it
+/// cannot tell).
+fn lock_holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    // `/proc/locks` names a file as MAJOR:MINOR:INODE, the device numbers in hex
+    // (fs/locks.c, lock_get_status).
+    let id = format!("{:02x}:{:02x}:{}", libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 12345 fe:00:5513339 0 EOF"; waiters have "->" after the number.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, file, ..] if *file == id => pid.parse().ok(),
+            _ => None,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -167,23 +376,140 @@ mod tests {
         ParkRecord { domain: "u1=qemu:/dev/shm/r,qmp=/q".into(), pid, start_time: 7, addr: 0xffff_8880_0000_1000, saved_state: 0 }
     }
 
+    fn line(entry: &Entry) -> String {
+        serde_json::to_string(entry).expect("json") + "\n"
+    }
+
+    fn park(pid: i32) -> String {
+        line(&Entry::Park(record(pid)))
+    }
+
+    fn release(pid: i32) -> String {
+        line(&Entry::Release { domain: "u1".into(), pid, start_time: 7, reason: "unparked".into() })
+    }
+
+    fn pids(j: &Journal) -> Vec<i32> {
+        j.parked().map(|r| r.pid).collect()
+    }
+
+    /// Every line of the file at `path` is a whole entry.
+    fn assert_every_line_parses(path: &Path) {
+        let bytes = std::fs::read(path).expect("read");
+        assert!(bytes.is_empty() || bytes.ends_with(b"\n"), "the file ends with a whole line");
+        for l in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            serde_json::from_slice::<Entry>(l).unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(l)));
+        }
+    }
+
     #[test]
     fn parks_survive_reopening_until_released() {
-        let path = std::env::temp_dir().join(format!("xsched-journal-test-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("new/journal.jsonl");
         let mut j = Journal::open(&path).expect("open");
         j.record_park(record(10)).expect("park");
         j.record_park(record(11)).expect("park");
         j.record_release(&record(10), "unparked").expect("release");
         drop(j);
-        let mut j = Journal::open(&path).expect("reopen");
+        let mut j = Journal::open_existing(&path).expect("reopen");
         assert_eq!(j.parked().cloned().collect::<Vec<_>>(), vec![record(11)]);
         assert!(j.is_parked("u1", 11, 7) && !j.is_parked("u1", 10, 7));
+        assert_eq!(j.skipped(), 0);
         j.record_release(&record(11), "gone").expect("release");
         assert_eq!(std::fs::metadata(&path).expect("file").len(), 0, "an empty journal is truncated");
-        std::fs::write(&path, "{\"op\":\"park\"}\n").expect("write");
-        let err = Journal::open(&path).expect_err("bad line");
-        assert!(err.to_string().contains("line 1"), "{err}");
-        std::fs::remove_file(&path).expect("cleanup");
+        j.record_park(record(12)).expect("park after emptying");
+        drop(j);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), park(12), "appends start again at the beginning");
+    }
+
+    #[test]
+    fn only_creating_opens_create() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("typo.jsonl");
+        let err = Journal::open_existing(&path).expect_err("missing");
+        assert!(matches!(err, JournalError::Missing { .. }) && err.to_string().contains("typo.jsonl"), "{err}");
+        assert!(!path.exists(), "nothing was created");
+    }
+
+    #[test]
+    fn damaged_lines_are_skipped_and_every_valid_record_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("j");
+        let huge = format!("{{\"op\":\"park\",\"domain\":\"{}\"}}\n", "x".repeat(MAX_LINE));
+        let text = [
+            park(1),
+            "garbage\n".into(),
+            park(2),
+            "{\"op\":\"park\",\"pid\":3}\n".into(), // JSON, but no entry
+            "[1,2,3]\n".into(),
+            "\0\0\0\0\n".into(),
+            "\n  \n".into(),
+            huge,
+            park(4),
+            "{\"op\":\"park\",\"domain\":\"u1\"}\n".into(), // fields missing
+            release(2),
+            park(5),
+        ]
+        .concat();
+        let mut bytes = text.into_bytes();
+        let at = bytes.len() - 20; // invalid UTF-8 inside the last park
+        bytes.splice(at..at, [0xff, 0xfe]);
+        std::fs::write(&path, &bytes).expect("write");
+        let j = Journal::open_existing(&path).expect("open");
+        assert_eq!(pids(&j), [1, 4]);
+        assert_eq!(j.skipped(), 7, "garbage, no entry, an array, NULs, too long, fields missing, invalid UTF-8");
+        drop(j);
+        assert_eq!(std::fs::read(&path).expect("read"), bytes, "complete lines are left as they are");
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_before_the_next_append() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("j");
+        let torn = &park(3)[..40];
+        std::fs::write(&path, format!("{}{}{torn}", park(1), park(2))).expect("write");
+        let mut j = Journal::open(&path).expect("open");
+        assert_eq!((pids(&j), j.skipped()), (vec![1, 2], 1));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), park(1) + &park(2), "the tail is gone at once");
+        j.record_park(record(4)).expect("park");
+        drop(j);
+        assert_every_line_parses(&path);
+        let j = Journal::open(&path).expect("reopen");
+        assert_eq!((pids(&j), j.skipped()), (vec![1, 2, 4], 0));
+    }
+
+    #[test]
+    fn a_whole_entry_missing_only_its_newline_is_kept_and_written_back_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("j");
+        std::fs::write(&path, format!("{}{}", park(1), park(2).trim_end())).expect("write");
+        let mut j = Journal::open(&path).expect("open");
+        assert_eq!((pids(&j), j.skipped()), (vec![1, 2], 0));
+        j.record_release(&record(1), "unparked").expect("release");
+        drop(j);
+        assert_every_line_parses(&path);
+        assert_eq!(pids(&Journal::open(&path).expect("reopen")), [2]);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_with_the_holder() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("j");
+        let held = Journal::open(&path).expect("first");
+        let err = Journal::open(&path).expect_err("second");
+        let JournalError::Busy { holder, .. } = &err else { panic!("{err}") };
+        assert_eq!(*holder, Some(std::process::id()), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        drop(held);
+        Journal::open_existing(&path).expect("free again");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().expect("mkfifo").success());
+        for err in [Journal::open(&path).expect_err("fifo"), Journal::open_existing(&path).expect_err("fifo")] {
+            assert!(err.to_string().ends_with("fifo: not a regular file (it is a FIFO)"), "{err}");
+        }
     }
 }

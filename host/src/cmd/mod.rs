@@ -67,11 +67,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Where the kernel profiles are: `--kernels`, else `$XSCHED_KERNELS`, else `./kernels`, else the
+/// Where the kernel profiles are: `--kernels`, else `$XSCHED_KERNELS` (unless empty), else `./kernels`, else the
 /// system directory, else the source tree this binary was built from.
 fn kernels_dir(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os("XSCHED_KERNELS").map(PathBuf::from))
+    flag.or_else(|| env_path("XSCHED_KERNELS"))
         .or_else(|| Some(PathBuf::from("kernels")).filter(|p| p.is_dir()))
         .or_else(|| Some(PathBuf::from("/usr/share/xsched/kernels")).filter(|p| p.is_dir()))
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../kernels")))
+}
+
+/// The path in the environment variable `name`; unset or empty is none (an empty path is never
+/// meant as one).
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from)
 }

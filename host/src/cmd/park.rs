@@ -20,11 +20,12 @@ const BETWEEN_ATTEMPTS: Duration = Duration::from_millis(2);
 /// Where the journal is: `--journal`, else `$XSCHED_JOURNAL`, else `/var/lib/xsched/journal.jsonl`.
 #[derive(Debug, Args)]
 pub struct JournalArgs {
-    /// The park journal [default: $XSCHED_JOURNAL, /var/lib/xsched/journal.jsonl].
-    #[arg(long, global = true)]
+    /// The park journal [default: $XSCHED_JOURNAL, else /var/lib/xsched/journal.jsonl].
+    #[arg(long)]
     journal: Option<PathBuf>,
-    /// Directory of kernel profiles [default: $XSCHED_KERNELS, ./kernels, /usr/share/xsched/kernels].
-    #[arg(long, global = true)]
+    /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
+    /// /usr/share/xsched/kernels, else the source tree's].
+    #[arg(long)]
     kernels: Option<PathBuf>,
 }
 
@@ -34,17 +35,22 @@ impl JournalArgs {
         self.kernels.clone()
     }
 
+    /// Opens the journal, creating it if there is none (for `run` and `park`).
+    pub fn open(&self) -> anyhow::Result<Journal> {
+        Ok(Journal::open(&self.path())?)
+    }
+
+    /// Opens the existing journal (for `unpark` and `release`: a missing one is an error).
+    fn open_existing(&self) -> anyhow::Result<Journal> {
+        Ok(Journal::open_existing(&self.path())?)
+    }
+
     /// The journal's path.
     pub fn path(&self) -> PathBuf {
         self.journal
             .clone()
-            .or_else(|| std::env::var_os("XSCHED_JOURNAL").map(PathBuf::from))
+            .or_else(|| super::env_path("XSCHED_JOURNAL"))
             .unwrap_or_else(|| PathBuf::from("/var/lib/xsched/journal.jsonl"))
-    }
-
-    /// Opens the journal.
-    pub fn open(&self) -> anyhow::Result<Journal> {
-        Ok(Journal::open(&self.path())?)
     }
 
     /// Attaches the domain `spec` names, with its write side.
@@ -59,7 +65,7 @@ impl JournalArgs {
 /// Arguments of `xsched park` and `xsched unpark`.
 #[derive(Debug, Args)]
 pub struct TaskArgs {
-    /// The domain, as NAME=qemu:RAMFILE,qmp=SOCK | NAME=xen:DOMID.
+    /// The domain, as NAME=qemu:RAMFILE,qmp=SOCK[,machine=q35|pc] | NAME=xen:DOMID.
     domain: DomainSpec,
     /// The task's pid (a thread id) inside the guest.
     pid: i32,
@@ -125,7 +131,7 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
 
 /// `xsched unpark`: unparks one task and records its release.
 pub fn unpark(args: &TaskArgs) -> anyhow::Result<()> {
-    let mut journal = args.common.open()?;
+    let mut journal = args.common.open_existing()?;
     let (mut domain, actuator) = args.common.attach(&args.domain)?;
     let (task, state) = find(&mut domain, args.pid)?;
     let journaled = journal.parked().find(|r| r.domain_name() == domain.name && r.pid == task.pid && r.start_time == task.start_time).cloned();
@@ -171,7 +177,11 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
     if !args.all && args.domain.is_none() {
         bail!("say what to release: --all, or a domain name (and a pid)");
     }
-    let mut journal = args.common.open()?;
+    let mut journal = args.common.open_existing()?;
+    if journal.skipped() > 0 {
+        let shown = xsched::text::printable(&journal.path().display().to_string()).into_owned();
+        println!("journal {shown}: {} damaged line(s) skipped (see the warnings), every valid record kept", journal.skipped());
+    }
     let records: Vec<ParkRecord> = journal
         .parked()
         .filter(|r| args.domain.as_deref().is_none_or(|d| r.domain_name() == d) && args.pid.is_none_or(|p| r.pid == p))

@@ -15,10 +15,11 @@ use xsched::profile::Profile;
 /// Arguments of `xsched probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// The domain, as NAME=qemu:RAMFILE[,qmp=SOCK] | NAME=core:FILE | NAME=xen:DOMID.
+    /// The domain, as NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] | NAME=core:FILE | NAME=xen:DOMID.
     #[arg(long)]
     domain: DomainSpec,
-    /// Directory of kernel profiles [default: $XSCHED_KERNELS, ./kernels, /usr/share/xsched/kernels].
+    /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
+    /// /usr/share/xsched/kernels, else the source tree's].
     #[arg(long)]
     kernels: Option<PathBuf>,
     /// Print JSON instead of text.
@@ -61,7 +62,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!("domain:           {}", args.domain.name);
-        println!("kernel release:   {}", l.release);
+        println!("kernel release:   {}", xsched::text::printable(&l.release));
         println!("scheduler:        {flavour}");
         println!("physical shift:   {:#x} (_text at physical {})", l.phys_shift, l.phys_text);
         println!("virtual shift:    {:#x} (_text at {})", l.virt_shift, l.virt_text);

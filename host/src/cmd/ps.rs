@@ -1,5 +1,6 @@
 //! `xsched ps`: the cross-domain task table, once (`ps`-like), as JSON, or live (`--watch`).
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,32 +10,37 @@ use clap::Args;
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
 use xsched::table::{TaskEntry, TaskTable};
+use xsched::text::printable;
 
 /// Arguments of `xsched ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
-    /// A domain, as NAME=qemu:RAMFILE[,qmp=SOCK] | NAME=core:FILE | NAME=xen:DOMID (repeatable).
+    /// A domain, as NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] | NAME=core:FILE | NAME=xen:DOMID
+    /// (repeatable; each name and each guest once).
     #[arg(long = "domain", required = true)]
     domains: Vec<DomainSpec>,
-    /// Directory of kernel profiles [default: $XSCHED_KERNELS, ./kernels, /usr/share/xsched/kernels].
+    /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
+    /// /usr/share/xsched/kernels, else the source tree's].
     #[arg(long)]
     kernels: Option<PathBuf>,
-    /// Print the table as JSON.
+    /// Print the table as JSON (names exact; a comm that is not valid UTF-8 also as
+    /// `comm_bytes`).
     #[arg(long)]
     json: bool,
     /// Refresh continuously, like top, with CPU use per task and per domain.
     #[arg(long)]
     watch: bool,
-    /// Refresh interval for --watch, milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Refresh interval for --watch, milliseconds (10 to 3600000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     interval: u64,
-    /// Stop --watch after this many refreshes.
-    #[arg(long)]
+    /// Stop --watch after this many refreshes, at least 1.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
 }
 
 /// Attaches to every domain and prints the table.
 pub fn run(args: &PsArgs) -> anyhow::Result<()> {
+    DomainSpec::check_distinct(&args.domains).map_err(anyhow::Error::msg)?;
     let kernels = super::kernels_dir(args.kernels.clone());
     let profiles: Vec<Profile> = Profile::load_dir(&kernels)?.into_iter().map(|(_, p)| p).collect();
     let mut domains = args
@@ -85,9 +91,12 @@ fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {
         writeln!(out)?;
         return out.flush().context("stdout");
     }
+    // Everything a guest can write into is shown through `printable`; the domain names are
+    // the operator's own, checked when parsed.
     let name_of = |id: DomainId| table.domains.iter().find(|d| d.id == id).map_or("?", |d| d.name.as_str());
     for d in &table.domains {
-        write!(out, "{}: Linux {}, {} vCPUs, {} tasks, ", d.name, d.release, d.vcpus, d.tasks)?;
+        let release = printable(&d.release);
+        write!(out, "{}: Linux {release}, {} vCPUs, {} tasks, ", d.name, d.vcpus, d.tasks)?;
         if d.paused_by_others {
             write!(out, "paused by someone else: read as it is and left paused (reading {} µs)", d.read_us)?;
         } else {
@@ -98,7 +107,7 @@ fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {
         }
         writeln!(out)?;
         for problem in &d.problems {
-            writeln!(out, "  partial: {problem}")?;
+            writeln!(out, "  partial: {}", printable(problem))?;
         }
     }
     writeln!(
@@ -118,7 +127,7 @@ fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {
             name_of(t.key.domain),
             t.key.pid,
             t.tgid,
-            t.comm,
+            printable(&t.comm),
             t.state,
             t.cpu,
             match (t.queued, t.delayed) {
@@ -133,7 +142,7 @@ fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {
             t.weight,
             t.runtime_ns as f64 / 1e9,
             if watch { format!(" {:>6.1}", t.cpu_percent) } else { String::new() },
-            t.cgroup.as_deref().unwrap_or("?"),
+            t.cgroup.as_deref().map_or(Cow::Borrowed("?"), printable),
         )?;
     }
     out.flush().context("stdout")

@@ -1,10 +1,9 @@
 //! `xsched run --plugin PATH --domain …` (also `xsched --plugin PATH --domain …`): the
 //! scheduling loop with a policy plugin.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -27,17 +26,19 @@ pub struct RunArgs {
     /// The policy's configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A domain, as NAME=qemu:RAMFILE,qmp=SOCK | NAME=xen:DOMID (repeatable).
+    /// A domain, as NAME=qemu:RAMFILE,qmp=SOCK[,machine=q35|pc] | NAME=xen:DOMID (repeatable;
+    /// each name and each guest once).
     #[arg(long = "domain", required = true)]
     domains: Vec<DomainSpec>,
-    /// The period, milliseconds.
-    #[arg(long, default_value_t = 10)]
+    /// The period, milliseconds (1 to 60000).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     period: u64,
-    /// The host CPU budget: how many tasks may run at once machine-wide [default: the host's CPUs].
-    #[arg(long)]
+    /// The host CPU budget: how many tasks may run at once machine-wide, at least 1 [default: the
+    /// host's CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     cpus: Option<u32>,
-    /// Stop after this many periods (default: run until SIGINT/SIGTERM).
-    #[arg(long)]
+    /// Stop after this many periods, at least 1 [default: run until SIGINT/SIGTERM].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     periods: Option<u64>,
     /// Write one JSON line per period with every managed task's state and decision (see
     /// `xsched timeline` to draw it).
@@ -50,7 +51,13 @@ pub struct RunArgs {
 /// Runs the loop until a signal, a period limit or an error; everything parked is released
 /// before it returns — by the loop, or, if the loop dies, by its supervisor.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    validate(args)?;
     let plugin = PolicyPlugin::load(&args.plugin)?;
+    let mut trace = args
+        .trace
+        .as_ref()
+        .map(|path| xsched::files::create(path).map(BufWriter::new).with_context(|| format!("--trace {}", path.display())))
+        .transpose()?;
     let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(args.common.kernels()))?.into_iter().map(|(_, p)| p).collect();
     let domains = args
         .domains
@@ -69,11 +76,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let (domains, supervisor) = xsched::supervise::start(domains, args.common.path(), period)?;
     let policy = plugin.instantiate(args.config.as_deref())?;
 
-    let mut trace = args
-        .trace
-        .as_ref()
-        .map(|path| File::create(path).map(BufWriter::new).with_context(|| format!("trace file {}", path.display())))
-        .transpose()?;
     let started = Instant::now();
     let started_wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut last_summary = Instant::now();
@@ -116,4 +118,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     result?;
     trace_error.map_or(Ok(()), |e| Err(anyhow::Error::from(e).context("trace file")))
+}
+
+/// Refuses, before anything is attached, what the arguments' parser cannot: a domain named
+/// twice (the journal keys parks by name) or given twice, and a config or trace path that is
+/// not a regular file (a FIFO would block the loop's start forever).
+fn validate(args: &RunArgs) -> anyhow::Result<()> {
+    DomainSpec::check_distinct(&args.domains).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.config {
+        xsched::files::refuse_special(path).with_context(|| format!("--config {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -104,8 +104,25 @@ impl fmt::Display for DomainSpec {
 }
 
 impl DomainSpec {
+    /// Refuses a list of domains in which a name, or a guest (the same backend), appears twice.
+    pub fn check_distinct(specs: &[DomainSpec]) -> Result<(), String> {
+        for (i, spec) in specs.iter().enumerate() {
+            if let Some(first) = specs[..i].iter().find(|s| s.name == spec.name) {
+                return Err(format!("--domain: the name {} is given twice ({first} and {spec})", spec.name));
+            }
+            if let Some(first) = specs[..i].iter().find(|s| s.backend == spec.backend) {
+                return Err(format!("--domain: {} and {} are the same guest", first.name, spec.name));
+            }
+        }
+        Ok(())
+    }
+
     /// Opens the domain's memory.
     pub fn open(&self) -> Result<Box<dyn GuestMemory>, MemoryError> {
+        // A FIFO would block the backend's open(2) forever.
+        if let Backend::Qemu { ram_file: path, .. } | Backend::Core { path } = &self.backend {
+            crate::files::refuse_special(path).map_err(|source| MemoryError::Io { path: path.clone(), source })?;
+        }
         Ok(match &self.backend {
             Backend::Qemu { ram_file, qmp, machine } => Box::new(QemuMemory::open(ram_file, qmp.as_deref(), *machine)?),
             Backend::Core { path } => Box::new(CoreMemory::open(path)?),
@@ -138,6 +155,16 @@ mod tests {
         for text in ["u1=qemu:/dev/shm/r,qmp=/tmp/q,machine=pc", "u1=qemu:/r", "old=core:/x", "u2=xen:12"] {
             assert_eq!(text.parse::<DomainSpec>().expect("parse").to_string(), text);
         }
+    }
+
+    #[test]
+    fn a_name_or_a_guest_given_twice_is_refused() {
+        let specs = |texts: &[&str]| texts.iter().map(|t| t.parse::<DomainSpec>().expect("spec")).collect::<Vec<_>>();
+        assert_eq!(DomainSpec::check_distinct(&specs(&["u1=core:/a", "u2=core:/b", "u3=xen:1"])), Ok(()));
+        let err = DomainSpec::check_distinct(&specs(&["u1=core:/a", "u1=core:/b"])).expect_err("name twice");
+        assert_eq!(err, "--domain: the name u1 is given twice (u1=core:/a and u1=core:/b)");
+        let err = DomainSpec::check_distinct(&specs(&["u1=qemu:/r,qmp=/q", "u2=qemu:/r,qmp=/q"])).expect_err("guest twice");
+        assert_eq!(err, "--domain: u1 and u2 are the same guest");
     }
 
     #[test]

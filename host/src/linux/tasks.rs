@@ -150,8 +150,13 @@ pub struct TaskRecord {
     pub pid: i32,
     /// Process id (thread-group leader's pid).
     pub tgid: i32,
-    /// The command name (`comm`, at most 15 bytes, lossily decoded).
+    /// The command name (`comm`, at most 15 bytes), decoded lossily: each invalid UTF-8
+    /// sequence becomes U+FFFD. The guest chooses it: show it through
+    /// [`printable`](crate::text::printable).
     pub comm: String,
+    /// The exact bytes of `comm` when they are not valid UTF-8 (so `comm` is not exact);
+    /// `None` when `comm` is exact.
+    pub comm_bytes: Option<Vec<u8>>,
     /// `__state`.
     pub state: u32,
     /// `exit_state`.
@@ -209,11 +214,16 @@ impl TaskRecord {
         let u = |f: Field| buf.uint_or_zero(f);
         let comm = buf.bytes(l.comm)?;
         let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())];
+        let (comm, comm_bytes) = match std::str::from_utf8(comm) {
+            Ok(text) => (text.to_owned(), None),
+            Err(_) => (String::from_utf8_lossy(comm).into_owned(), Some(comm.to_vec())),
+        };
         Ok(Self {
             addr: buf.base(),
             pid: buf.i32_or_zero(l.pid),
             tgid: buf.i32_or_zero(l.tgid),
-            comm: String::from_utf8_lossy(comm).into_owned(),
+            comm,
+            comm_bytes,
             state: buf.u32_or_zero(l.state),
             exit_state: buf.u32_or_zero(l.exit_state),
             flags: buf.u32_or_zero(l.flags),

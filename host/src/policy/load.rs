@@ -168,7 +168,7 @@ impl PolicyPlugin {
     /// A policy instance configured from the file `config`, or with no configuration.
     pub fn instantiate(&self, config: Option<&Path>) -> Result<PolicyInstance, PolicyError> {
         let text = match config {
-            Some(file) => fs::read_to_string(file).map_err(|source| PolicyError::ConfigFile {
+            Some(file) => crate::files::read_to_string(file).map_err(|source| PolicyError::ConfigFile {
                 policy: self.name().to_string(),
                 config: file.to_path_buf(),
                 source,
@@ -261,7 +261,7 @@ impl PolicyInstance {
     pub fn reload(&mut self) -> Result<(), PolicyError> {
         let policy = self.plugin.name().to_string();
         let text = match &self.config {
-            Some(file) => fs::read_to_string(file).map_err(|source| PolicyError::ConfigFile { policy: policy.clone(), config: file.clone(), source })?,
+            Some(file) => crate::files::read_to_string(file).map_err(|source| PolicyError::ConfigFile { policy: policy.clone(), config: file.clone(), source })?,
             None => String::new(),
         };
         self.object.reload(RStr::from_str(&text)).into_result().map_err(|message| PolicyError::Config {

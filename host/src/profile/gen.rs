@@ -93,7 +93,7 @@ pub fn verify_constants(vmlinux: &Path, profile: &Profile) -> Result<Vec<&'stati
 /// Maps `path` read-only.
 fn map_file(path: &Path) -> Result<Mmap, ProfileError> {
     let io = |source| ProfileError::Io { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(io)?;
+    let file = crate::files::open_regular(File::options().read(true), path).map_err(io)?;
     // SAFETY: the mapping is private and read-only, and lives only for this generation. The one
     // hazard is another process truncating or rewriting the vmlinux meanwhile (SIGBUS or changing
     // bytes); that is the usual contract of tools that map build artifacts, and every read of the

@@ -65,7 +65,7 @@ pub struct FieldLayout {
 impl Profile {
     /// Reads and validates a profile file.
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::files::read_to_string(path)
             .map_err(|source| ProfileError::Io { path: path.to_path_buf(), source })?;
         Self::parse(&text).map_err(|e| e.in_file(path))
     }

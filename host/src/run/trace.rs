@@ -133,7 +133,7 @@ pub enum TraceError {
 /// dropped; any other bad line is an error naming the file and line.
 pub fn read_trace(path: &Path) -> Result<Vec<TraceLine>, TraceError> {
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|source| TraceError::Io { path: shown.clone(), source })?;
+    let file = crate::files::open_regular(File::options().read(true), path).map_err(|source| TraceError::Io { path: shown.clone(), source })?;
     let lines: Vec<String> = BufReader::new(file)
         .lines()
         .collect::<Result<_, _>>()

@@ -72,8 +72,12 @@ pub struct TaskEntry {
     pub key: TaskKey,
     /// Its process id.
     pub tgid: i32,
-    /// Its command name.
+    /// Its command name, lossily decoded (U+FFFD for each invalid UTF-8 sequence); chosen by
+    /// the guest, so shown to people through [`printable`](crate::text::printable).
     pub comm: String,
+    /// The exact bytes of `comm` when they are not valid UTF-8; absent from JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm_bytes: Option<Vec<u8>>,
     /// The state letter `/proc` shows (R, S, D, T, t, X, Z, P, I).
     pub state: char,
     /// The CPU it runs or last ran on.
@@ -103,7 +107,7 @@ pub struct TaskEntry {
     pub cpu_percent: f64,
     /// `se.vruntime`.
     pub vruntime: u64,
-    /// Its cgroup v2 path.
+    /// Its cgroup v2 path, lossily decoded; chosen by the guest, like `comm`.
     pub cgroup: Option<String>,
     /// Its task group's address in the guest (the group identity for CFS).
     pub task_group: u64,
@@ -124,6 +128,7 @@ impl TaskEntry {
             key,
             tgid: key.pid,
             comm: comm.to_string(),
+            comm_bytes: None,
             state,
             cpu: 0,
             queued: state == 'R',
@@ -295,6 +300,7 @@ impl TaskTable {
             key,
             tgid: r.tgid,
             comm: r.comm.clone(),
+            comm_bytes: r.comm_bytes.clone(),
             state: task.state,
             cpu: r.cpu,
             queued: task.queued,

@@ -326,6 +326,7 @@ impl Builder<'_> {
                 pid,
                 tgid,
                 comm: comm.clone(),
+                comm_bytes: None,
                 state: u32::try_from(state).unwrap_or(u32::MAX),
                 exit_state: u32::try_from(exit_state).unwrap_or(u32::MAX),
                 flags: u32::try_from(flags).unwrap_or(u32::MAX),

@@ -239,7 +239,7 @@ fn watch(socket: &mut UnixStream, shared: &Shared, loop_pid: u32, stall: Duratio
     }
     match killed {
         Some(after) => format!("stalled (no period completed for {:.1} s: a policy that does not return?) and was killed", after.as_secs_f64()),
-        None => "ended".into(),
+        None => "ended without giving back what it held".into(),
     }
 }
 

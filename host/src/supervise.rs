@@ -239,7 +239,7 @@ fn watch(socket: &mut UnixStream, shared: &Shared, loop_pid: u32, stall: Duratio
     }
     match killed {
         Some(after) => format!("stalled (no period completed for {:.1} s: a policy that does not return?) and was killed", after.as_secs_f64()),
-        None => "ended without giving back what it held".into(),
+        None => "ended".into(),
     }
 }
 
@@ -251,7 +251,7 @@ fn recover(shared: &Shared, recipes: &[Recipe], journal_path: &std::path::Path, 
     if parked == 0 && !paused.contains(&true) {
         return Ok(());
     }
-    eprintln!("xsched supervisor: the scheduling loop (pid {loop_pid}) {why}, holding {parked} parked task(s): releasing them");
+    eprintln!("xsched supervisor: the scheduling loop (pid {loop_pid}) {why} with {parked} task(s) still parked: releasing them");
     let started = Instant::now();
     let mut domains = Vec::with_capacity(recipes.len());
     for (i, recipe) in recipes.iter().enumerate() {

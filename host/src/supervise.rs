@@ -283,3 +283,40 @@ fn reopen(recipe: &Recipe) -> anyhow::Result<Domain> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_are_aligned_apart_and_shared_with_a_forked_child() {
+        let shared = Shared::new(3).expect("map");
+        let addresses: Vec<usize> = (0..3).map(|i| std::ptr::from_ref(shared.hold(i)) as usize).collect();
+        assert!(addresses.iter().all(|a| a % std::mem::align_of::<Hold>() == 0));
+        assert!(addresses.windows(2).all(|w| w[1] - w[0] == std::mem::size_of::<Hold>()));
+        assert!(addresses[0] >= shared.heartbeat() as *const AtomicU64 as usize + std::mem::size_of::<AtomicU64>());
+        assert!((0..3).all(|i| !shared.hold(i).paused.load(Ordering::SeqCst) && shared.hold(i).redo.pending().is_none()), "zeroed holds hold nothing");
+        // SAFETY: the child only stores to atomics and leaves with `_exit`.
+        match unsafe { libc::fork() } {
+            0 => {
+                shared.hold(2).paused.store(true, Ordering::SeqCst);
+                shared.heartbeat().store(7, Ordering::SeqCst);
+                // SAFETY: ends the child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            child => {
+                let mut status = 0;
+                // SAFETY: waits for the child just forked.
+                assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+            }
+        }
+        assert!(shared.hold(2).paused.load(Ordering::SeqCst) && !shared.hold(1).paused.load(Ordering::SeqCst));
+        assert_eq!(shared.heartbeat().load(Ordering::SeqCst), 7);
+    }
+
+    #[test]
+    fn the_stall_limit_is_twenty_periods_and_at_least_a_second() {
+        assert_eq!(stall_limit(Duration::from_millis(10)), Duration::from_secs(1));
+        assert_eq!(stall_limit(Duration::from_millis(100)), Duration::from_secs(2));
+    }
+}

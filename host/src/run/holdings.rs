@@ -39,16 +39,6 @@ impl Holdings {
         Ok(Self { domains, actuators, journal, parked: Vec::new() })
     }
 
-    /// The domains.
-    pub fn domains(&self) -> &[Domain] {
-        &self.domains
-    }
-
-    /// How many tasks are parked.
-    pub fn parked_count(&self) -> usize {
-        self.parked.len()
-    }
-
     /// Parks the task `key` at `task_addr`, journaled first; counts it in `stats`.
     pub(super) fn park(&mut self, key: TaskKey, task_addr: u64, stats: &mut RunStats) -> anyhow::Result<()> {
         let index = key.domain.0 as usize;

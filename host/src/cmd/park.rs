@@ -109,6 +109,7 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
     }
     let record = ParkRecord { domain: args.domain.to_string(), pid: task.pid, start_time: task.start_time, addr: task.addr.raw(), saved_state: state };
     journal.record_park(record.clone())?;
+    let mut last_retry = String::new();
     for _ in 0..ATTEMPTS {
         match actuator.park(&mut domain, &task)? {
             ParkOutcome::Parked { state, runnable } => {
@@ -117,6 +118,7 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
             }
             ParkOutcome::Deferred(Deferred::Retry(why)) => {
                 log::debug!("park {}: retry: {why}", task.pid);
+                last_retry = why;
                 std::thread::sleep(BETWEEN_ATTEMPTS);
             }
             ParkOutcome::Deferred(other) => {
@@ -126,7 +128,7 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
         }
     }
     journal.record_release(&record, "not parked")?;
-    bail!("domain {}: pid {} could not be parked in {ATTEMPTS} attempts", domain.name, task.pid)
+    bail!("domain {}: pid {} could not be parked in {ATTEMPTS} attempts: {last_retry}", domain.name, task.pid)
 }
 
 /// `xsched unpark`: unparks one task and records its release.
@@ -152,6 +154,7 @@ pub fn unpark(args: &TaskArgs) -> anyhow::Result<()> {
 /// Unparks the task of `record`, retrying while the guest holds a lock; records the release.
 fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, record: &ParkRecord) -> anyhow::Result<String> {
     let task = TaskIdentity { addr: xsched::memory::Gva(record.addr), pid: record.pid, start_time: record.start_time };
+    let mut last_retry = String::new();
     for _ in 0..ATTEMPTS {
         let (reason, line) = match actuator.unpark(domain, &task)? {
             UnparkOutcome::Unparked { cpu, cpu_idle } => {
@@ -160,6 +163,7 @@ fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, 
             UnparkOutcome::NotParked { state } => ("no longer parked", format!("{}: pid {} was no longer parked (state {state:#x})", domain.name, task.pid)),
             UnparkOutcome::Deferred(Deferred::Retry(why)) => {
                 log::debug!("unpark {}: retry: {why}", task.pid);
+                last_retry = why;
                 std::thread::sleep(BETWEEN_ATTEMPTS);
                 continue;
             }
@@ -169,7 +173,7 @@ fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, 
         journal.record_release(record, reason)?;
         return Ok(line);
     }
-    bail!("domain {}: pid {} could not be unparked in {ATTEMPTS} attempts", domain.name, task.pid)
+    bail!("domain {}: pid {} could not be unparked in {ATTEMPTS} attempts: {last_retry}", domain.name, task.pid)
 }
 
 /// `xsched release`: unparks what the journal says is parked (all of it, a domain's, or one task).

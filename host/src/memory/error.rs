@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::qmp::QmpError;
 use super::Gpa;
 
 /// What went wrong while reading, writing, pausing or resuming a domain's memory.
@@ -45,13 +46,13 @@ pub enum MemoryError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The QEMU monitor failed or refused a command.
-    #[error("QMP {socket}: {reason}")]
+    /// The QEMU monitor could not be reached, did not answer in time, or refused a command.
+    #[error("QMP {socket}: {source}")]
     Qmp {
         /// The QMP socket path.
         socket: PathBuf,
         /// What happened.
-        reason: String,
+        source: QmpError,
     },
     /// A Xen control call failed.
     #[error("Xen domain {domid}: {call} failed: {source}")]

@@ -16,6 +16,7 @@ mod image;
 mod segments;
 pub mod qemu;
 pub mod qmp;
+mod unix_socket;
 #[cfg(feature = "xen")]
 pub mod xen;
 

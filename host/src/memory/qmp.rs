@@ -5,6 +5,8 @@
 //! ([`QmpTimeouts`]): connecting, the greeting and each command, counted across all the lines read
 //! for it, not per read. QEMU serves one QMP client at a time and the kernel queues the others,
 //! so a monitor someone else holds looks like a server that never greets; the errors say so.
+//! `$XSCHED_QMP_WAIT` ([`WAIT_VAR`], seconds) makes [`QmpClient::connect`] wait longer for such
+//! a monitor, connecting and for the greeting.
 //!
 //! Each command carries an `id` that QEMU echoes in its reply, so a reply that arrives after its
 //! command timed out is recognised and skipped rather than taken for the next command's. Lines
@@ -27,6 +29,11 @@ use super::{unix_socket, MemoryError};
 pub const MAX_LINE: usize = 1 << 20;
 /// How many events and stale replies may precede a command's reply.
 pub const MAX_SKIPPED: usize = 1000;
+/// The environment variable that sets how long to wait for a monitor another client may hold,
+/// in seconds: the connect and greeting budgets of [`QmpClient::connect`].
+pub const WAIT_VAR: &str = "XSCHED_QMP_WAIT";
+/// The longest wait [`WAIT_VAR`] may ask for: a day.
+const MAX_WAIT: Duration = Duration::from_secs(86_400);
 /// How much of an unparseable line an error quotes.
 const QUOTE: usize = 120;
 
@@ -54,6 +61,27 @@ impl Default for QmpTimeouts {
     }
 }
 
+impl QmpTimeouts {
+    /// The defaults, with the connect and greeting budgets from `$XSCHED_QMP_WAIT` if it is set.
+    pub fn from_env() -> Result<Self, QmpError> {
+        Self::with_wait(std::env::var_os(WAIT_VAR).as_deref())
+    }
+
+    /// The defaults, with the connect and greeting budgets from `wait` (seconds, the value of
+    /// [`WAIT_VAR`]) if given.
+    fn with_wait(wait: Option<&std::ffi::OsStr>) -> Result<Self, QmpError> {
+        let mut timeouts = Self::default();
+        if let Some(value) = wait {
+            let bad = || QmpError::BadWait { value: value.to_string_lossy().into_owned() };
+            let seconds: f64 = value.to_str().ok_or_else(bad)?.trim().parse().map_err(|_| bad())?;
+            let wait = Duration::try_from_secs_f64(seconds).ok().filter(|w| !w.is_zero() && *w <= MAX_WAIT).ok_or_else(bad)?;
+            timeouts.connect = wait;
+            timeouts.greeting = wait;
+        }
+        Ok(timeouts)
+    }
+}
+
 /// What the client was waiting for when something went wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Awaited {
@@ -67,7 +95,7 @@ impl Awaited {
     /// Why this wait may have run out.
     fn timeout_hint(&self) -> &'static str {
         match self {
-            Self::Greeting => "another client may hold the monitor — QEMU serves one at a time",
+            Self::Greeting => "another client may hold the monitor — QEMU serves one at a time (set XSCHED_QMP_WAIT to wait longer)",
             Self::Reply(_) => "QEMU may be hung or overloaded, or the command needs a larger budget",
         }
     }
@@ -98,10 +126,16 @@ pub enum QmpError {
     #[error("nobody listens on it (connection refused): QEMU has exited or closed its monitor")]
     Refused,
     /// The monitor's queue of waiting clients stayed full.
-    #[error("connect timed out after {after:?}: the monitor's queue of waiting clients is full (other clients wait for it; QEMU serves one at a time)")]
+    #[error("connect timed out after {after:?}: the monitor's queue of waiting clients is full (other clients wait for it; QEMU serves one at a time; set XSCHED_QMP_WAIT to wait longer)")]
     ConnectTimedOut {
         /// The budget that ran out.
         after: Duration,
+    },
+    /// `$XSCHED_QMP_WAIT` is no wait.
+    #[error("{WAIT_VAR}={value:?} is not a number of seconds between 0 and a day")]
+    BadWait {
+        /// The value.
+        value: String,
     },
     /// Connecting failed otherwise.
     #[error("connect: {0}")]
@@ -214,9 +248,10 @@ pub struct QmpClient {
 
 impl QmpClient {
     /// Connects to the QMP socket at `socket` and negotiates capabilities, with the default
-    /// timeouts.
+    /// timeouts or those `$XSCHED_QMP_WAIT` sets ([`QmpTimeouts::from_env`]).
     pub fn connect(socket: &Path) -> Result<Self, MemoryError> {
-        Self::connect_with(socket, QmpTimeouts::default())
+        let timeouts = QmpTimeouts::from_env().map_err(|source| MemoryError::Qmp { socket: socket.to_path_buf(), source })?;
+        Self::connect_with(socket, timeouts)
     }
 
     /// Connects to the QMP socket at `socket` and negotiates capabilities, within `timeouts`.
@@ -621,6 +656,20 @@ mod tests {
         let dead = dir.path().join("dead.sock");
         drop(UnixListener::bind(&dead).expect("bind"));
         assert!(matches!(qmp_error(QmpClient::connect_with(&dead, FAST)), QmpError::Refused));
+    }
+
+    #[test]
+    fn the_wait_for_a_held_monitor_comes_from_the_environment() {
+        let wait = |v: &str| QmpTimeouts::with_wait(Some(std::ffi::OsStr::new(v)));
+        assert_eq!(QmpTimeouts::with_wait(None).expect("unset"), QmpTimeouts::default());
+        let patient = wait("120").expect("120 s");
+        assert_eq!((patient.connect, patient.greeting), (Duration::from_secs(120), Duration::from_secs(120)));
+        assert_eq!(patient.command, QmpTimeouts::default().command, "commands keep their budget");
+        assert_eq!(wait("0.5").expect("half a second").greeting, Duration::from_millis(500));
+        for bad in ["", "0", "-1", "soon", "inf", "NaN", "1e9"] {
+            let error = wait(bad).expect_err(bad);
+            assert!(error.to_string().starts_with("XSCHED_QMP_WAIT="), "{error}");
+        }
     }
 
     #[test]

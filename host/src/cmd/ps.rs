@@ -72,6 +72,8 @@ fn take(domains: &mut [Domain], previous: Option<(&TaskTable, Duration)>) -> any
     let mut pass = Vec::with_capacity(domains.len());
     for domain in domains.iter_mut() {
         let snap = domain.snapshot()?;
+        // A mapped file that shrank or was replaced fails every read from then on: stop, saying so.
+        domain.kernel().memory().check_backing().with_context(|| format!("domain {}", domain.name))?;
         pass.push(snap);
     }
     let pass: Vec<(&Domain, _)> = domains.iter().zip(pass).collect();

@@ -152,6 +152,8 @@ impl MappedFile {
         at
     }
 
+    #[cold]
+    #[inline(never)]
     fn shrunk(&self) -> MemoryError {
         // fstat of a descriptor this process holds open does not fail in practice.
         let now = self.file.metadata().map_or(0, |m| m.len());

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use xsched::memory::qmp::QmpClient;
+use xsched::memory::qmp::{QmpClient, QmpTimeouts};
 
 use crate::cleanup;
 use crate::console::ConsoleState;
@@ -18,6 +18,11 @@ use crate::{initramfs, GuestSpec, LabError, ProcView, Workload};
 
 /// Default time limit for [`Guest::exec`].
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a lab client waits for a QMP monitor another client holds (QEMU serves one at a
+/// time and tests share guests): xsched's whole command budget before QMP had timeouts, so
+/// tests queue as they did. The `xsched` runs of the tests get it through `XSCHED_QMP_WAIT`.
+pub const QMP_WAIT: Duration = Duration::from_secs(120);
 
 /// How often waits re-read the console.
 const POLL: Duration = Duration::from_millis(50);
@@ -180,9 +185,11 @@ impl Guest {
         lock(&self.child).is_some() && !cleanup::has_exited(self.pid)
     }
 
-    /// Connects a new QMP client (fails while another client is connected).
+    /// Connects a new QMP client. QEMU serves one at a time and tests share guests, so this waits
+    /// up to [`QMP_WAIT`] for another client (a test's, an `xsched` run's) to let go.
     pub fn qmp(&self) -> Result<QmpClient, LabError> {
-        QmpClient::connect(&self.qmp_socket).map_err(|source| LabError::Qmp { guest: self.spec.name.clone(), source })
+        let timeouts = QmpTimeouts { connect: QMP_WAIT, greeting: QMP_WAIT, ..QmpTimeouts::default() };
+        QmpClient::connect_with(&self.qmp_socket, timeouts).map_err(|source| LabError::Qmp { guest: self.spec.name.clone(), source })
     }
 
     /// Connects to the operator's monitor, the guest's second QMP socket: what an operator or

@@ -39,7 +39,7 @@ mod steer;
 pub mod view;
 
 pub use error::LabError;
-pub use guest::{Guest, EXEC_TIMEOUT, KERNEL_CMDLINE};
+pub use guest::{Guest, EXEC_TIMEOUT, KERNEL_CMDLINE, QMP_WAIT};
 pub use kernel::{KernelFiles, KernelPin};
 pub use lab::{guest, shared_lab, try_shared_lab, Lab};
 pub use sched_check::{check_core, corrupt_core, SchedCheckReport};

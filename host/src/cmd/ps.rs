@@ -77,8 +77,7 @@ pub fn run(args: &PsArgs) -> anyhow::Result<()> {
 fn take(domains: &mut [Domain], previous: Option<(&TaskTable, Duration)>) -> anyhow::Result<TaskTable> {
     let mut pass = Vec::with_capacity(domains.len());
     for domain in domains.iter_mut() {
-        let snap = domain.snapshot()?;
-        pass.push(snap);
+        pass.push(domain.snapshot()?);
     }
     let pass: Vec<(&Domain, _)> = domains.iter().zip(pass).collect();
     Ok(TaskTable::build(&pass, previous))

@@ -113,7 +113,8 @@ impl Domain {
     }
 
     /// Pauses the guest, reads every task and runqueue, and resumes it. A guest someone else
-    /// paused is read as it is, and stays paused.
+    /// paused is read as it is, and stays paused. Fails when what backs the guest's memory is no
+    /// longer what was attached (a file that shrank or was replaced).
     pub fn snapshot(&mut self) -> Result<DomainSnapshot, DomainError> {
         let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
         let paused = Paused::take(&mut self.kernel, self.pause_mark).map_err(|e| error(e.into()))?;
@@ -123,6 +124,9 @@ impl Domain {
         let read = started.elapsed();
         paused.end().map_err(|e| error(e.into()))?;
         let pause = if held == Pause::Taken { started.elapsed() } else { Duration::ZERO };
+        // A mapped file that shrank or was replaced fails every read from then on: say so now,
+        // rather than hand out a snapshot of holes.
+        self.kernel.memory().check_backing().map_err(|e| error(e.into()))?;
         Ok(DomainSnapshot { guest, pause, read, held_by_others: held == Pause::HeldByOthers })
     }
 

@@ -3,34 +3,34 @@
 //! Each `PT_LOAD` segment holds one guest-physical range (`p_paddr`). A dump is a still picture:
 //! writes are refused, and pause/resume are not supported.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use memmap2::Mmap;
 use object::elf::{FileHeader64, ET_CORE, PT_LOAD};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::Endianness;
 
+use super::mapped::{Access, MappedFile};
 use super::segments::{Segment, SegmentMap};
 use super::{Gpa, GuestMemory, MemoryError, Pause, PhysRange};
 
 /// A read-only ELF core dump of a guest.
 #[derive(Debug)]
 pub struct CoreMemory {
-    path: PathBuf,
-    map: Mmap,
+    map: MappedFile,
     segments: SegmentMap,
 }
 
 impl CoreMemory {
     /// Maps the core file at `path` and reads its program headers.
     pub fn open(path: &Path) -> Result<Self, MemoryError> {
-        let file = File::open(path).map_err(|source| MemoryError::Io { path: path.to_path_buf(), source })?;
-        // SAFETY: the mapping is read-only and private to this process; a dump is not rewritten
-        // while it is read (and if it were, reads would see other bytes, never invalid memory).
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| MemoryError::Io { path: path.to_path_buf(), source })?;
-        let segments = load_segments(&map).map_err(|reason| MemoryError::BadFile { path: path.to_path_buf(), reason })?;
-        Ok(Self { path: path.to_path_buf(), map, segments })
+        let map = MappedFile::open(path, Access::ReadOnly)?;
+        // SAFETY: the slice lives only while the headers are parsed, and a dump is not written
+        // while it is read. If it shrinks meanwhile the lost pages read as zeros, which `intact`
+        // reports below.
+        let segments = load_segments(unsafe { map.bytes() });
+        map.intact()?;
+        let segments = segments.map_err(|reason| MemoryError::BadFile { path: path.to_path_buf(), reason })?;
+        Ok(Self { map, segments })
     }
 }
 
@@ -60,20 +60,21 @@ fn load_segments(data: &[u8]) -> Result<SegmentMap, String> {
 
 impl GuestMemory for CoreMemory {
     fn describe(&self) -> String {
-        format!("core:{} ({} MiB)", self.path.display(), self.ram_size() >> 20)
+        format!("core:{} ({} MiB)", self.map.path().display(), self.ram_size() >> 20)
     }
 
     fn ranges(&self) -> &[PhysRange] {
         self.segments.ranges()
     }
 
+    fn check_backing(&self) -> Result<(), MemoryError> {
+        self.map.check()
+    }
+
     fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let data: &[u8] = &self.map;
-        self.segments.for_each_piece(gpa, buf.len(), |file_offset, start, end| {
-            // In bounds: `SegmentMap::new` checked every segment against the file's length.
-            let from = super::to_usize(file_offset);
-            buf[start..end].copy_from_slice(&data[from..from + (end - start)]);
-        })
+        // In bounds: `SegmentMap::new` checked every segment against the file's length.
+        self.segments.for_each_piece(gpa, buf.len(), |file_offset, start, end| self.map.copy_to(file_offset, &mut buf[start..end]))?;
+        self.map.intact()
     }
 
     fn write_phys(&mut self, _gpa: Gpa, _data: &[u8]) -> Result<(), MemoryError> {
@@ -156,5 +157,19 @@ mod tests {
     #[test]
     fn non_core_files_are_refused_with_a_reason() {
         assert!(load_segments(b"not an elf at all").expect_err("refused").contains("not an ELF64"));
+    }
+
+    #[test]
+    fn a_core_that_shrinks_while_mapped_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core");
+        std::fs::write(&path, synthetic_core()).expect("write core");
+        let mem = CoreMemory::open(&path).expect("open");
+        // Keep the headers, lose the RAM (a dump being rewritten in place).
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(0x1000).expect("truncate");
+        let error = mem.read_u64(Gpa(0x3000)).expect_err("past the end");
+        assert!(matches!(error, MemoryError::Shrunk { now: 0x1000, .. }), "{error}");
+        assert!(error.to_string().starts_with(&format!("{} shrank while mapped", path.display())), "{error}");
+        assert!(matches!(mem.check_backing(), Err(MemoryError::Shrunk { .. })));
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::qmp::QmpError;
 use super::Gpa;
 
 /// What went wrong while reading, writing, pausing or resuming a domain's memory.
@@ -45,13 +46,34 @@ pub enum MemoryError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The QEMU monitor failed or refused a command.
-    #[error("QMP {socket}: {reason}")]
+    /// A mapped file shrank under xsched: the pages past its new end read as zeros and writes to
+    /// them reached nothing, so the access that met them, and every later one, fails.
+    #[error("{path} shrank while mapped (now {now} bytes, was {was})")]
+    Shrunk {
+        /// The file.
+        path: PathBuf,
+        /// Its size now.
+        now: u64,
+        /// Its size when it was mapped.
+        was: u64,
+    },
+    /// A mapped file's path now names another file: what xsched reads is the old one.
+    #[error("{path} was replaced while mapped (inode {mapped}, now {now}): still reading the old file; attach again")]
+    Replaced {
+        /// The file's path.
+        path: PathBuf,
+        /// The inode mapped.
+        mapped: u64,
+        /// The inode the path names now.
+        now: u64,
+    },
+    /// The QEMU monitor could not be reached, did not answer in time, or refused a command.
+    #[error("QMP {socket}: {source}")]
     Qmp {
         /// The QMP socket path.
         socket: PathBuf,
         /// What happened.
-        reason: String,
+        source: QmpError,
     },
     /// A Xen control call failed.
     #[error("Xen domain {domid}: {call} failed: {source}")]

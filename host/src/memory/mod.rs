@@ -8,15 +8,22 @@
 //! - [`qemu::QemuMemory`]: QEMU's shared RAM file, mapped once, plus QMP `stop`/`cont`;
 //! - [`core::CoreMemory`]: an ELF core file from QEMU's `dump-guest-memory`, read-only;
 //! - `xen::XenMemory` (cargo feature `xen`): Xen foreign mapping and domain pause/unpause.
+//!
+//! The two file backends map their file through `mapped`, guarded by `sigbus`: a file that
+//! shrinks while mapped is [`MemoryError::Shrunk`] on the access that meets it, never a SIGBUS
+//! death; [`GuestMemory::check_backing`] also notices a file replaced at its path.
 
 mod addr;
 pub mod core;
 mod error;
 mod image;
+mod mapped;
 mod pause;
 mod segments;
 pub mod qemu;
 pub mod qmp;
+mod sigbus;
+mod unix_socket;
 #[cfg(feature = "xen")]
 pub mod xen;
 
@@ -112,6 +119,14 @@ pub trait GuestMemory: Send {
     /// Total bytes of RAM.
     fn ram_size(&self) -> u64 {
         self.ranges().iter().map(|r| r.len).sum()
+    }
+
+    /// Whether what backs the memory is still what was attached: a mapped file that shrank
+    /// ([`MemoryError::Shrunk`]) or that its path no longer names ([`MemoryError::Replaced`])
+    /// fails here, even before an access meets the damage. A few system calls: for once per
+    /// snapshot, not per read. Backends with nothing to check say yes.
+    fn check_backing(&self) -> Result<(), MemoryError> {
+        Ok(())
     }
 
     /// Reads a little-endian `u64`.

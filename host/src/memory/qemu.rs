@@ -5,12 +5,10 @@
 //! the guest sees it split around the PCI hole below 4 GiB: the first part at 0, the rest at 4 GiB
 //! ([`MachineType::split`]).
 
-use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
-use memmap2::MmapRaw;
-
+use super::mapped::{Access, MappedFile};
 use super::qmp::QmpClient;
 use super::segments::{Segment, SegmentMap};
 use super::{Gpa, GuestMemory, MemoryError, Pause, PhysRange};
@@ -58,8 +56,7 @@ impl FromStr for MachineType {
 /// A QEMU guest's RAM file, mapped shared, and its QMP socket.
 #[derive(Debug)]
 pub struct QemuMemory {
-    path: PathBuf,
-    map: MmapRaw,
+    ram: MappedFile,
     segments: SegmentMap,
     qmp: Option<QmpClient>,
     /// Whether this handle stopped the VM (and so must be the one to let it run).
@@ -69,25 +66,20 @@ pub struct QemuMemory {
 impl QemuMemory {
     /// Maps the RAM file at `ram_file` and, if given, connects to the QMP socket for pause/resume.
     pub fn open(ram_file: &Path, qmp_socket: Option<&Path>, machine: MachineType) -> Result<Self, MemoryError> {
-        let io = |source| MemoryError::Io { path: ram_file.to_path_buf(), source };
-        let file = OpenOptions::new().read(true).write(true).open(ram_file).map_err(io)?;
-        let size = file.metadata().map_err(io)?.len();
-        if size == 0 || size % super::PAGE_SIZE != 0 {
-            return Err(MemoryError::BadFile {
-                path: ram_file.to_path_buf(),
-                reason: format!("size {size} is not a positive multiple of the page size: not a QEMU RAM file"),
-            });
+        let bad = |reason| MemoryError::BadFile { path: ram_file.to_path_buf(), reason };
+        let ram = MappedFile::open(ram_file, Access::ReadWrite)?;
+        let size = ram.len();
+        if size % super::PAGE_SIZE != 0 {
+            return Err(bad(format!("size {size} is not a multiple of the page size: not a QEMU RAM file")));
         }
-        let map = MmapRaw::map_raw(&file).map_err(io)?;
         let below = machine.split(size);
         let mut segments = vec![Segment { range: PhysRange { start: Gpa(0), len: below }, file_offset: 0 }];
         if size > below {
             segments.push(Segment { range: PhysRange { start: Gpa(FOUR_GIB), len: size - below }, file_offset: below });
         }
-        let segments = SegmentMap::new(segments, size)
-            .map_err(|reason| MemoryError::BadFile { path: ram_file.to_path_buf(), reason })?;
+        let segments = SegmentMap::new(segments, size).map_err(bad)?;
         let qmp = qmp_socket.map(QmpClient::connect).transpose()?;
-        Ok(Self { path: ram_file.to_path_buf(), map, segments, qmp, stopped_it: false })
+        Ok(Self { ram, segments, qmp, stopped_it: false })
     }
 
     fn qmp(&mut self, action: &'static str) -> Result<&mut QmpClient, MemoryError> {
@@ -98,31 +90,28 @@ impl QemuMemory {
 
 impl GuestMemory for QemuMemory {
     fn describe(&self) -> String {
-        format!("qemu:{} ({} MiB)", self.path.display(), self.map.len() >> 20)
+        format!("qemu:{} ({} MiB)", self.ram.path().display(), self.ram.len() >> 20)
     }
 
     fn ranges(&self) -> &[PhysRange] {
         self.segments.ranges()
     }
 
+    fn check_backing(&self) -> Result<(), MemoryError> {
+        self.ram.check()
+    }
+
     fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let base = self.map.as_ptr();
-        self.segments.for_each_piece(gpa, buf.len(), |file_offset, start, end| {
-            // SAFETY: `for_each_piece` checked that `file_offset..file_offset + (end - start)` lies
-            // inside the file, which is mapped whole; `buf[start..end]` is in bounds. The guest may
-            // change these bytes at any time; a byte copy through raw pointers never forms a Rust
-            // reference to them.
-            unsafe { std::ptr::copy_nonoverlapping(base.add(super::to_usize(file_offset)), buf[start..end].as_mut_ptr(), end - start) }
-        })
+        // In bounds: `SegmentMap::new` checked every segment against the file's length.
+        self.segments.for_each_piece(gpa, buf.len(), |file_offset, start, end| self.ram.copy_to(file_offset, &mut buf[start..end]))?;
+        self.ram.intact()
     }
 
     fn write_phys(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), MemoryError> {
-        let base = self.map.as_mut_ptr();
-        self.segments.for_each_piece(gpa, data.len(), |file_offset, start, end| {
-            // SAFETY: as in `read_phys`: the destination lies inside the shared mapping, the source
-            // inside `data`, and the two cannot overlap.
-            unsafe { std::ptr::copy_nonoverlapping(data[start..end].as_ptr(), base.add(super::to_usize(file_offset)), end - start) }
-        })
+        let ram = &mut self.ram;
+        self.segments.for_each_piece(gpa, data.len(), |file_offset, start, end| ram.copy_from(file_offset, &data[start..end]))?;
+        // A write that met the end of a shrunk file went to a private zero page, not the guest.
+        self.ram.intact()
     }
 
     fn pause(&mut self) -> Result<Pause, MemoryError> {
@@ -169,7 +158,7 @@ mod tests {
         assert_eq!(MachineType::Pc.split(4 << 30), 0xc000_0000);
     }
 
-    fn temp_ram(size: u64) -> (PathBuf, QemuMemory) {
+    fn temp_ram(size: u64) -> (std::path::PathBuf, QemuMemory) {
         let path = std::env::temp_dir().join(format!("xsched-qemu-test-{}-{size}", std::process::id()));
         let file = std::fs::File::create(&path).expect("create");
         file.set_len(size).expect("size");
@@ -210,5 +199,37 @@ mod tests {
         f.read_exact(&mut b).expect("read");
         assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788, "high RAM follows low RAM in the file");
         std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn a_ram_file_that_shrinks_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ram");
+        std::fs::write(&path, vec![0xa5u8; 16 * 4096]).expect("write");
+        let mem = QemuMemory::open(&path, None, MachineType::Q35).expect("open");
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(8 * 4096).expect("truncate");
+        // No access has met the new end yet: what is left reads as before; the check sees it.
+        let mut b = [0u8; 8];
+        mem.read_phys(Gpa(4096), &mut b).expect("inside what is left");
+        assert_eq!(b, [0xa5; 8]);
+        assert!(matches!(mem.check_backing(), Err(MemoryError::Shrunk { .. })));
+        // Past the end: an error naming the file and both sizes, not SIGBUS.
+        let error = mem.read_phys(Gpa(12 * 4096 - 4), &mut b).expect_err("past the end");
+        assert!(matches!(error, MemoryError::Shrunk { now: 32768, was: 65536, .. }), "{error}");
+        assert_eq!(error.to_string(), format!("{} shrank while mapped (now 32768 bytes, was 65536)", path.display()));
+        // From then on every access fails, even inside what is left: documented in `mapped`.
+        assert!(matches!(mem.read_phys(Gpa(4096), &mut b), Err(MemoryError::Shrunk { .. })));
+    }
+
+    #[test]
+    fn a_write_past_a_shrunk_end_reaches_nothing_and_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ram");
+        std::fs::write(&path, vec![0u8; 4 * 4096]).expect("write");
+        let mut mem = QemuMemory::open(&path, None, MachineType::Q35).expect("open");
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(4096).expect("truncate");
+        let error = mem.write_u64(Gpa(3 * 4096), 0x1122_3344).expect_err("past the end");
+        assert!(matches!(error, MemoryError::Shrunk { .. }), "{error}");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 4096, "the write did not reach the file");
     }
 }

@@ -108,7 +108,7 @@ fn check_trusted(path: &Path) -> Result<(), PolicyError> {
 fn check_elf(path: &Path) -> Result<(), PolicyError> {
     const ET_DYN: u16 = 3;
     let mut head = [0u8; 18];
-    let mut file = fs::File::open(path).map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
+    let mut file = crate::files::open_regular(fs::File::options().read(true), path).map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
     let not = |why: &str| PolicyError::NotSharedLibrary { path: path.to_path_buf(), why: why.to_string() };
     let read = file.read(&mut head).map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
     if read < head.len() || !head.starts_with(b"\x7fELF") {

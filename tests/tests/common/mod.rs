@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 
 use object::read::elf::{FileHeader, ProgramHeader};
 use serde_json::Value;
-use xsched_lab::Guest;
+use xsched::memory::qmp::WAIT_VAR;
+use xsched_lab::{Guest, QMP_WAIT};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -40,9 +41,15 @@ pub fn plugin(name: &str) -> PathBuf {
     xsched_bin().with_file_name(format!("lib{}.so", name.replace('-', "_")))
 }
 
-/// Runs `xsched ARGS` and returns its output.
+/// Runs `xsched ARGS` and returns its output. It waits for a QMP monitor another client holds as
+/// long as the lab's own clients do ([`QMP_WAIT`]): tests share guests.
 pub fn xsched(args: &[&str]) -> Output {
-    Command::new(xsched_bin()).args(args).current_dir(workspace()).output().expect("run xsched")
+    Command::new(xsched_bin())
+        .args(args)
+        .current_dir(workspace())
+        .env(WAIT_VAR, QMP_WAIT.as_secs().to_string())
+        .output()
+        .expect("run xsched")
 }
 
 /// Runs `xsched ARGS`, requires success and returns stdout.

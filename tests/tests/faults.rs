@@ -1,6 +1,8 @@
 //! Fault injection on a real lab guest: signals at many moments of attach and of the loop, an
 //! operator-paused VM, `kill -9` of the loop holding tasks parked, plugins that abort, segfault
-//! and hang, and both processes killed at once with a torn journal left behind.
+//! and hang, both processes killed at once with a torn journal left behind; hostile names the
+//! guest gives its tasks ([`hostile_strings`]) and mapped files that shrink or are replaced
+//! ([`mapped_files`]). One guest, booted once, serves them all, one test at a time.
 //!
 //! The truth is the guest's: its run state from the operator's own QMP monitor (a second
 //! socket, as libvirt keeps its own), its tasks' states from its own `/proc`, its console, and
@@ -8,6 +10,10 @@
 //! Every test prints what it injected and what it found stranded (the goal is nothing).
 
 mod common;
+#[path = "faults/hostile_strings.rs"]
+mod hostile_strings;
+#[path = "faults/mapped_files.rs"]
+mod mapped_files;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -20,7 +26,7 @@ use xsched_lab::{check_core, shared_lab, Guest, GuestSpec, Workload};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn lab() -> &'static Guest {
-    &shared_lab(|| vec![GuestSpec::new("faults").view_interval_ms(1000).view_kthreads(false)])[0]
+    &shared_lab(|| vec![GuestSpec::new("faults").workload(Workload::sleep("idler")).view_interval_ms(1000).view_kthreads(false)])[0]
 }
 
 /// The tests share the guest's workloads and monitor: one at a time.

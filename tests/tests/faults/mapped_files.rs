@@ -4,8 +4,6 @@
 //! with one line naming the file, not by SIGBUS. Unlinked: it reads on. Replaced by another file
 //! at the same path: it exits 1 saying so.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -13,16 +11,17 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::xsched_bin;
-use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
+use crate::common::xsched_bin;
+use xsched_lab::Guest;
 
 /// Attaching to a core (a RAM scan, debug build) and the first two snapshots.
 const FIRST_TABLE: Duration = Duration::from_secs(90);
 /// From the damage to xsched's exit: a few refreshes.
 const EXIT_WAIT: Duration = Duration::from_secs(20);
 
+/// The fault suite's shared guest.
 fn lab() -> &'static [Guest] {
-    shared_lab(|| vec![GuestSpec::new("m1").workload(Workload::sleep("idler")).view_interval_ms(0)])
+    std::slice::from_ref(super::lab())
 }
 
 /// A fresh core dump of the lab guest at `name` in its directory.
@@ -43,7 +42,7 @@ impl Watch {
     fn start(core: &Path) -> Self {
         let mut child = Command::new(xsched_bin())
             .args(["ps", "--watch", "--interval", "200", "--domain", &format!("old=core:{}", core.display())])
-            .current_dir(common::workspace())
+            .current_dir(crate::common::workspace())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -100,6 +99,7 @@ fn assert_one_line_error(status: ExitStatus, stderr: &str, path: &Path, what: &s
 
 #[test]
 fn a_core_truncated_under_ps_watch_ends_it_with_one_line_naming_the_file() {
+    let _serial = super::serial();
     let core = dump("mapped-files-shrink.core");
     let copy = core.with_extension("copy");
     std::fs::copy(&core, &copy).expect("copy the core");
@@ -115,6 +115,7 @@ fn a_core_truncated_under_ps_watch_ends_it_with_one_line_naming_the_file() {
 
 #[test]
 fn a_core_unlinked_under_ps_watch_reads_on_and_one_replaced_ends_it() {
+    let _serial = super::serial();
     let core = dump("mapped-files-replace.core");
     let copy = core.with_extension("copy");
     std::fs::copy(&core, &copy).expect("copy the core");

@@ -4,14 +4,12 @@
 //! (what the guest's own `/proc/PID/comm` holds), and the timeline of a short `run --trace` must
 //! be well-formed XML.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{domain_arg, kernels_dir, plugin, xsched, xsched_ok};
+use crate::common::{domain_arg, kernels_dir, plugin, xsched, xsched_ok};
 use serde_json::Value;
-use xsched_lab::{shared_lab, Guest, GuestSpec};
+use xsched_lab::Guest;
 
 /// The comm, as busybox `printf` writes it: ESC [2J, BEL, "ev", newline, "il", 0xff.
 const COMM_PRINTF: &str = r"\033[2J\007ev\nil\377";
@@ -20,8 +18,9 @@ const COMM: &[u8] = b"\x1b[2J\x07ev\nil\xff";
 /// The cgroup's name, as `printf` writes it: "x", ESC [31m, "red", BEL.
 const CGROUP_PRINTF: &str = r"x\033[31mred\007";
 
+/// The fault suite's shared guest.
 fn lab() -> &'static [Guest] {
-    shared_lab(|| vec![GuestSpec::new("h1").view_interval_ms(0)])
+    std::slice::from_ref(super::lab())
 }
 
 /// The bytes of a file in the guest (through `od`, since the control channel is a terminal).
@@ -48,6 +47,7 @@ fn start_hostile(g: &Guest) -> u32 {
 
 #[test]
 fn hostile_names_reach_no_terminal_and_no_svg_yet_json_keeps_them_exact() {
+    let _serial = super::serial();
     let g = &lab()[0];
     let pid = start_hostile(g);
     let domain = domain_arg(g);
@@ -89,7 +89,7 @@ fn hostile_names_reach_no_terminal_and_no_svg_yet_json_keeps_them_exact() {
     assert!(traced.contains(&comm), "the trace has the task under its exact (lossy) comm");
     xsched_ok(&["timeline", &path(&trace), "-o", &path(&svg)]);
     let picture = std::fs::read_to_string(&svg).expect("svg");
-    assert!(picture.contains("h1/?[2J?ev?il? "), "the lane is labelled safely");
+    assert!(picture.contains("faults/?[2J?ev?il? "), "the lane is labelled safely");
     let parsed = Command::new("python3")
         .args(["-c", "import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])", &path(&svg)])
         .output()

@@ -338,3 +338,26 @@ fn both_processes_killed_leave_a_journal_that_release_restores_even_torn() {
     assert_eq!(parked_in_guest(g), 0, "release --all left a task parked");
     assert_console_clean(g);
 }
+
+#[test]
+fn a_monitor_held_by_another_client_is_an_error_within_seconds_naming_why() {
+    let _serial = serial();
+    let g = lab();
+    // QEMU serves one QMP client at a time: while this one is connected, xsched's is queued and
+    // never greeted — a silent server.
+    let _held = g.qmp().expect("hold the monitor");
+    let started = Instant::now();
+    let out = Command::new(xsched_bin())
+        .args(["probe", "--domain", &domain_arg(g), "--kernels", path(&kernels_dir())])
+        .env("XSCHED_QMP_WAIT", "1")
+        .output()
+        .expect("run xsched probe");
+    let took = started.elapsed();
+    let said = String::from_utf8_lossy(&out.stderr);
+    println!("silent monitor: probe gave up after {took:?}: {}", said.trim());
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    assert!(said.contains("another client may hold the monitor"), "{said}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(g.qmp_status(), "running", "the guest was never paused");
+}

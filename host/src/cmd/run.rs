@@ -52,12 +52,12 @@ pub struct RunArgs {
 /// before it returns — by the loop, or, if the loop dies, by its supervisor.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     validate(args)?;
-    let plugin = PolicyPlugin::load(&args.plugin)?;
     let mut trace = args
         .trace
         .as_ref()
         .map(|path| xsched::files::create(path).map(BufWriter::new).with_context(|| format!("--trace {}", path.display())))
         .transpose()?;
+    let plugin = PolicyPlugin::load(&args.plugin)?;
     let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(args.common.kernels()))?.into_iter().map(|(_, p)| p).collect();
     let domains = args
         .domains

@@ -147,11 +147,8 @@ impl Link {
 
     /// Whether the supervisor still runs (its end of the socket is open).
     pub fn supervisor_alive(&self) -> bool {
-        let mut poll = libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid `pollfd` for a socket this process owns; a zero timeout never blocks.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
         // The supervisor never writes: readable means end-of-file.
-        !(ready > 0 && poll.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+        !readable_within(&self.socket, 0)
     }
 }
 
@@ -219,19 +216,25 @@ fn supervise(mut socket: UnixStream, shared: &Shared, recipes: &[Recipe], journa
     }
 }
 
+/// Whether `socket` has something to read (data, end-of-file or an error) within `timeout_ms`.
+fn readable_within(socket: &UnixStream, timeout_ms: i32) -> bool {
+    let mut poll = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid `pollfd` for a socket the caller owns.
+    let ready = unsafe { libc::poll(&mut poll, 1, timeout_ms) };
+    ready > 0 && poll.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+}
+
 /// Waits until the loop is gone (killing it if it stalls); says how it went.
 fn watch(socket: &mut UnixStream, shared: &Shared, loop_pid: u32, stall: Duration) -> String {
     let heartbeat = shared.heartbeat();
     let mut last = (heartbeat.load(Ordering::Relaxed), Instant::now());
     let mut killed = None;
     loop {
-        let mut poll = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let timeout = i32::try_from(WATCH_INTERVAL.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid `pollfd` for a socket this process owns.
-        let ready = unsafe { libc::poll(&mut poll, 1, timeout) };
+        let readable = readable_within(socket, timeout);
         // SAFETY: no arguments, no memory.
         let orphaned = unsafe { libc::getppid() }.unsigned_abs() != loop_pid;
-        if ready > 0 {
+        if readable {
             let mut byte = [0u8; 1];
             // The loop never writes: anything readable is its end-of-file (or an error).
             if matches!(socket.read(&mut byte), Ok(0) | Err(_)) {

@@ -118,11 +118,7 @@ fn start_run(g: &Guest, tag: &str, after: u32, how: &str, journal: &std::path::P
         .expect("start xsched run");
     let mut first = String::new();
     BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut first).expect("first line");
-    let supervisor = first
-        .rsplit_once("supervised by pid ")
-        .and_then(|(_, pid)| pid.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no supervisor pid in {first:?}"));
-    (child, supervisor)
+    (child, common::supervisor_pid(&first))
 }
 
 /// Waits until the loop has parked something (the journal holds a park).

@@ -185,7 +185,7 @@ fn run_and_kill(g: &Guest, journal: &std::path::Path, tag: &str) {
         .expect("start xsched run");
     let mut first = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")), &mut first).expect("first line");
-    let supervisor: i32 = first.rsplit_once("supervised by pid ").and_then(|(_, pid)| pid.trim().parse().ok()).expect("supervisor pid");
+    let supervisor = i32::try_from(common::supervisor_pid(&first)).expect("pid");
     let deadline = std::time::Instant::now() + WAIT;
     while std::fs::metadata(journal).map(|m| m.len()).unwrap_or(0) == 0 {
         assert!(std::time::Instant::now() < deadline, "xsched parked nothing");

@@ -148,3 +148,11 @@ pub fn vmcoreinfo(core: &Path) -> BTreeMap<String, String> {
     }
     info
 }
+
+/// The supervisor's pid from the first line `xsched run` prints ("…, supervised by pid N").
+pub fn supervisor_pid(first_line: &str) -> u32 {
+    first_line
+        .rsplit_once("supervised by pid ")
+        .and_then(|(_, pid)| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no supervisor pid in {first_line:?}"))
+}

@@ -15,7 +15,8 @@
 //! attach: no RAM search), completes a batch of writes cut short and resumes a domain the loop
 //! held paused (only then: a domain someone else paused stays paused), and releases every task
 //! the journal says the loop parked. When the heartbeat stops for [`stall_limit`] (a policy
-//! that never returns, a loop stuck anywhere) it kills the loop first. A loop that ended cleanly
+//! that never returns, a loop stuck anywhere; ten times as long for the first beat) it kills
+//! the loop first; a loop that has ended says so and is not watched while it exits. A loop that ended cleanly
 //! leaves nothing, and the supervisor exits without a word. When the supervisor dies the loop
 //! stops and releases everything itself ([`Link::supervisor_alive`]).
 
@@ -32,6 +33,11 @@ use crate::linux::locate::KernelLocation;
 use crate::profile::Profile;
 use crate::run::{Holdings, RunStats};
 
+/// The heartbeat's value once the loop has ended ([`Link::loop_ended`]).
+const LOOP_ENDED: u64 = u64::MAX;
+/// How many stall limits the loop has for its first beat (loading the policy, opening the
+/// journal, releasing what an earlier xsched left).
+const FIRST_BEAT_GRACE: u32 = 10;
 /// How often the supervisor looks at the loop.
 const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// How long the supervisor keeps trying to open a domain again (QEMU takes the dead loop's QMP
@@ -52,9 +58,9 @@ pub enum SuperviseError {
 }
 
 /// The longest the loop may go without a heartbeat before the supervisor stops it: twenty
-/// periods, and at least a second (the loop's first period follows loading the policy).
+/// periods, and at least two seconds (a loaded host can hold one period up that long).
 pub fn stall_limit(period: Duration) -> Duration {
-    (period * 20).max(Duration::from_secs(1))
+    (period * 20).max(Duration::from_secs(2))
 }
 
 /// The memory the loop and its supervisor share: a heartbeat, then one [`Hold`] per domain.
@@ -131,6 +137,12 @@ impl Link {
     /// The heartbeat counter the loop advances.
     pub fn heartbeat(&self) -> &'static AtomicU64 {
         self.shared.heartbeat()
+    }
+
+    /// Tells the supervisor the loop has ended (everything released): the heartbeat stops on
+    /// purpose while the process tidies up and exits, and is no stall.
+    pub fn loop_ended(&self) {
+        self.shared.heartbeat().store(LOOP_ENDED, Ordering::SeqCst);
     }
 
     /// Whether the supervisor still runs (its end of the socket is open).
@@ -229,9 +241,10 @@ fn watch(socket: &mut UnixStream, shared: &Shared, loop_pid: u32, stall: Duratio
             break;
         }
         let beat = heartbeat.load(Ordering::Relaxed);
+        let limit = if beat == 0 { stall * FIRST_BEAT_GRACE } else { stall };
         if beat != last.0 {
             last = (beat, Instant::now());
-        } else if killed.is_none() && last.1.elapsed() >= stall {
+        } else if killed.is_none() && beat != LOOP_ENDED && last.1.elapsed() >= limit {
             // SAFETY: a signal to one pid; at worst ESRCH if it just died.
             unsafe { libc::kill(libc::pid_t::try_from(loop_pid).unwrap_or(libc::pid_t::MAX), libc::SIGKILL) };
             killed = Some(last.1.elapsed());
@@ -315,8 +328,8 @@ mod tests {
     }
 
     #[test]
-    fn the_stall_limit_is_twenty_periods_and_at_least_a_second() {
-        assert_eq!(stall_limit(Duration::from_millis(10)), Duration::from_secs(1));
-        assert_eq!(stall_limit(Duration::from_millis(100)), Duration::from_secs(2));
+    fn the_stall_limit_is_twenty_periods_and_at_least_two_seconds() {
+        assert_eq!(stall_limit(Duration::from_millis(10)), Duration::from_secs(2));
+        assert_eq!(stall_limit(Duration::from_millis(200)), Duration::from_secs(4));
     }
 }

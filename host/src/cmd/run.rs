@@ -110,6 +110,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             ControlFlow::Break(anyhow::anyhow!("the supervisor (pid {}) died: stopped, releasing every parked task", supervisor.supervisor_pid()))
         }
     });
+    supervisor.loop_ended();
     if let Some(out) = trace.as_mut() {
         out.flush().context("trace file")?;
     }

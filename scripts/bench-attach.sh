@@ -1,8 +1,8 @@
 #!/bin/bash
 # Benchmark of attach on lab guests of growing RAM (256 MiB to 4 GiB, the pinned 6.1 kernel): how
 # long the guest is held paused (from the STOP and RESUME events of a second, operator's, QMP
-# monitor), what the attach costs in all (the RAM search runs while the guest does), and a
-# bare pause/resume of the same guest in the same run.
+# monitor), what the attach costs in all (the kernel found through a vCPU's page tables while the
+# guest runs), and a bare pause/resume of the same guest in the same run.
 # Usage: scripts/bench-attach.sh [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."

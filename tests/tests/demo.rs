@@ -48,6 +48,11 @@ fn the_demo_meets_its_targets_and_draws_its_pictures() {
         let followed = s["reactions"].as_array().expect("reactions").len();
         assert_eq!(followed as u64, s["expected_reactions"].as_u64().expect("expected"), "{name}: phase changes not followed\n{report}");
         assert!(s["console_problems"].as_array().expect("problems").is_empty(), "{name}: {}", s["console_problems"]);
+        // What xsched costs the VMs is measured and reported (a figure, not a timed target).
+        let (kept, own) = (number(s, &["vm_cpu_kept"]), number(s, &["xsched_cpu"]));
+        assert!(kept > 0.0 && own > 0.0, "{name}: host cost not measured");
+        assert!(report.contains("of the host CPU they got without xsched"), "{name}: the report gives the host cost");
+        println!("{name}: the VMs kept {kept:.1} % of their host CPU; xsched used {own:.2} %");
         for file in [s["picture"].as_str().expect("picture"), s["trace"].as_str().expect("trace")] {
             assert_non_empty(&out.join(file));
         }

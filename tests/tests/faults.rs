@@ -357,3 +357,26 @@ fn a_monitor_held_by_another_client_is_an_error_within_seconds_naming_why() {
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert_eq!(g.qmp_status(), "running", "the guest was never paused");
 }
+
+#[test]
+fn a_guest_rewriting_its_task_list_while_the_loop_reads_it_running_is_written_into_only_correctly() {
+    let _serial = serial();
+    let g = lab();
+    let _victims = Victims::start(g);
+    // The loop reads this guest while it runs: task lists, trees and states change under it.
+    // Three shells fork and reap short-lived processes as fast as they can.
+    let churn = g
+        .exec_ok("for i in 1 2 3; do (while :; do /bin/true; done) </dev/null >/dev/null 2>&1 & echo $!; done")
+        .expect("start the churn");
+    let journal = g.dir().join("racy.journal");
+    let (mut child, _) = start_run(g, "racy", 1_000_000, "panic", &journal);
+    until_parked(&journal);
+    std::thread::sleep(Duration::from_secs(8));
+    send(child.id(), libc::SIGTERM);
+    let status = wait_exit(&mut child);
+    g.exec_ok(&format!("kill {}", churn.split_whitespace().collect::<Vec<_>>().join(" "))).expect("stop the churn");
+    assert!(status.success(), "the loop ended with {status}: {}", stderr_of(&mut child));
+    assert_eq!(parked_in_guest(g), 0, "a task stayed parked");
+    assert_runqueues_consistent(g, "racy");
+    assert_console_clean(g);
+}

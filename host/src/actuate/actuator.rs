@@ -9,6 +9,15 @@ use crate::memory::Pause;
 
 use super::park::{park, unpark, Deferred, ParkLayout, ParkOutcome, TaskIdentity, UnparkOutcome};
 
+/// What [`Actuator::apply`] did, in the order it was asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// One per task to unpark.
+    pub unparks: Vec<UnparkOutcome>,
+    /// One per task to park.
+    pub parks: Vec<ParkOutcome>,
+}
+
 /// Parks and unparks the tasks of one domain.
 #[derive(Debug)]
 pub struct Actuator {
@@ -28,6 +37,34 @@ impl Actuator {
     /// Whether `state` is the state xsched gives a parked task.
     pub fn is_parked_state(&self, state: u32) -> bool {
         self.layout.is_parked(state)
+    }
+
+    /// Unparks `unparks` and then parks `parks`, all in one pause of the guest: what one period
+    /// of the loop asks of one domain costs one stop and one resume however many tasks it
+    /// moves. Nothing is written into a guest someone else holds paused: every change waits
+    /// until it runs again. Idle vCPUs that must notice an unparked task are interrupted
+    /// afterwards (see [`Domain::wake_stalled_cpus`]).
+    pub fn apply(&self, domain: &mut Domain, unparks: &[TaskIdentity], parks: &[TaskIdentity]) -> Result<Outcomes, DomainError> {
+        if unparks.is_empty() && parks.is_empty() {
+            return Ok(Outcomes::default());
+        }
+        let outcomes = domain.with_paused(|k, _, pause| {
+            if pause == Pause::HeldByOthers {
+                return Ok(Outcomes {
+                    unparks: unparks.iter().map(|_| UnparkOutcome::Deferred(held_by_others())).collect(),
+                    parks: parks.iter().map(|_| ParkOutcome::Deferred(held_by_others())).collect(),
+                });
+            }
+            Ok(Outcomes {
+                unparks: unparks.iter().map(|task| unpark(k, &self.layout, task)).collect::<Result<_, _>>()?,
+                parks: parks.iter().map(|task| park(k, &self.layout, task)).collect::<Result<_, _>>()?,
+            })
+        })?;
+        let kick = outcomes.unparks.iter().any(|o| matches!(o, UnparkOutcome::Unparked { cpu_idle: true, .. } | UnparkOutcome::Deferred(Deferred::Retry(_))));
+        if kick {
+            domain.wake_stalled_cpus()?;
+        }
+        Ok(outcomes)
     }
 
     /// Parks `task` (see [`super::park`]), pausing the guest for it. Nothing is written into a

@@ -5,8 +5,9 @@
 //! the guest is touched; a `release` line after the task is unparked or found gone. The tasks
 //! still parked are the parks without a later release.
 //!
-//! **Writing.** Each line is one `write(2)` on an `O_APPEND` descriptor, then `fdatasync`, so a
-//! crash can tear only the last line; a write that fails or comes up short is cut off again at
+//! **Writing.** Each batch of lines (the parks of one domain in one period, say) is one
+//! `write(2)` on an `O_APPEND` descriptor, then `fdatasync`, so a crash can tear only the last
+//! line; a write that fails or comes up short is cut off again at
 //! once. One process writes a journal at a time: an open [`Journal`] holds an exclusive `flock`
 //! on it (a second xsched gets [`JournalError::Busy`]; a child that inherits the descriptor
 //! shares the lock). So when the last park is released the file is emptied (truncated to zero)
@@ -158,7 +159,7 @@ impl Journal {
         if replay.complete != replay.read {
             journal.cut_back()?;
             if let Some(entry) = replay.unterminated {
-                journal.append(&entry)?;
+                journal.append(std::slice::from_ref(&entry))?;
             }
         }
         Ok(journal)
@@ -186,21 +187,41 @@ impl Journal {
 
     /// Records (durably) that `record`'s task is about to be parked.
     pub fn record_park(&mut self, record: ParkRecord) -> Result<(), JournalError> {
-        self.append(&Entry::Park(record.clone()))?;
-        self.parked.insert(record.key(), record);
+        self.record_parks(std::slice::from_ref(&record))
+    }
+
+    /// Records (durably, with one write and one sync) that these tasks are about to be parked.
+    pub fn record_parks(&mut self, records: &[ParkRecord]) -> Result<(), JournalError> {
+        let entries: Vec<Entry> = records.iter().cloned().map(Entry::Park).collect();
+        self.append(&entries)?;
+        for record in records {
+            self.parked.insert(record.key(), record.clone());
+        }
         Ok(())
     }
 
     /// Records (durably) that a parked task was released, and empties the file when no park is
     /// left.
     pub fn record_release(&mut self, record: &ParkRecord, reason: &str) -> Result<(), JournalError> {
-        self.append(&Entry::Release {
-            domain: record.domain_name().to_string(),
-            pid: record.pid,
-            start_time: record.start_time,
-            reason: reason.to_string(),
-        })?;
-        self.parked.remove(&record.key());
+        self.record_releases(&[(record, reason)])
+    }
+
+    /// Records (durably, with one write and one sync) that these parked tasks were released,
+    /// each for its reason, and empties the file when no park is left.
+    pub fn record_releases(&mut self, releases: &[(&ParkRecord, &str)]) -> Result<(), JournalError> {
+        let entries: Vec<Entry> = releases
+            .iter()
+            .map(|(record, reason)| Entry::Release {
+                domain: record.domain_name().to_string(),
+                pid: record.pid,
+                start_time: record.start_time,
+                reason: (*reason).to_string(),
+            })
+            .collect();
+        self.append(&entries)?;
+        for (record, _) in releases {
+            self.parked.remove(&record.key());
+        }
         if self.parked.is_empty() {
             self.len = 0;
             self.cut_back()?;
@@ -208,23 +229,30 @@ impl Journal {
         Ok(())
     }
 
-    /// Appends `entry` as one line with one `write(2)`, then syncs it; a failed or short write
-    /// is cut off again, so the file ends with a whole line whatever happens.
-    fn append(&mut self, entry: &Entry) -> Result<(), JournalError> {
+    /// Appends `entries`, one line each, with one `write(2)`, then syncs them: a crash can tear
+    /// only the last line. A failed or short write is cut off again, so the file ends with a
+    /// whole line whatever happens.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), JournalError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let io = |source| JournalError::Io { path: self.path.clone(), source };
-        let mut line = serde_json::to_vec(entry).map_err(|e| io(io::Error::other(e)))?;
-        line.push(b'\n');
+        let mut lines = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut lines, entry).map_err(|e| io(io::Error::other(e)))?;
+            lines.push(b'\n');
+        }
         let written = loop {
-            match self.file.write(&line) {
+            match self.file.write(&lines) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
         };
         match written {
-            Ok(n) if n == line.len() => {}
+            Ok(n) if n == lines.len() => {}
             outcome => {
                 let error = outcome.err().unwrap_or_else(|| io::Error::new(io::ErrorKind::WriteZero, "short write (is the disk full?)"));
-                // Best effort: the line's error is the one to report.
+                // Best effort: the lines' error is the one to report.
                 if let Err(e) = self.cut_back() {
                     log::error!("{e}");
                 }
@@ -232,7 +260,7 @@ impl Journal {
             }
         }
         self.file.sync_data().map_err(io)?;
-        self.len += line.len() as u64;
+        self.len += lines.len() as u64;
         Ok(())
     }
 

@@ -130,6 +130,20 @@ impl Domain {
         Ok(DomainSnapshot { guest, pause, read, held_by_others: held == Pause::HeldByOthers })
     }
 
+    /// Reads every task and runqueue while the guest runs: no pause. What is read may be torn
+    /// by the guest's own changes in between; a racy read is one more kind of hostile input,
+    /// bounded and validated like any (problems make the snapshot partial). Every write
+    /// re-validates what it relies on with the guest paused, so a racy read can make a decision
+    /// late, never a write wrong: the scheduling loop reads this way.
+    pub fn snapshot_running(&mut self) -> Result<DomainSnapshot, DomainError> {
+        let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
+        let started = Instant::now();
+        let guest = self.reader.read(&self.kernel);
+        let read = started.elapsed();
+        self.kernel.memory().check_backing().map_err(|e| error(e.into()))?;
+        Ok(DomainSnapshot { guest, pause: Duration::ZERO, read, held_by_others: false })
+    }
+
     /// Runs `f` on the kernel with the guest paused, and resumes it; `f` learns who holds the
     /// guest still, and must not write into one someone else holds ([`Pause::HeldByOthers`]:
     /// an operator's snapshot or migration would miss the write, or catch half of it).

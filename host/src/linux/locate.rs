@@ -1,6 +1,8 @@
 //! Finding a guest's kernel: which profile it runs, where KASLR put it, and its page tables.
 //!
-//! 1. The `linux_banner` text of a profile is searched in guest RAM. The text also occurs elsewhere
+//! 1. The `linux_banner` text of a profile is found through a vCPU's page tables when the
+//!    hypervisor reports its `CR3` (no RAM search: the cost does not grow with the guest), else
+//!    searched in guest RAM. The text also occurs elsewhere
 //!    (log buffers, decompressor data), so a hit counts only if it sits at the symbol's in-page
 //!    offset and matches the whole banner.
 //! 2. The kernel image is physically contiguous, so the hit fixes the physical address of `_text`
@@ -14,7 +16,7 @@
 use memchr::memmem;
 
 use crate::arch::x86_64::{PageTables, PagingMode};
-use crate::memory::{Gpa, GuestMemory, Gva, Pause, Paused};
+use crate::memory::{Gpa, GuestMemory, Gva, Pause, Paused, VcpuPaging};
 use crate::profile::Profile;
 
 use super::LinuxError;
@@ -27,6 +29,10 @@ const BANNER_PREFIX: &[u8] = b"Linux version ";
 const KERNEL_ALIGN: u64 = 2 << 20;
 /// The kernel map spans 1 GiB from `__START_KERNEL_map` (`KERNEL_IMAGE_SIZE` with KASLR).
 const KERNEL_MAP_SIZE: u64 = 1 << 30;
+/// The physical-address bits of `CR3` (bits 12–51; below are the PCID or flags).
+const CR3_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+/// The bit that tells the user half of a page-table-isolation pair from the kernel's.
+const PTI_USER_BIT: u64 = 1 << 12;
 /// Upper bound on `nr_cpu_ids` (`NR_CPUS` of distribution kernels is at most 8192).
 const MAX_CPUS: u32 = 8192;
 
@@ -74,7 +80,17 @@ pub fn locate(mem: &dyn GuestMemory, profiles: &[Profile]) -> Result<KernelLocat
 /// confirm a hit, and resumed whatever the outcome. A guest someone else paused is read as it is
 /// and left paused: the returned [`Pause`] says which.
 pub fn locate_live(mem: &mut dyn GuestMemory, profiles: &[Profile]) -> Result<(KernelLocation, Pause), LinuxError> {
-    let hits = find_banners(mem, profiles)?;
+    let from_registers = match mem.vcpu_paging()? {
+        Some(paging) => banners_through(mem, profiles, paging)?,
+        None => Vec::new(),
+    };
+    let hits = if from_registers.is_empty() {
+        log::debug!("{}: searching RAM for the kernel banner", mem.describe());
+        find_banners(mem, profiles)?
+    } else {
+        log::debug!("{}: kernel banner found through a vCPU's page tables", mem.describe());
+        from_registers
+    };
     let paused = Paused::take(mem, None)?;
     let pause = paused.pause();
     let located = validate(&*paused, profiles, hits);
@@ -98,6 +114,41 @@ fn validate(mem: &dyn GuestMemory, profiles: &[Profile], hits: Vec<(Gpa, usize)>
         }
     }
     Err(last_error.unwrap_or_else(|| LinuxError::NoMatchingProfile(no_match_message(mem, profiles))))
+}
+
+/// The `(address, profile index)` pairs of profiles whose banner a vCPU's page tables map where
+/// the kernel would have it: for each 2 MiB slot the kernel map may put `_text` in (KASLR), the
+/// banner's address at that shift is translated through the tables `CR3` names and compared.
+/// No RAM search: a few thousand page-table reads whatever the guest's size. With page-table
+/// isolation a vCPU in user mode runs on the user half of a pair of tables, the kernel's being
+/// the 4 KiB page below: both are tried.
+fn banners_through(mem: &dyn GuestMemory, profiles: &[Profile], paging: VcpuPaging) -> Result<Vec<(Gpa, usize)>, LinuxError> {
+    let mode = if paging.la57 { PagingMode::FiveLevel } else { PagingMode::FourLevel };
+    let root = paging.cr3 & CR3_ADDRESS;
+    let mut roots = vec![root];
+    if root & PTI_USER_BIT != 0 {
+        roots.insert(0, root & !PTI_USER_BIT);
+    }
+    let mut hits = Vec::new();
+    for root in roots {
+        let tables = PageTables { root: Gpa(root), mode };
+        for (index, profile) in profiles.iter().enumerate() {
+            let text_link = profile.symbol("_text")?;
+            let banner_link = profile.symbol("linux_banner")?;
+            let start_kernel_map = profile.constant("START_KERNEL_MAP")?;
+            for slot in 0..KERNEL_MAP_SIZE / KERNEL_ALIGN {
+                let shift = (start_kernel_map + slot * KERNEL_ALIGN).wrapping_sub(text_link);
+                let Ok(gpa) = tables.translate(mem, Gva(banner_link.wrapping_add(shift))) else { continue };
+                if banner_at(mem, gpa, &profile.banner) && !hits.contains(&(gpa, index)) {
+                    hits.push((gpa, index));
+                }
+            }
+        }
+        if !hits.is_empty() {
+            break;
+        }
+    }
+    Ok(hits)
 }
 
 /// All `(address, profile index)` pairs where a profile's full banner sits at its in-page offset.

@@ -56,6 +56,15 @@ impl PhysRange {
     }
 }
 
+/// A vCPU's paging registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuPaging {
+    /// `CR3`: the physical address of the page-table root in use (low bits: PCID and flags).
+    pub cr3: u64,
+    /// `CR4.LA57`: five-level paging.
+    pub la57: bool,
+}
+
 /// Who holds a domain still after [`GuestMemory::pause`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pause {
@@ -101,6 +110,13 @@ pub trait GuestMemory: Send {
     /// Whether the domain is paused right now (by anyone). Backends that cannot tell say no.
     fn is_paused(&mut self) -> Result<bool, MemoryError> {
         Ok(false)
+    }
+
+    /// The paging state of one of the domain's vCPUs, as the hypervisor reports it, when it
+    /// can: the way to the kernel's page tables without searching RAM. Backends that cannot tell
+    /// (a core dump) say `None`.
+    fn vcpu_paging(&mut self) -> Result<Option<VcpuPaging>, MemoryError> {
+        Ok(None)
     }
 
     /// Interrupts the domain's vCPUs (an NMI), so that an idle one notices work queued for it.

@@ -11,10 +11,12 @@ use std::str::FromStr;
 use super::mapped::{Access, MappedFile};
 use super::qmp::QmpClient;
 use super::segments::{Segment, SegmentMap};
-use super::{Gpa, GuestMemory, MemoryError, Pause, PhysRange};
+use super::{Gpa, GuestMemory, MemoryError, Pause, PhysRange, VcpuPaging};
 
 /// Start of RAM above the PCI hole.
 const FOUR_GIB: u64 = 1 << 32;
+/// `CR4.LA57`: five-level paging.
+const CR4_LA57: u64 = 1 << 12;
 
 /// The QEMU machine type, which decides where RAM is split around the PCI hole.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,6 +141,23 @@ impl GuestMemory for QemuMemory {
             Some(qmp) => qmp.is_paused(),
             None => Ok(false),
         }
+    }
+
+    /// CPU 0's `CR3` and `CR4` from the monitor's `info registers` (HMP through QMP): QEMU
+    /// answers while the guest runs.
+    fn vcpu_paging(&mut self) -> Result<Option<VcpuPaging>, MemoryError> {
+        let Some(qmp) = self.qmp.as_mut() else { return Ok(None) };
+        let text = qmp.execute("human-monitor-command", Some(serde_json::json!({ "command-line": "info registers" })))?;
+        let text = text.as_str().unwrap_or_default();
+        let register = |name: &str| {
+            text.split_whitespace()
+                .find_map(|word| word.strip_prefix(name))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        };
+        Ok(match (register("CR3="), register("CR4=")) {
+            (Some(cr3), Some(cr4)) => Some(VcpuPaging { cr3, la57: cr4 & CR4_LA57 != 0 }),
+            _ => None,
+        })
     }
 
     fn kick(&mut self) -> Result<(), MemoryError> {

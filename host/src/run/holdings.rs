@@ -1,8 +1,10 @@
 //! What a scheduling loop holds: its domains, their actuators, the journal, and the tasks it
-//! parked — and the one way to give all of it back.
+//! parked — and the one way to change or give back any of it.
 //!
-//! The loop parks and unparks through [`Holdings`]; so does the supervisor that releases what a
-//! dead loop left parked ([`crate::supervise`]), from the same journal.
+//! Changes come per domain: all of one domain's parks and unparks of one period are journaled
+//! with one write, made in one pause of the guest ([`Actuator::apply`]), and their releases
+//! journaled with one more. The loop changes tasks through [`Holdings`]; so does the supervisor
+//! that releases what a dead loop left parked ([`crate::supervise`]), from the same journal.
 
 use std::time::Duration;
 
@@ -39,59 +41,73 @@ impl Holdings {
         Ok(Self { domains, actuators, journal, parked: Vec::new() })
     }
 
-    /// Parks the task `key` at `task_addr`, journaled first; counts it in `stats`.
-    pub(super) fn park(&mut self, key: TaskKey, task_addr: u64, stats: &mut RunStats) -> anyhow::Result<()> {
-        let index = key.domain.0 as usize;
-        let domain = &mut self.domains[index];
-        let task = TaskIdentity { addr: Gva(task_addr), pid: key.pid, start_time: key.start_time };
-        let record = ParkRecord { domain: domain.spec.to_string(), pid: key.pid, start_time: key.start_time, addr: task_addr, saved_state: 0 };
-        self.journal.record_park(record.clone())?;
-        match self.actuators[index].park(domain, &task)? {
-            ParkOutcome::Parked { .. } => {
-                stats.parks += 1;
-                self.parked.push((key, record));
-            }
-            ParkOutcome::Deferred(d) => {
-                if !matches!(d, Deferred::Retry(_)) {
-                    log::debug!("pid {} not parked: {d:?}", key.pid);
+    /// Whether `key` is parked.
+    pub(super) fn holds(&self, key: &TaskKey) -> bool {
+        self.parked.iter().any(|(k, _)| k == key)
+    }
+
+    /// Makes one domain's changes in one pause: unparks the parked tasks `unpark` names, and
+    /// parks the tasks `park` names (each with its `task_struct` address), journaled first.
+    /// Counts what happened in `stats`.
+    pub(super) fn change(&mut self, domain: usize, unpark: &[TaskKey], park: &[(TaskKey, u64)], stats: &mut RunStats) -> anyhow::Result<()> {
+        let spec = self.domains[domain].spec.to_string();
+        let unparks: Vec<(TaskKey, ParkRecord)> = unpark.iter().filter_map(|key| self.parked.iter().find(|(k, _)| k == key).cloned()).collect();
+        let parks: Vec<(TaskKey, ParkRecord)> = park
+            .iter()
+            .map(|&(key, addr)| (key, ParkRecord { domain: spec.clone(), pid: key.pid, start_time: key.start_time, addr, saved_state: 0 }))
+            .collect();
+        if unparks.is_empty() && parks.is_empty() {
+            return Ok(());
+        }
+        let park_records: Vec<ParkRecord> = parks.iter().map(|(_, r)| r.clone()).collect();
+        self.journal.record_parks(&park_records)?;
+        let identity = |key: &TaskKey, record: &ParkRecord| TaskIdentity { addr: Gva(record.addr), pid: key.pid, start_time: key.start_time };
+        let outcomes = self.actuators[domain].apply(
+            &mut self.domains[domain],
+            &unparks.iter().map(|(k, r)| identity(k, r)).collect::<Vec<_>>(),
+            &parks.iter().map(|(k, r)| identity(k, r)).collect::<Vec<_>>(),
+        )?;
+
+        let mut releases: Vec<(&ParkRecord, &str)> = Vec::new();
+        let mut refused = None;
+        for ((key, record), outcome) in unparks.iter().zip(&outcomes.unparks) {
+            let reason = match outcome {
+                UnparkOutcome::Unparked { .. } => {
+                    stats.unparks += 1;
+                    "unparked"
                 }
-                stats.deferred += 1;
-                self.journal.record_release(&record, "not parked")?;
+                UnparkOutcome::NotParked { .. } => "no longer parked",
+                UnparkOutcome::Deferred(Deferred::Gone) => "gone",
+                UnparkOutcome::Deferred(Deferred::Refused(why)) => {
+                    refused.get_or_insert_with(|| format!("pid {} cannot be unparked: {why}", key.pid));
+                    continue;
+                }
+                UnparkOutcome::Deferred(Deferred::Retry(why)) => {
+                    log::debug!("pid {} not unparked yet: {why}", key.pid);
+                    stats.deferred += 1;
+                    continue;
+                }
+            };
+            releases.push((record, reason));
+            self.parked.retain(|(k, _)| k != key);
+        }
+        for ((key, record), outcome) in parks.iter().zip(&outcomes.parks) {
+            match outcome {
+                ParkOutcome::Parked { .. } => {
+                    stats.parks += 1;
+                    self.parked.push((*key, record.clone()));
+                }
+                ParkOutcome::Deferred(d) => {
+                    if !matches!(d, Deferred::Retry(_)) {
+                        log::debug!("pid {} not parked: {d:?}", key.pid);
+                    }
+                    stats.deferred += 1;
+                    releases.push((record, "not parked"));
+                }
             }
         }
-        Ok(())
-    }
-
-    /// Unparks `self.parked[i]`; true when it is released now (unparked, or found gone), false
-    /// when deferred.
-    pub(super) fn unpark(&mut self, i: usize, stats: &mut RunStats) -> anyhow::Result<bool> {
-        let (key, record) = self.parked[i].clone();
-        let task = TaskIdentity { addr: Gva(record.addr), pid: key.pid, start_time: key.start_time };
-        let index = key.domain.0 as usize;
-        let reason = match self.actuators[index].unpark(&mut self.domains[index], &task)? {
-            UnparkOutcome::Unparked { .. } => "unparked",
-            UnparkOutcome::NotParked { .. } => "no longer parked",
-            UnparkOutcome::Deferred(Deferred::Gone) => "gone",
-            UnparkOutcome::Deferred(Deferred::Retry(why)) => {
-                log::debug!("pid {} not unparked yet: {why}", key.pid);
-                stats.deferred += 1;
-                return Ok(false);
-            }
-            UnparkOutcome::Deferred(Deferred::Refused(why)) => anyhow::bail!("pid {} cannot be unparked: {why}", key.pid),
-        };
-        self.journal.record_release(&record, reason)?;
-        self.parked.remove(i);
-        if reason == "unparked" {
-            stats.unparks += 1;
-        }
-        Ok(true)
-    }
-
-    /// Forgets `self.parked[i]` (it exited, or lost its park), journaling why.
-    pub(super) fn forget(&mut self, i: usize, reason: &str) -> anyhow::Result<()> {
-        let (_, record) = self.parked.remove(i);
-        self.journal.record_release(&record, reason)?;
-        Ok(())
+        self.journal.record_releases(&releases)?;
+        refused.map_or(Ok(()), |why| Err(anyhow::anyhow!(why)))
     }
 
     /// Takes on what the journal holds parked in these domains: tasks an earlier xsched left.
@@ -110,15 +126,15 @@ impl Holdings {
         }
     }
 
-    /// Unparks everything held, retrying briefly while a guest holds a lock (or someone else
-    /// holds it paused); `progress` is called each round (a supervisor's heartbeat).
+    /// Unparks everything held, one pause per domain a round, retrying briefly while a guest
+    /// holds a lock (or someone else holds it paused); `progress` is called each round (a
+    /// supervisor's heartbeat).
     pub fn release_all(&mut self, stats: &mut RunStats, mut progress: impl FnMut()) -> anyhow::Result<()> {
         for _ in 0..RELEASE_ATTEMPTS {
-            let mut i = 0;
-            while i < self.parked.len() {
-                if !self.unpark(i, stats)? {
-                    i += 1;
-                }
+            for domain in 0..self.domains.len() {
+                let id = self.domains[domain].id;
+                let keys: Vec<TaskKey> = self.parked.iter().map(|(k, _)| *k).filter(|k| k.domain == id).collect();
+                self.change(domain, &keys, &[], stats)?;
             }
             if self.parked.is_empty() {
                 return Ok(());

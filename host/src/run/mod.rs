@@ -121,8 +121,6 @@ impl<R: Ranker> Scheduler<R> {
                 }
             }
             let table = self.read(previous.as_ref().map(|(t, at)| (t, started - *at)))?;
-            // Before planning: the table was read after the previous period's parks.
-            self.forget_vanished(&table)?;
             let parked: HashSet<TaskKey> = self.holdings.parked.iter().map(|(k, _)| *k).collect();
             let ranking = self.ranker.rank(&table, &parked, self.period, self.host_cpus).map_err(|e| anyhow::anyhow!("policy failed: {e}"))?;
             let plan = admit(&table, &ranking, &parked, self.host_cpus);
@@ -140,40 +138,35 @@ impl<R: Ranker> Scheduler<R> {
         Ok(())
     }
 
-    /// One pass over all domains.
+    /// One pass over all domains, read while they run ([`Domain::snapshot_running`]).
     fn read(&mut self, previous: Option<(&TaskTable, Duration)>) -> anyhow::Result<TaskTable> {
         let mut snaps = Vec::with_capacity(self.holdings.domains.len());
         for d in &mut self.holdings.domains {
-            snaps.push(d.snapshot()?);
+            snaps.push(d.snapshot_running()?);
         }
         let pass: Vec<(&Domain, _)> = self.holdings.domains.iter().zip(snaps).collect();
         Ok(TaskTable::build(&pass, previous))
     }
 
+    /// Makes the plan's changes, each domain's in one pause (none for a domain with nothing to
+    /// change). A parked task that a complete reading of its domain no longer shows parked
+    /// (SIGKILL woke it and it exited, or it undid the park) is unparked too: the unpark checks
+    /// it with the guest paused and releases it whatever it finds.
     fn apply(&mut self, table: &TaskTable, plan: &Plan) -> anyhow::Result<()> {
-        for key in &plan.unpark {
-            if let Some(i) = self.holdings.parked.iter().position(|(k, _)| k == key) {
-                self.holdings.unpark(i, &mut self.stats)?;
-            }
-        }
-        for key in &plan.park {
-            if let Some(entry) = table.tasks.iter().find(|t| t.key == *key) {
-                self.holdings.park(*key, entry.task_addr, &mut self.stats)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops parked tasks that exited (SIGKILL wakes a parked task) or lost their park.
-    fn forget_vanished(&mut self, table: &TaskTable) -> anyhow::Result<()> {
-        let mut i = 0;
-        while i < self.holdings.parked.len() {
-            let key = self.holdings.parked[i].0;
-            match table.tasks.iter().find(|t| t.key == key) {
-                Some(t) if t.parked => i += 1,
-                // Not parked any more (killed and gone, or the task undid the park): re-plan it.
-                _ => self.holdings.forget(i, "gone or no longer parked")?,
-            }
+        for index in 0..self.holdings.domains.len() {
+            let id = self.holdings.domains[index].id;
+            let complete = table.domains.iter().any(|d| d.id == id && d.problems.is_empty());
+            let vanished = self.holdings.parked.iter().map(|(k, _)| *k).filter(|k| {
+                k.domain == id && complete && !plan.unpark.contains(k) && !table.tasks.iter().any(|t| t.key == *k && t.parked)
+            });
+            let unpark: Vec<TaskKey> = plan.unpark.iter().filter(|k| k.domain == id && self.holdings.holds(k)).copied().chain(vanished).collect();
+            let park: Vec<(TaskKey, u64)> = plan
+                .park
+                .iter()
+                .filter(|k| k.domain == id)
+                .filter_map(|k| table.tasks.iter().find(|t| t.key == *k).map(|t| (*k, t.task_addr)))
+                .collect();
+            self.holdings.change(index, &unpark, &park, &mut self.stats)?;
         }
         Ok(())
     }

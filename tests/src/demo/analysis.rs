@@ -18,6 +18,8 @@ pub struct PhaseShares {
     pub tasks: BTreeMap<String, f64>,
     /// Each guest's share of one host CPU (its QEMU process), percent.
     pub hosts: BTreeMap<String, f64>,
+    /// xsched's own share of one host CPU (loop and supervisor), percent; with xsched only.
+    pub xsched: Option<f64>,
 }
 
 /// The shares of every phase of a run.
@@ -45,7 +47,21 @@ fn shares_in(scenario: &Scenario, phase: &PhaseRecord) -> PhaseShares {
             (wall > 0.0).then(|| (name.clone(), 100.0 * (b.host_cpu_s - a.host_cpu_s) / wall))
         })
         .collect();
-    PhaseShares { label: phase.label.clone(), tasks, hosts }
+    let xsched = match (phase.start.xsched_cpu_s, phase.end.xsched_cpu_s) {
+        (Some(a), Some(b)) if wall > 0.0 => Some(100.0 * (b - a) / wall),
+        _ => None,
+    };
+    PhaseShares { label: phase.label.clone(), tasks, hosts, xsched }
+}
+
+/// The host CPU the VMs got in the phases of `with`, as a percentage of what they got in those
+/// of `without`; and xsched's own mean share over the phases of `with`.
+pub fn host_cost(without: &[PhaseShares], with: &[PhaseShares]) -> (Option<f64>, Option<f64>) {
+    let total = |phases: &[PhaseShares]| phases.iter().flat_map(|p| p.hosts.values()).sum::<f64>();
+    let kept = (total(without) > 0.0).then(|| 100.0 * total(with) / total(without));
+    let own: Vec<f64> = with.iter().filter_map(|p| p.xsched).collect();
+    let mean = (!own.is_empty()).then(|| own.iter().sum::<f64>() / own.len() as f64);
+    (kept, mean)
 }
 
 /// The background task's share over the phases where it should not run and where it should.
@@ -157,7 +173,7 @@ mod tests {
 
     fn reading(wall: f64, uptime_s: f64, run: &[(&str, u64)]) -> Reading {
         let run_ns = run.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect();
-        Reading { wall, guests: BTreeMap::from([("u1".to_owned(), GuestReading { uptime_s, run_ns, host_cpu_s: wall / 2.0 })]) }
+        Reading { wall, guests: BTreeMap::from([("u1".to_owned(), GuestReading { uptime_s, run_ns, host_cpu_s: wall / 2.0 })]), xsched_cpu_s: None }
     }
 
     fn phase(label: &str, begun: f64, start: Reading, end: Reading) -> PhaseRecord {

@@ -35,6 +35,9 @@ pub struct Reading {
     pub wall: f64,
     /// By guest name.
     pub guests: BTreeMap<String, GuestReading>,
+    /// CPU time the host accounted to xsched (its loop and its supervisor), seconds; with
+    /// xsched only.
+    pub xsched_cpu_s: Option<f64>,
 }
 
 /// What happened in one phase.
@@ -104,17 +107,18 @@ pub fn run(scenario: &Scenario, guests: &[Guest], started: &Started, xsched: Opt
         Some(x) => Some(start_xsched(x, scenario, guests, out, &trace)?),
         None => None,
     };
+    let xsched_pids: Vec<u32> = loop_process.as_ref().map(|(child, supervisor)| vec![child.id(), *supervisor]).unwrap_or_default();
     let settle = (scenario.phase_length / 5).min(Duration::from_millis(500));
     std::thread::sleep(settle);
-    let result = play(scenario, guests, started, settle);
-    let stopped = loop_process.as_mut().map(stop_xsched).transpose();
+    let result = play(scenario, guests, started, &xsched_pids, settle);
+    let stopped = loop_process.as_mut().map(|(child, _)| stop_xsched(child)).transpose();
     steer_all(scenario, guests, &[])?;
     let phases = result?;
     stopped?;
     Ok(RunRecord { with_xsched: xsched.is_some(), phases, trace: xsched.map(|_| trace) })
 }
 
-fn play(scenario: &Scenario, guests: &[Guest], started: &Started, settle: Duration) -> Result<Vec<PhaseRecord>> {
+fn play(scenario: &Scenario, guests: &[Guest], started: &Started, xsched_pids: &[u32], settle: Duration) -> Result<Vec<PhaseRecord>> {
     let mut phases = Vec::with_capacity(scenario.phases.len());
     for phase in &scenario.phases {
         let begun = Instant::now();
@@ -122,9 +126,9 @@ fn play(scenario: &Scenario, guests: &[Guest], started: &Started, settle: Durati
         steer_all(scenario, guests, &phase.busy)?;
         let steered_at = wall_now();
         std::thread::sleep(settle.saturating_sub(begun.elapsed()));
-        let start = read(guests, started)?;
+        let start = read(guests, started, xsched_pids)?;
         std::thread::sleep(scenario.phase_length.saturating_sub(begun.elapsed()));
-        let end = read(guests, started)?;
+        let end = read(guests, started, xsched_pids)?;
         log::info!("{}: phase {:?} done", scenario.name, phase.label);
         phases.push(PhaseRecord { label: phase.label.clone(), steer_begun, steered_at, start, end });
     }
@@ -152,7 +156,7 @@ fn steer_all(scenario: &Scenario, guests: &[Guest], busy: &[&str]) -> Result<()>
     })
 }
 
-fn read(guests: &[Guest], started: &Started) -> Result<Reading> {
+fn read(guests: &[Guest], started: &Started, xsched_pids: &[u32]) -> Result<Reading> {
     let mut readings = BTreeMap::new();
     for g in guests {
         let mine: Vec<(&String, u32)> = started.0.iter().filter(|(_, (name, _))| *name == g.name()).map(|(comm, (_, pid))| (comm, *pid)).collect();
@@ -164,7 +168,8 @@ fn read(guests: &[Guest], started: &Started) -> Result<Reading> {
             GuestReading { uptime_s: times.uptime.as_secs_f64(), run_ns, host_cpu_s: host_cpu_seconds(g.qemu_pid())? },
         );
     }
-    Ok(Reading { wall: wall_now(), guests: readings })
+    let xsched_cpu_s = if xsched_pids.is_empty() { None } else { Some(xsched_pids.iter().map(|&pid| host_cpu_seconds(pid)).sum::<Result<f64>>()?) };
+    Ok(Reading { wall: wall_now(), guests: readings, xsched_cpu_s })
 }
 
 /// User + system CPU time the host accounted to process `pid` (all its threads), seconds.
@@ -183,8 +188,9 @@ fn wall_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
-/// Starts `xsched run` for the scenario and waits until its loop runs.
-fn start_xsched(x: &Xsched, scenario: &Scenario, guests: &[Guest], out: &Path, trace: &Path) -> Result<Child> {
+/// Starts `xsched run` for the scenario and waits until its loop runs; returns it and its
+/// supervisor's pid.
+fn start_xsched(x: &Xsched, scenario: &Scenario, guests: &[Guest], out: &Path, trace: &Path) -> Result<(Child, u32)> {
     // A journal left by an earlier demo describes guests that are gone.
     let journal = out.join(format!("{}.journal.jsonl", scenario.name));
     match std::fs::remove_file(&journal) {
@@ -217,8 +223,9 @@ fn start_xsched(x: &Xsched, scenario: &Scenario, guests: &[Guest], out: &Path, t
     let begun = Instant::now();
     loop {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("xsched: policy") {
-            return Ok(child);
+        if let Some(line) = text.lines().find(|l| l.starts_with("xsched: policy")) {
+            let supervisor = line.rsplit_once("supervised by pid ").and_then(|(_, pid)| pid.trim().parse().ok()).with_context(|| format!("no supervisor pid in {line:?}"))?;
+            return Ok((child, supervisor));
         }
         if let Some(status) = child.try_wait()? {
             bail!("xsched exited ({status}) before its loop ran:\n{text}");

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use xsched::run::trace::read_trace;
 
 use crate::{Guest, GuestSpec, KernelFiles, KernelPin, Lab};
-use analysis::{background_share, phase_shares, reactions};
+use analysis::{background_share, host_cost, phase_shares, reactions};
 use experiment::{run, start_workloads, stop_workloads, Xsched};
 use report::{ScenarioSummary, Summary, Targets};
 pub use scenario::Scenario;
@@ -92,29 +92,33 @@ fn run_scenario(scenario: &Scenario, guests: &[Guest], xsched: &Xsched, out: &Pa
     eprintln!("  without xsched ...");
     let without = run(scenario, guests, &started, None, out);
     eprintln!("  with xsched ...");
-    let (without, with) = without.and_then(|w| Ok((w, run(scenario, guests, &started, Some(xsched), out)?)))?;
+    let (without_run, with_run) = without.and_then(|w| Ok((w, run(scenario, guests, &started, Some(xsched), out)?)))?;
     stop_workloads(&started, guests)?;
 
-    let trace_path = with.trace.clone().context("the with-xsched run has no trace")?;
+    let trace_path = with_run.trace.clone().context("the with-xsched run has no trace")?;
     let trace = read_trace(&trace_path)?;
     let picture = out.join(format!("{}.svg", scenario.name));
-    draw(xsched, scenario, &with, &trace, &trace_path, &picture)?;
+    draw(xsched, scenario, &with_run, &trace, &trace_path, &picture)?;
     let console_problems = guests.iter().zip(console_before).flat_map(|(g, n)| g.console_problems().into_iter().skip(n).map(|p| format!("{}: {p}", g.name()))).collect();
     let expected_reactions = scenario.phases.windows(2).filter(|w| scenario.background_runs_in(&w[0]) != scenario.background_runs_in(&w[1])).count();
+    let (without, with) = (phase_shares(scenario, &without_run), phase_shares(scenario, &with_run));
+    let (vm_cpu_kept, xsched_cpu) = host_cost(&without, &with);
     Ok(ScenarioSummary {
         name: scenario.name.to_owned(),
         title: scenario.title.to_owned(),
         tasks: scenario.tasks().map(|t| t.comm.to_owned()).collect(),
         guests: scenario.guests().into_iter().map(str::to_owned).collect(),
-        without: phase_shares(scenario, &without),
-        with: phase_shares(scenario, &with),
-        background_without: background_share(scenario, &without),
-        background_with: background_share(scenario, &with),
-        reactions: reactions(scenario, &with, &trace),
+        background_without: background_share(scenario, &without_run),
+        background_with: background_share(scenario, &with_run),
+        reactions: reactions(scenario, &with_run, &trace),
+        without,
+        with,
         expected_reactions,
         picture: file_name(&picture),
         trace: file_name(&trace_path),
         console_problems,
+        vm_cpu_kept,
+        xsched_cpu,
     })
 }
 

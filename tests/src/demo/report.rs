@@ -46,6 +46,11 @@ pub struct ScenarioSummary {
     pub trace: String,
     /// Warning, BUG or oops lines the guests printed during the scenario.
     pub console_problems: Vec<String>,
+    /// The host CPU all the scenario's VMs got with xsched, as a percentage of what they got
+    /// without it, over every phase (target: at least 98 %).
+    pub vm_cpu_kept: Option<f64>,
+    /// xsched's own host CPU (loop and supervisor), mean over the phases, % of one host CPU.
+    pub xsched_cpu: Option<f64>,
 }
 
 impl ScenarioSummary {
@@ -119,6 +124,9 @@ fn scenario(out: &mut String, s: &ScenarioSummary, t: &Targets) {
             out.push_str(&cell(without.hosts.get(guest), with.hosts.get(guest)));
         }
         out.push('\n');
+    }
+    if let (Some(kept), Some(own)) = (s.vm_cpu_kept, s.xsched_cpu) {
+        let _ = writeln!(out, "\nThe VMs got {kept:.1} % of the host CPU they got without xsched; xsched itself used {own:.2} % of a host CPU.");
     }
     let bg = s.tasks.last().map_or("background", String::as_str);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };

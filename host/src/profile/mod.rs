@@ -7,6 +7,7 @@
 //! (nested members as dotted paths, e.g. `se.run_node`), and the kernel constants it relies on.
 //! Nothing outside this module and `linux` hard-codes a kernel offset.
 
+pub mod btf;
 mod error;
 pub mod gen;
 pub mod spec;

@@ -15,9 +15,13 @@ pub enum ProfileCommand {
         /// The vmlinux (e.g. /usr/lib/debug/boot/vmlinux-RELEASE from the kernel's -dbg package).
         #[arg(long, required_unless_present = "image", conflicts_with = "image")]
         vmlinux: Option<PathBuf>,
-        /// A vmlinux without DWARF but with a .BTF section: struct layouts come from its BTF.
+        /// A kernel image without DWARF: a vmlinuz (e.g. /boot/vmlinuz-RELEASE) or a vmlinux with a
+        /// .BTF section; struct layouts come from its BTF, symbols from its kallsyms tables.
         #[arg(long)]
         image: Option<PathBuf>,
+        /// The kernel's System.map, to take symbols from instead of the image (with --image).
+        #[arg(long, requires = "image")]
+        system_map: Option<PathBuf>,
         /// Output file [default: RELEASE.json in the --kernels directory].
         #[arg(short, long, conflicts_with = "kernels")]
         output: Option<PathBuf>,
@@ -30,14 +34,14 @@ pub enum ProfileCommand {
 /// Runs a profile subcommand.
 pub fn run(command: ProfileCommand) -> anyhow::Result<()> {
     match command {
-        ProfileCommand::Gen { vmlinux, image, output, kernels } => {
+        ProfileCommand::Gen { vmlinux, image, system_map, output, kernels } => {
             let (input, profile) = match (vmlinux, image) {
                 (Some(vmlinux), _) => {
                     let profile = xsched::profile::gen::generate(&vmlinux)?;
                     (vmlinux, profile)
                 }
                 (None, Some(image)) => {
-                    let profile = xsched::profile::gen::generate_from_btf(&image)?;
+                    let profile = xsched::profile::gen::generate_from_btf(&image, system_map.as_deref())?;
                     (image, profile)
                 }
                 (None, None) => anyhow::bail!("give --vmlinux or --image"),

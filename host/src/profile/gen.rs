@@ -1,5 +1,5 @@
-//! `xsched profile gen`: builds a [`super::Profile`] from a vmlinux's symbols and DWARF, or from
-//! its BTF ([`generate_from_btf`]).
+//! `xsched profile gen`: builds a [`super::Profile`] from a vmlinux's symbols and DWARF, or from a
+//! kernel image's BTF and kallsyms ([`generate_from_btf`]).
 //!
 //! The vmlinux (hundreds of MB, most of it DWARF) is mapped, never read whole. From its ELF symbol
 //! table come the `linux_banner` text (hence the release) and the symbol addresses; from
@@ -25,7 +25,7 @@ use memmap2::Mmap;
 
 use super::btf::Btf;
 use super::spec::{self, ProfileSpec};
-use super::{Profile, ProfileError, StructLayout, FORMAT_VERSION};
+use super::{kallsyms, system_map, vmlinuz, Profile, ProfileError, StructLayout, FORMAT_VERSION};
 use elf::Image;
 
 /// The banner prefix that precedes the release.
@@ -63,14 +63,48 @@ pub fn generate_with_spec(
     build(&image, required, optional, |required, optional| dwarf::struct_layouts(&image, required, optional))
 }
 
-/// Generates the profile of a kernel without DWARF: the struct layouts from its BTF (`.BTF`),
-/// the symbols from its symbol table.
+/// Generates the profile of a kernel without DWARF: the struct layouts from its BTF (`.BTF`), the
+/// symbols from `system_map` if given, else from the image's symbol table, else from its kallsyms
+/// tables. `image` is a vmlinuz (bzImage: its embedded vmlinux is decompressed) or a vmlinux.
 ///
 /// Everything else is as in [`generate`]: the same spec, constants table, image checks and
 /// validation, so the profile equals the DWARF-built one of the same kernel.
-pub fn generate_from_btf(image: &Path) -> Result<Profile, ProfileError> {
+pub fn generate_from_btf(image: &Path, system_map: Option<&Path>) -> Result<Profile, ProfileError> {
     let map = map_file(image)?;
-    let elf = Image::parse(image, &map)?;
+    let decompressed;
+    let data: &[u8] = if vmlinuz::is_bzimage(&map) {
+        decompressed = vmlinuz::decompress(&map).map_err(|e| ProfileError::Generate { path: image.to_path_buf(), reason: e.to_string() })?;
+        &decompressed
+    } else {
+        &map
+    };
+    let mut elf = Image::parse(image, data)?;
+    let symbols = match system_map {
+        Some(path) => {
+            let symbols = system_map::read(path).map_err(|e| ProfileError::Generate { path: path.to_path_buf(), reason: e.to_string() })?;
+            Some(symbols.into_iter().map(|s| (s.name, s.address, s.kind.is_ascii_uppercase())).collect())
+        }
+        None if elf.has_symbols() => None,
+        None => {
+            let (base, bytes) = elf.section_region(".rodata").ok_or_else(|| elf.error("no .rodata section to find kallsyms in"))?;
+            let symbols = kallsyms::symbols(kallsyms::Region { base, bytes })
+                .map_err(|e| elf.error(format!("{e}; give the kernel's System.map with --system-map")))?;
+            log::info!("{}: {} symbols from the image's kallsyms tables", image.display(), symbols.len());
+            Some(symbols.into_iter().map(|s| (s.name, s.address, s.kind.is_ascii_uppercase())).collect())
+        }
+    };
+    if let Some(symbols) = symbols {
+        elf.replace_symbols(symbols);
+        let missing: Vec<&str> = spec::REQUIRED.symbols.iter().copied().filter(|s| !elf.has_symbol(s)).collect();
+        if !missing.is_empty() {
+            return Err(elf.error(format!(
+                "the kernel's {} lacks required symbol(s) {} (kallsyms holds data symbols only with \
+                 CONFIG_KALLSYMS_ALL): give the kernel's System.map with --system-map",
+                if system_map.is_some() { "System.map" } else { "kallsyms" },
+                missing.join(", ")
+            )));
+        }
+    }
     let blob = elf.section_data(".BTF")?.filter(|b| !b.is_empty()).ok_or_else(|| {
         elf.error(
             "no BTF (.BTF section absent or empty): a kernel built without CONFIG_DEBUG_INFO_BTF; use the vmlinux with \

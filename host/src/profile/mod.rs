@@ -10,7 +10,10 @@
 pub mod btf;
 mod error;
 pub mod gen;
+pub mod kallsyms;
 pub mod spec;
+pub mod system_map;
+pub mod vmlinuz;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! The vmlinux as an ELF file: format checks, symbols, and bytes of initialized data.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -14,16 +15,20 @@ use super::ProfileError;
 
 /// Longest C string read from the image (banner, state names).
 const MAX_STRING: usize = 4096;
-/// Where a bzImage keeps its boot-protocol magic `HdrS`.
-const BZIMAGE_MAGIC_OFFSET: usize = 0x202;
+/// The size assumed at most for a symbol from a table without sizes (kallsyms, System.map),
+/// which is sized by the distance to the next symbol (as drgn does).
+const MAX_UNSIZED_SYMBOL: u64 = 1 << 20;
 
 /// Where one symbol is, as the symbol table records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct SymbolInfo {
     /// Link-time address (section-relative in a relocatable object).
     pub address: u64,
-    /// Size in bytes (0 when unknown).
+    /// Size in bytes (0 when unknown); an upper bound only unless `exact_size`.
     pub size: u64,
+    /// Whether `size` is the symbol's own (ELF symbol tables) rather than the distance to the next
+    /// symbol (kallsyms, System.map), which may include padding.
+    pub exact_size: bool,
     /// The section that holds it.
     pub section: Option<SectionIndex>,
     /// Whether it is global (or weak) rather than file-local.
@@ -35,7 +40,7 @@ pub(super) struct Image<'data> {
     path: &'data Path,
     elf: ElfFile64<'data, Endianness>,
     /// Every defined, named data or code symbol, by name.
-    symbols: HashMap<&'data str, Vec<SymbolInfo>>,
+    symbols: HashMap<Cow<'data, str>, Vec<SymbolInfo>>,
 }
 
 impl<'data> Image<'data> {
@@ -47,10 +52,11 @@ impl<'data> Image<'data> {
             Ok(FileKind::Elf32) => {
                 return Err(generate("a 32-bit ELF file: xsched supports x86-64 kernels only".into()));
             }
-            _ if data.get(BZIMAGE_MAGIC_OFFSET..BZIMAGE_MAGIC_OFFSET + 4) == Some(b"HdrS") => {
+            _ if crate::profile::vmlinuz::is_bzimage(data) => {
                 return Err(generate(
-                    "not an ELF file but a compressed kernel image (bzImage/vmlinuz): use the vmlinux with debug info \
-                     (usr/lib/debug/boot/vmlinux-RELEASE in Debian's linux-image-RELEASE-dbg package)"
+                    "not an ELF file but a compressed kernel image (bzImage/vmlinuz): give it as `--image` (types from \
+                     its BTF), or use the vmlinux with debug info (usr/lib/debug/boot/vmlinux-RELEASE in Debian's \
+                     linux-image-RELEASE-dbg package)"
                         .into(),
                 ));
             }
@@ -64,7 +70,7 @@ impl<'data> Image<'data> {
                 if elf.is_little_endian() { "little" } else { "big" }
             )));
         }
-        let mut symbols: HashMap<&'data str, Vec<SymbolInfo>> = HashMap::new();
+        let mut symbols: HashMap<Cow<'data, str>, Vec<SymbolInfo>> = HashMap::new();
         for symbol in elf.symbols() {
             if symbol.is_undefined() || matches!(symbol.kind(), SymbolKind::Section | SymbolKind::File) {
                 continue;
@@ -73,9 +79,10 @@ impl<'data> Image<'data> {
             if name.is_empty() {
                 continue;
             }
-            symbols.entry(name).or_default().push(SymbolInfo {
+            symbols.entry(Cow::Borrowed(name)).or_default().push(SymbolInfo {
                 address: symbol.address(),
                 size: symbol.size(),
+                exact_size: true,
                 section: symbol.section_index(),
                 global: symbol.is_global(),
             });
@@ -86,6 +93,52 @@ impl<'data> Image<'data> {
     /// A [`ProfileError::Generate`] about this file.
     pub fn error(&self, reason: impl Into<String>) -> ProfileError {
         ProfileError::Generate { path: self.path.to_path_buf(), reason: reason.into() }
+    }
+
+    /// Whether a symbol called `name` exists.
+    pub fn has_symbol(&self, name: &str) -> bool {
+        self.symbols.contains_key(name)
+    }
+
+    /// Whether the file has a symbol table of its own (a vmlinux inside a vmlinuz has none).
+    pub fn has_symbols(&self) -> bool {
+        !self.symbols.is_empty()
+    }
+
+    /// Replaces the symbol table with `(name, address, global)` entries from a table without
+    /// sizes (kallsyms, System.map): each is sized by the distance to the next higher address
+    /// (at most [`MAX_UNSIZED_SYMBOL`]) and placed in the allocated section that holds it.
+    pub fn replace_symbols(&mut self, entries: Vec<(String, u64, bool)>) {
+        let mut addresses: Vec<u64> = entries.iter().map(|(_, a, _)| *a).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let sections: Vec<(u64, u64, SectionIndex)> = self
+            .elf
+            .sections()
+            .filter(|s| matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & u64::from(SHF_ALLOC) != 0))
+            .filter(|s| s.kind() != SectionKind::UninitializedData && s.size() > 0)
+            .map(|s| (s.address(), s.size(), s.index()))
+            .collect();
+        let mut symbols: HashMap<Cow<'data, str>, Vec<SymbolInfo>> = HashMap::new();
+        for (name, address, global) in entries {
+            let next = addresses.partition_point(|a| *a <= address);
+            let size = addresses.get(next).map_or(0, |n| n - address).min(MAX_UNSIZED_SYMBOL);
+            let section = sections
+                .iter()
+                .find(|(start, len, _)| address.checked_sub(*start).is_some_and(|o| o < *len))
+                .map(|(_, _, index)| *index);
+            symbols.entry(Cow::Owned(name)).or_default().push(SymbolInfo { address, size, exact_size: false, section, global });
+        }
+        self.symbols = symbols;
+    }
+
+    /// The link-time address and file bytes of the section called `name`, if it has any.
+    pub fn section_region(&self, name: &str) -> Option<(u64, &'data [u8])> {
+        let section = self.elf.section_by_name(name)?;
+        if section.kind() == SectionKind::UninitializedData {
+            return None;
+        }
+        Some((section.address(), section.data().ok()?))
     }
 
     /// Whether this is a relocatable object (`gcc -c` output, a kernel module), whose DWARF needs
@@ -195,6 +248,9 @@ impl<'data> Image<'data> {
     }
 
     /// The strings an array of `const char *` at `symbol` points to (a linked image only).
+    ///
+    /// A symbol whose size is only a bound (see [`SymbolInfo::exact_size`]) ends at the first
+    /// NULL pointer: the zero padding up to the next symbol.
     pub fn read_string_array(&self, symbol: &SymbolInfo) -> Result<Vec<&'data [u8]>, ProfileError> {
         if self.is_relocatable() {
             return Err(self.error("cannot follow pointers in a relocatable object"));
@@ -203,6 +259,9 @@ impl<'data> Image<'data> {
         let mut strings = Vec::new();
         for i in 0..count {
             let pointer = self.read_uint(symbol, i * 8, 8)?;
+            if pointer == 0 && !symbol.exact_size {
+                break;
+            }
             strings.push(self.cstr_at(pointer)?);
         }
         Ok(strings)

@@ -111,18 +111,35 @@ pub fn generate_from_btf(image: &Path, system_map: Option<&Path>) -> Result<Prof
              debug info (usr/lib/debug/boot/vmlinux-RELEASE in Debian's linux-image-RELEASE-dbg package) with --vmlinux",
         )
     })?;
+    from_btf(&elf, blob)
+}
+
+/// Generates the profile of a running kernel from its memory: `image` holds its image from
+/// `_text` on (link-time address `text`, moved by `slide`), `symbols` its kallsyms symbols as
+/// `(name, link-time address, global)`, `btf` its BTF; `what` names the guest in errors. The
+/// checks against the image are those a running kernel still allows (see [`constants`]).
+pub fn generate_running(
+    what: &Path,
+    text: u64,
+    image: &[u8],
+    slide: u64,
+    symbols: Vec<(String, u64, bool)>,
+    btf: &[u8],
+) -> Result<Profile, ProfileError> {
+    from_btf(&Image::running(what, text, image, slide, symbols), btf)
+}
+
+/// The profile of `elf` with struct layouts from the BTF `blob`, validated.
+fn from_btf(elf: &Image<'_>, blob: &[u8]) -> Result<Profile, ProfileError> {
     let btf = Btf::parse(blob).map_err(|e| elf.error(format!("malformed BTF: {e}")))?;
     let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).map(|(_, s)| *s);
     let optional: Vec<&ProfileSpec> = std::iter::once(&spec::OPTIONAL).chain(alternatives).collect();
-    let profile = build(&elf, &spec::REQUIRED, &optional, |required, optional| {
+    let profile = build(elf, &spec::REQUIRED, &optional, |required, optional| {
         btf_layouts::struct_layouts(&btf, required, optional)
             .map_err(|e| elf.error(format!("malformed BTF: {e}")))?
             .map_err(|missing| elf.error(format!("BTF lacks what xsched needs: {missing}")))
     })?;
-    profile.validate().map_err(|e| ProfileError::Generate {
-        path: image.to_path_buf(),
-        reason: format!("the generated profile does not validate: {e}"),
-    })?;
+    profile.validate().map_err(|e| elf.error(format!("the generated profile does not validate: {e}")))?;
     Ok(profile)
 }
 

@@ -1,4 +1,5 @@
-//! The vmlinux as an ELF file: format checks, symbols, and bytes of initialized data.
+//! The kernel image: a vmlinux as an ELF file (format checks, symbols, bytes of initialized
+//! data), or a running kernel's image as read from guest memory ([`Image::running`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -35,10 +36,21 @@ pub(super) struct SymbolInfo {
     pub global: bool,
 }
 
-/// A parsed x86-64 ELF image over the bytes of the mapped file.
+/// A running kernel's image, `_text` to `_end`, as read from its memory.
+#[derive(Clone, Copy)]
+struct Running<'data> {
+    /// The link-time address of `bytes[0]`.
+    base: u64,
+    bytes: &'data [u8],
+    /// How far KASLR moved the kernel: pointers in its data are link-time address + `slide`.
+    slide: u64,
+}
+
+/// A parsed x86-64 ELF image over the bytes of the mapped file, or a running kernel's image.
 pub(super) struct Image<'data> {
     path: &'data Path,
-    elf: ElfFile64<'data, Endianness>,
+    elf: Option<ElfFile64<'data, Endianness>>,
+    running: Option<Running<'data>>,
     /// Every defined, named data or code symbol, by name.
     symbols: HashMap<Cow<'data, str>, Vec<SymbolInfo>>,
 }
@@ -87,7 +99,22 @@ impl<'data> Image<'data> {
                 global: symbol.is_global(),
             });
         }
-        Ok(Self { path, elf, symbols })
+        Ok(Self { path, elf: Some(elf), running: None, symbols })
+    }
+
+    /// The image of a running kernel: `bytes` from `_text` (link-time address `base`) on, moved
+    /// by `slide` (KASLR), with `symbols` as `(name, link-time address, global)`; `what` names it
+    /// in errors. Its data is as the kernel left it, not as linked: see [`Self::is_running`].
+    pub fn running(what: &'data Path, base: u64, bytes: &'data [u8], slide: u64, symbols: Vec<(String, u64, bool)>) -> Self {
+        let mut image = Self { path: what, elf: None, running: Some(Running { base, bytes, slide }), symbols: HashMap::new() };
+        image.replace_symbols(symbols);
+        image
+    }
+
+    /// Whether this is a running kernel's image, whose variables hold run-time values (not
+    /// their static initializers) and whose pointers are relocated.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
     }
 
     /// A [`ProfileError::Generate`] about this file.
@@ -114,7 +141,8 @@ impl<'data> Image<'data> {
         addresses.dedup();
         let sections: Vec<(u64, u64, SectionIndex)> = self
             .elf
-            .sections()
+            .iter()
+            .flat_map(|elf| elf.sections())
             .filter(|s| matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & u64::from(SHF_ALLOC) != 0))
             .filter(|s| s.kind() != SectionKind::UninitializedData && s.size() > 0)
             .map(|s| (s.address(), s.size(), s.index()))
@@ -134,7 +162,7 @@ impl<'data> Image<'data> {
 
     /// The link-time address and file bytes of the section called `name`, if it has any.
     pub fn section_region(&self, name: &str) -> Option<(u64, &'data [u8])> {
-        let section = self.elf.section_by_name(name)?;
+        let section = self.elf.as_ref()?.section_by_name(name)?;
         if section.kind() == SectionKind::UninitializedData {
             return None;
         }
@@ -144,7 +172,7 @@ impl<'data> Image<'data> {
     /// Whether this is a relocatable object (`gcc -c` output, a kernel module), whose DWARF needs
     /// its relocations applied; a linked vmlinux has them applied already.
     pub fn is_relocatable(&self) -> bool {
-        self.elf.kind() == ObjectKind::Relocatable
+        self.elf.as_ref().is_some_and(|elf| elf.kind() == ObjectKind::Relocatable)
     }
 
     /// The symbol `name`: a global definition if there is one, else a unique local one.
@@ -200,9 +228,18 @@ impl<'data> Image<'data> {
 
     /// The file data of `symbol`'s section from `offset` bytes into the symbol to the section end.
     fn symbol_tail(&self, symbol: &SymbolInfo, offset: u64) -> Result<&'data [u8], ProfileError> {
+        if let Some(running) = self.running {
+            return symbol
+                .address
+                .checked_sub(running.base)
+                .and_then(|o| o.checked_add(offset))
+                .and_then(|start| usize::try_from(start).ok())
+                .and_then(|start| running.bytes.get(start..))
+                .ok_or_else(|| self.error(format!("symbol at {:#x}+{offset:#x} is not in the kernel image", symbol.address)));
+        }
+        let Some(elf) = &self.elf else { return Err(self.error("no image data")) };
         let index = symbol.section.ok_or_else(|| self.error(format!("symbol at {:#x} has no section", symbol.address)))?;
-        let section = self
-            .elf
+        let section = elf
             .section_by_index(index)
             .map_err(|e| self.error(format!("symbol at {:#x}: bad section index: {e}", symbol.address)))?;
         if section.kind() == SectionKind::UninitializedData {
@@ -269,7 +306,17 @@ impl<'data> Image<'data> {
 
     /// The NUL-terminated string at link-time virtual address `address`.
     fn cstr_at(&self, address: u64) -> Result<&'data [u8], ProfileError> {
-        for section in self.elf.sections() {
+        if let Some(running) = self.running {
+            let bytes = address
+                .checked_sub(running.slide)
+                .and_then(|link| link.checked_sub(running.base))
+                .and_then(|offset| usize::try_from(offset).ok())
+                .and_then(|offset| running.bytes.get(offset..))
+                .ok_or_else(|| self.error(format!("address {address:#x} is not in the kernel image")))?;
+            return Ok(until_nul(bytes.get(..MAX_STRING).unwrap_or(bytes)));
+        }
+        let Some(elf) = &self.elf else { return Err(self.error("no image data")) };
+        for section in elf.sections() {
             let SectionFlags::Elf { sh_flags } = section.flags() else { continue };
             if sh_flags & u64::from(SHF_ALLOC) == 0 || section.kind() == SectionKind::UninitializedData {
                 continue;
@@ -297,7 +344,7 @@ impl<'data> Image<'data> {
     ///
     /// Compressed sections (`SHF_COMPRESSED`, from `--compress-debug-sections`) are refused.
     pub fn section_data(&self, name: &str) -> Result<Option<&'data [u8]>, ProfileError> {
-        let Some(section) = self.elf.section_by_name(name) else { return Ok(None) };
+        let Some(section) = self.elf.as_ref().and_then(|elf| elf.section_by_name(name)) else { return Ok(None) };
         let range = section.compressed_file_range().map_err(|e| self.error(format!("section {name}: {e}")))?;
         if range.format != CompressionFormat::None {
             return Err(self.error(format!(
@@ -313,7 +360,7 @@ impl<'data> Image<'data> {
 
     /// The relocations of section `name` as a map from offset to value, for a relocatable object.
     pub fn relocation_map(&self, name: &str) -> Result<Option<RelocationMap>, ProfileError> {
-        let Some(section) = self.elf.section_by_name(name) else { return Ok(None) };
+        let Some(section) = self.elf.as_ref().and_then(|elf| elf.section_by_name(name)) else { return Ok(None) };
         section.relocation_map().map(Some).map_err(|e| self.error(format!("relocations of {name}: {e}")))
     }
 }

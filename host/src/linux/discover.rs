@@ -273,6 +273,18 @@ fn from_banner(mem: &dyn GuestMemory, banner: Gpa, text: &[u8]) -> Result<Option
     let table: Vec<(String, u64, bool)> = symbols.iter().map(|s| (s.name.clone(), link(s.address), s.kind.is_ascii_uppercase())).collect();
     let what = PathBuf::from(format!("{} (kernel image at {})", mem.describe(), Gpa(phys_text)));
     let profile = gen::generate_running(&what, text_va.wrapping_sub(slide), &image, slide, table, btf)?;
+    let direct_map = address("page_offset_base").and_then(read_u64).unwrap_or_default();
+    // The guest runs meanwhile: a fork or exit may change the list under the walk, so a walk
+    // that fails is tried again before the profile is refused.
+    let mut walked = walk_tasks(mem, &profile, &image, slide, direct_map);
+    for _ in 1..WALK_TRIES {
+        if walked.is_ok() {
+            break;
+        }
+        walked = walk_tasks(mem, &profile, &image, slide, direct_map);
+    }
+    let tasks = walked.map_err(|reason| not_found(format!("the profile built from its BTF does not fit the guest's task list: {reason}")))?;
+    log::debug!("the profile built from the guest's BTF walks its task list: {tasks} tasks");
     let source = format!(
         "built by xsched {} from the BTF ({} bytes) and kallsyms ({} symbols) of a running guest, {}; kernel image at physical {}",
         env!("CARGO_PKG_VERSION"),
@@ -282,6 +294,44 @@ fn from_banner(mem: &dyn GuestMemory, banner: Gpa, text: &[u8]) -> Result<Option
         Gpa(phys_text)
     );
     Ok(Some(CachedProfile { source, profile }))
+}
+
+/// The most tasks [`walk_tasks`] follows.
+const MAX_TASKS: usize = 1 << 20;
+/// How many times the task list is walked before a profile is refused (the guest runs meanwhile).
+const WALK_TRIES: usize = 3;
+
+/// Checks the profile against the kernel's own data before anything uses it: the task list
+/// (`init_task.tasks`, each `task_struct` in the direct map at `direct_map`) must lead back to
+/// `init_task`, with every `prev` pointing back, within [`MAX_TASKS`] steps. A layout forged in
+/// the BTF (or symbols forged in kallsyms) fails here rather than steering writes.
+fn walk_tasks(mem: &dyn GuestMemory, profile: &Profile, image: &[u8], slide: u64, direct_map: u64) -> Result<usize, String> {
+    let text = profile.symbol("_text").map_err(|e| e.to_string())?;
+    let init = profile.symbol("init_task").map_err(|e| e.to_string())?;
+    let tasks = profile.offset("task_struct", "tasks").map_err(|e| e.to_string())?;
+    let (next_at, prev_at) = (profile.offset("list_head", "next").map_err(|e| e.to_string())?, profile.offset("list_head", "prev").map_err(|e| e.to_string())?);
+    let head = init.wrapping_add(tasks).wrapping_add(slide);
+    // A kernel-image address is read from the image, a direct-map one from RAM.
+    let read = |va: u64| -> Result<u64, String> {
+        let image_offset = va.wrapping_sub(slide).checked_sub(text).and_then(|o| usize::try_from(o).ok());
+        if let Some(bytes) = image_offset.and_then(|o| image.get(o..o.checked_add(8)?)) {
+            return Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| "short read".to_string())?));
+        }
+        let gpa = va.checked_sub(direct_map).filter(|_| direct_map != 0).ok_or_else(|| format!("{va:#x} is neither in the image nor in the direct map"))?;
+        mem.read_u64(Gpa(gpa)).map_err(|e| e.to_string())
+    };
+    let mut node = head;
+    for count in 0..MAX_TASKS {
+        let next = read(node.wrapping_add(next_at))?;
+        if read(next.wrapping_add(prev_at))? != node {
+            return Err(format!("task list entry {next:#x} does not point back to {node:#x}"));
+        }
+        if next == head {
+            return Ok(count + 1);
+        }
+        node = next;
+    }
+    Err(format!("the task list does not lead back to init_task within {MAX_TASKS} entries"))
 }
 
 /// `KERNELOFFSET=` from the VMCOREINFO text at physical `note`, if it is there.

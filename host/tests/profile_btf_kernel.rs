@@ -149,3 +149,88 @@ fn the_vmlinux_btf_gives_the_dwarf_profile() {
         .unwrap_or_else(|e| panic!("profile from the vmlinux's BTF failed: {e}"));
     assert_same(&profile, "the vmlinux's BTF");
 }
+
+// ---- a running kernel's memory, without a profile ----
+
+/// Physical memory holding the pinned kernel as its loader lays it out: the vmlinuz's embedded
+/// vmlinux, each loadable segment at its physical address, `.bss` zero, and the NTP code's
+/// `tick_nsec` as the running kernel sets it (HZ 250, the lab kernels' `CONFIG_HZ`). Not
+/// relocated and without VMCOREINFO: a kernel that KASLR did not move.
+fn memory_of_a_booted_kernel() -> xsched::memory::ImageMemory {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let dir = lab_kernel_dir();
+    let vmlinuz = std::fs::read(dir.join("vmlinuz")).unwrap_or_else(|e| panic!("vmlinuz: {e}"));
+    let vmlinux = xsched::profile::vmlinuz::decompress(&vmlinuz).unwrap_or_else(|e| panic!("decompress: {e}"));
+    let elf = ElfFile64::<object::Endianness>::parse(&*vmlinux).unwrap_or_else(|e| panic!("embedded vmlinux: {e}"));
+    let endian = elf.endian();
+    let loads: Vec<_> = elf.elf_program_headers().iter().filter(|p| p.p_type(endian) == object::elf::PT_LOAD).collect();
+    let top = loads.iter().map(|p| p.p_paddr(endian) + p.p_memsz(endian)).max().expect("segments");
+    let mut ram = vec![0u8; usize::try_from(top + (1 << 20)).expect("fits")];
+    for p in &loads {
+        let size = |n: u64| usize::try_from(n).expect("fits");
+        let (at, from, len) = (size(p.p_paddr(endian)), size(p.p_offset(endian)), size(p.p_filesz(endian)));
+        ram[at..at + len].copy_from_slice(&vmlinux[from..from + len]);
+    }
+    let tick_nsec = from_dwarf_symbol("tick_nsec");
+    let at = usize::try_from(tick_nsec - 0xffff_ffff_8000_0000).expect("in the image");
+    ram[at..at + 8].copy_from_slice(&4_000_000u64.to_le_bytes());
+    xsched::memory::ImageMemory::from_bytes(ram)
+}
+
+/// The address of `name` in the -dbg vmlinux's symbol table.
+fn from_dwarf_symbol(name: &str) -> u64 {
+    let data = std::fs::read(lab_kernel_dir().join("vmlinux")).unwrap_or_else(|e| panic!("vmlinux: {e}"));
+    let elf = object::File::parse(&*data).unwrap_or_else(|e| panic!("vmlinux: {e}"));
+    elf.symbols().find(|s| s.name() == Ok(name)).map(|s| s.address()).unwrap_or_else(|| panic!("no symbol {name}"))
+}
+
+#[test]
+fn a_kernel_in_memory_gives_the_dwarf_profile_without_any_file() {
+    let mem = memory_of_a_booted_kernel();
+    let built = xsched::linux::discover::build(&mem).unwrap_or_else(|e| panic!("no profile from memory: {e}"));
+    assert!(built.source.contains("no VMCOREINFO"), "{}", built.source);
+    assert_same(&built.profile, "the kernel's memory");
+}
+
+#[test]
+fn forged_btf_in_memory_ends_in_an_error_not_a_profile() {
+    use xsched::memory::GuestMemory;
+    let start = from_dwarf_symbol("__start_BTF") - 0xffff_ffff_8000_0000;
+    // A broken header.
+    let mut mem = memory_of_a_booted_kernel();
+    mem.write_phys(xsched::memory::Gpa(start), &[0x9e, 0xeb]).expect("write");
+    let err = xsched::linux::discover::build(&mem).expect_err("forged magic").to_string();
+    assert!(err.contains("malformed BTF") && err.contains("magic"), "{err}");
+
+    // A well-formed BTF whose task_struct.tasks sits 16 bytes off: the task list does not walk.
+    let mut mem = memory_of_a_booted_kernel();
+    let at = usize::try_from(start).expect("small");
+    let word = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+    let bytes = mem.bytes();
+    let (type_off, type_len, str_off) = (word(bytes, at + 8) as usize, word(bytes, at + 12) as usize, word(bytes, at + 16) as usize);
+    let strings = at + 24 + str_off;
+    let name = memchr_name(&bytes[strings..], b"tasks").expect("the string `tasks`");
+    let tasks = from_dwarf().offset("task_struct", "tasks").expect("tasks");
+    let types = &bytes[at + 24 + type_off..at + 24 + type_off + type_len];
+    let member = (0..types.len() - 12)
+        .step_by(4)
+        .find(|&o| word(types, o) == name && word(types, o + 8) == u32::try_from(tasks * 8).expect("small"))
+        .expect("the member record of task_struct.tasks");
+    let forged = u32::try_from(tasks * 8 + 128).expect("small");
+    let gpa = xsched::memory::Gpa((at + 24 + type_off + member + 8) as u64);
+    mem.write_phys(gpa, &forged.to_le_bytes()).expect("write");
+    let err = xsched::linux::discover::build(&mem).expect_err("forged layout").to_string();
+    assert!(err.contains("task list"), "{err}");
+}
+
+/// The offset of the NUL-terminated string `name` in a BTF string section.
+fn memchr_name(strings: &[u8], name: &[u8]) -> Option<u32> {
+    let mut offset = 0usize;
+    for s in strings.split(|b| *b == 0) {
+        if s == name {
+            return u32::try_from(offset).ok();
+        }
+        offset += s.len() + 1;
+    }
+    None
+}

@@ -16,14 +16,14 @@ scripts/install-deps.sh
 step "unit tests"
 cargo test --workspace --lib --bins
 
-step "host integration tests (synthetic images, profile generator vs gcc and gdb)"
+step "host integration tests (synthetic images, profile generator vs gcc and gdb, BTF vs DWARF)"
 cargo test -p xsched --test '*'
 for pin in tests/lab/kernels/*.env; do
     kernel=${pin##*/}
     kernel=${kernel%.env}
     [ "$kernel" = 6.1 ] && continue
-    step "profile generator vs gdb on kernel $kernel ($pin)"
-    XSCHED_LAB_KERNEL=$kernel cargo test -p xsched --test profile_gen_kernel
+    step "profile generator vs gdb, and BTF+kallsyms vs DWARF, on kernel $kernel ($pin)"
+    XSCHED_LAB_KERNEL=$kernel cargo test -p xsched --test profile_gen_kernel --test profile_btf_kernel
 done
 
 step "Xen backend build (feature xen, against libxen-dev)"

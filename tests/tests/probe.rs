@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{domain_arg, kernels_dir, vmcoreinfo, xsched, xsched_ok};
+use common::{domain_arg, kernels_dir, vmcoreinfo, xsched_ok, xsched_with_env};
 use serde_json::Value;
 use xsched_lab::{shared_lab, Guest, GuestSpec, Workload};
 
@@ -119,22 +119,58 @@ fn a_core_dump_probes_like_the_live_guest_and_agrees_with_vmcoreinfo() {
 }
 
 #[test]
-fn probe_without_a_matching_profile_says_how_to_make_one() {
+fn probe_without_a_matching_profile_builds_one_from_the_guests_own_btf_and_kallsyms() {
     let g = &lab()[0];
     let empty = g.dir().join("no-profiles");
+    let cache = g.dir().join("profile-cache");
     std::fs::create_dir_all(&empty).expect("mkdir");
-    let out = xsched(&["probe", "--kernels", empty.to_str().expect("utf-8"), "--domain", &domain_arg(g)]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    let _ = std::fs::remove_dir_all(&cache);
+    let run = |kernels: &std::path::Path| {
+        let domain = domain_arg(g);
+        let args = ["probe", "--json", "--kernels", kernels.to_str().expect("utf-8"), "--domain", &domain];
+        let out = xsched_with_env(&args, &[("XSCHED_PROFILE_CACHE", &cache)]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "probe failed: {err}");
+        let json: Value = serde_json::from_slice(&out.stdout).expect("probe prints JSON");
+        (json, err)
+    };
     let release = &g.kernel().pin.release;
-    assert!(err.contains("no kernel profile matches") && err.contains("xsched profile gen") && err.contains(release.as_str()), "{err}");
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(kernels_dir().join(format!("{release}.json"))).expect("committed profile"))
+            .expect("json");
 
-    // A profile whose banner differs by one character matches nothing either.
+    // Built from the guest's memory, said in one line, and cached with where it came from.
+    let (built, err) = run(&empty);
+    assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
+    assert!(err.contains("built one for Linux") && err.contains(release.as_str()) && err.contains("BTF and kallsyms"), "{err}");
+    let file = cache.join(format!("{release}.json"));
+    let cached: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("cached profile")).expect("json");
+    assert!(cached["source"].as_str().is_some_and(|s| s.contains("running guest") && s.contains("VMCOREINFO")), "{cached}");
+    assert_eq!(cached["profile"], committed, "the profile built from the guest differs from the DWARF-built one");
+    // The same answers as with the committed profile.
+    let reference = probe(&domain_arg(g));
+    for key in ["release", "phys_text", "virt_text", "phys_shift", "virt_shift", "page_tables", "page_offset_base", "online_cpus"] {
+        assert_eq!(built[key], reference[key], "{key}: built vs committed profile");
+    }
+
+    // The next attach uses the cache.
+    let (again, err) = run(&empty);
+    assert!(err.contains("using") && err.contains(file.to_str().expect("utf-8")), "{err}");
+    assert_eq!(again["virt_text"], reference["virt_text"]);
+
+    // A profile whose banner differs by one character matches nothing: the guest's own is built.
     let real = std::fs::read_to_string(kernels_dir().join(format!("{release}.json"))).expect("committed profile");
     std::fs::write(empty.join("forged.json"), real.replacen("#1 SMP", "#2 SMP", 1)).expect("write");
-    let out = xsched(&["probe", "--kernels", empty.to_str().expect("utf-8"), "--domain", &domain_arg(g)]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no kernel profile matches"));
+    std::fs::remove_dir_all(&cache).expect("clear the cache");
+    let (rebuilt, err) = run(&empty);
+    assert!(err.contains("built one for Linux"), "{err}");
+    assert_eq!(rebuilt["virt_text"], reference["virt_text"]);
+
+    // ps reads the guest through the built profile too.
+    let domain = domain_arg(g);
+    let out = xsched_with_env(&["ps", "--kernels", empty.to_str().expect("utf-8"), "--domain", &domain], &[("XSCHED_PROFILE_CACHE", &cache)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains(" init "), "ps failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_dir_all(&empty).expect("cleanup");
+    std::fs::remove_dir_all(&cache).expect("cleanup");
 }

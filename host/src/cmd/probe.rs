@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 use xsched::domain::DomainSpec;
 use xsched::linux::flavour::Flavour;
-use xsched::linux::locate::locate_live;
+use xsched::linux::discover::locate_live_or_build;
 use xsched::memory::Pause;
 use xsched::profile::Profile;
 
@@ -31,10 +31,10 @@ pub struct ProbeArgs {
 /// find (leaving a guest someone else paused as it is, and saying so), resumes it.
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let kernels = super::kernels_dir(args.kernels.clone());
-    let profiles: Vec<Profile> = Profile::load_dir(&kernels)?.into_iter().map(|(_, p)| p).collect();
+    let mut profiles: Vec<Profile> = Profile::load_dir(&kernels)?.into_iter().map(|(_, p)| p).collect();
     let mut mem = args.domain.open().with_context(|| format!("domain {}", args.domain.name))?;
     let started = Instant::now();
-    let (location, pause) = locate_live(mem.as_mut(), &profiles).with_context(|| format!("domain {}", args.domain.name))?;
+    let (location, pause) = locate_live_or_build(mem.as_mut(), &mut profiles).with_context(|| format!("domain {}", args.domain.name))?;
     if pause == Pause::HeldByOthers {
         eprintln!("xsched: domain {} is paused by someone else: read as it is, and left paused", args.domain.name);
     }

@@ -25,9 +25,10 @@ pub struct Kernel {
 
 impl Kernel {
     /// Finds the kernel in `mem` among `profiles` ([`super::locate::locate_live`]: the guest is
-    /// paused only to confirm what the search found) and keeps the profile that matched.
+    /// paused only to confirm what the search found) and keeps the profile that matched; when
+    /// none does, one built from the guest's own BTF and kallsyms ([`super::discover`]).
     pub fn attach(mut mem: Box<dyn GuestMemory>, mut profiles: Vec<Profile>) -> Result<Self, LinuxError> {
-        let (location, _) = super::locate::locate_live(mem.as_mut(), &profiles)?;
+        let (location, _) = super::discover::locate_live_or_build(mem.as_mut(), &mut profiles)?;
         let profile = profiles.swap_remove(location.profile_index);
         Ok(Self::at(mem, profile, location))
     }

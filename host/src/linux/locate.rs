@@ -166,7 +166,7 @@ fn find_banners(mem: &dyn GuestMemory, profiles: &[Profile]) -> Result<Vec<(Gpa,
 }
 
 /// Calls `found` with the address of every occurrence of [`BANNER_PREFIX`] in RAM.
-fn for_each_prefix_hit(mem: &dyn GuestMemory, mut found: impl FnMut(Gpa)) -> Result<(), LinuxError> {
+pub(super) fn for_each_prefix_hit(mem: &dyn GuestMemory, mut found: impl FnMut(Gpa)) -> Result<(), LinuxError> {
     let finder = memmem::Finder::new(BANNER_PREFIX);
     let overlap = BANNER_PREFIX.len() as u64 - 1;
     let mut buf = vec![0u8; SCAN_CHUNK];

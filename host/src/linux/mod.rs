@@ -5,6 +5,7 @@
 
 mod error;
 pub mod cgroup;
+pub mod discover;
 pub mod flavour;
 pub mod kernel;
 pub mod layout;

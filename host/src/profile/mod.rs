@@ -7,9 +7,13 @@
 //! (nested members as dotted paths, e.g. `se.run_node`), and the kernel constants it relies on.
 //! Nothing outside this module and `linux` hard-codes a kernel offset.
 
+pub mod btf;
 mod error;
 pub mod gen;
+pub mod kallsyms;
 pub mod spec;
+pub mod system_map;
+pub mod vmlinuz;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -44,10 +44,16 @@ pub fn plugin(name: &str) -> PathBuf {
 /// Runs `xsched ARGS` and returns its output. It waits for a QMP monitor another client holds as
 /// long as the lab's own clients do ([`QMP_WAIT`]): tests share guests.
 pub fn xsched(args: &[&str]) -> Output {
+    xsched_with_env(args, &[])
+}
+
+/// Runs `xsched ARGS` with extra environment variables.
+pub fn xsched_with_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
     Command::new(xsched_bin())
         .args(args)
         .current_dir(workspace())
         .env(WAIT_VAR, QMP_WAIT.as_secs().to_string())
+        .envs(env.iter().copied())
         .output()
         .expect("run xsched")
 }

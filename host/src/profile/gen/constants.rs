@@ -168,8 +168,23 @@ pub(super) fn from_image(image: &Image<'_>, name: &str) -> Result<Option<u64>, P
     Ok(names.iter().position(|n| *n == feature.as_bytes()).and_then(|i| u64::try_from(i).ok()))
 }
 
+/// The `HZ` values a kernel can be configured with (`kernel/Kconfig.hz`).
+const HZ_CHOICES: [u64; 4] = [100, 250, 300, 1000];
+
 /// `TICK_NSEC` from `HZ`, from `jiffies_64`'s initializer; `None` in images without one (objects).
+/// A running kernel's `jiffies_64` has moved on: there `HZ` comes from the NTP code's
+/// `tick_nsec` (kernel/time/ntp.c: `NSEC_PER_SEC / HZ`, off by at most NTP's frequency correction
+/// of 500 ppm), which must lie within 0.1% of one of the configurable `HZ` values.
 fn tick_nsec(image: &Image<'_>) -> Result<Option<u64>, ProfileError> {
+    if image.is_running() {
+        let Some(symbol) = image.symbol_info("tick_nsec")? else { return Ok(None) };
+        let ntp = image.read_uint(&symbol, 0, 8)?;
+        let hz = HZ_CHOICES.into_iter().find(|hz| (1_000_000_000 / hz).abs_diff(ntp) <= 1_000_000 / hz);
+        return match hz {
+            Some(hz) => Ok(Some((1_000_000_000 + hz / 2) / hz)),
+            None => Err(image.error(format!("tick_nsec is {ntp}, which is no NSEC_PER_SEC / HZ of a configurable HZ"))),
+        };
+    }
     let Some(jiffies) = image.symbol_info("jiffies_64")?.filter(|_| !image.is_relocatable()) else { return Ok(None) };
     let initial = image.read_uint(&jiffies, 0, 8)?;
     let before_wrap = (1u64 << 32).checked_sub(initial).filter(|_| initial >> 32 == 0);
@@ -234,8 +249,9 @@ pub(super) fn check_image(image: &Image<'_>, profile: &Profile) -> Result<Vec<&'
     }
 
     // init/init_task.c: `.flags = PF_KTHREAD, .prio = MAX_PRIO - 20, .policy = SCHED_NORMAL`,
-    // with MAX_PRIO = MAX_RT_PRIO + NICE_WIDTH (40).
-    if let Some(init) = image.symbol_info("init_task")? {
+    // with MAX_PRIO = MAX_RT_PRIO + NICE_WIDTH (40). (Not in a running kernel: init_task is CPU
+    // 0's idle task by then, its flags and scheduling fields changed at boot.)
+    if let Some(init) = image.symbol_info("init_task")?.filter(|_| !image.is_running()) {
         let read_field = |field: &str| -> Result<Option<u64>, ProfileError> {
             let Some(layout) = profile.structs.get("task_struct").and_then(|s| s.fields.get(field)) else {
                 return Ok(None);

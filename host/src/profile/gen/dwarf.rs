@@ -16,6 +16,7 @@ use gimli::{
 use object::RelocationMap;
 
 use super::elf::Image;
+use super::wanted::{self, Wanted};
 use super::ProfileError;
 use crate::profile::{FieldLayout, StructLayout};
 
@@ -54,7 +55,7 @@ pub(super) fn struct_layouts(
         })?;
         scan(image, &dwarf, &mut wanted)?;
     }
-    wanted.finish(image)
+    wanted.finish(".debug_info").map_err(|missing| image.error(format!("DWARF lacks what xsched needs: {missing}")))
 }
 
 /// Fails unless the image has a non-empty `.debug_info` section.
@@ -100,92 +101,6 @@ impl gimli::Relocate<usize> for Relocations<'_> {
     }
 }
 
-/// One wanted struct and, once found, its layout.
-struct WantedStruct<'s> {
-    name: &'s str,
-    /// Whether any spec requires it (else it is searched for only while something else is).
-    required: bool,
-    required_paths: Vec<&'s str>,
-    optional_paths: Vec<&'s str>,
-    found: Option<StructLayout>,
-    /// Why the first complete definition was not taken, if it was not.
-    rejected: Option<String>,
-}
-
-/// The wanted structs, in spec order.
-struct Wanted<'s> {
-    structs: Vec<WantedStruct<'s>>,
-}
-
-impl<'s> Wanted<'s> {
-    fn new(required: &[(&'s str, &[&'s str])], optional: &[(&'s str, &[&'s str])]) -> Self {
-        let mut structs: Vec<WantedStruct<'s>> = Vec::new();
-        for (list, is_required) in [(required, true), (optional, false)] {
-            for (name, paths) in list {
-                let index = match structs.iter().position(|w| w.name == *name) {
-                    Some(index) => index,
-                    None => {
-                        structs.push(WantedStruct {
-                            name,
-                            required: false,
-                            required_paths: Vec::new(),
-                            optional_paths: Vec::new(),
-                            found: None,
-                            rejected: None,
-                        });
-                        structs.len() - 1
-                    }
-                };
-                let Some(entry) = structs.get_mut(index) else { continue };
-                entry.required |= is_required;
-                let target = if is_required { &mut entry.required_paths } else { &mut entry.optional_paths };
-                for path in *paths {
-                    if !target.contains(path) {
-                        target.push(path);
-                    }
-                }
-            }
-        }
-        // A path both required and optional is required.
-        for entry in &mut structs {
-            let required = entry.required_paths.clone();
-            entry.optional_paths.retain(|p| !required.contains(p));
-        }
-        Self { structs }
-    }
-
-    fn index_of(&self, name: &[u8]) -> Option<usize> {
-        self.structs.iter().position(|w| w.found.is_none() && w.name.as_bytes() == name)
-    }
-
-    fn all_found(&self) -> bool {
-        self.structs.iter().all(|w| w.found.is_some())
-    }
-
-    /// The layouts found, or an error naming every required struct and field that is missing.
-    fn finish(self, image: &Image<'_>) -> Result<BTreeMap<String, StructLayout>, ProfileError> {
-        let mut missing = Vec::new();
-        let mut layouts = BTreeMap::new();
-        for entry in self.structs {
-            match entry.found {
-                Some(layout) => {
-                    layouts.insert(entry.name.to_string(), layout);
-                }
-                None if entry.required => missing.push(match entry.rejected {
-                    Some(reason) => reason,
-                    None => format!("struct `{}` (no complete definition in .debug_info)", entry.name),
-                }),
-                None => {}
-            }
-        }
-        if missing.is_empty() {
-            Ok(layouts)
-        } else {
-            Err(image.error(format!("DWARF lacks what xsched needs: {}", missing.join("; "))))
-        }
-    }
-}
-
 /// Walks the units until every wanted struct is found (or the section ends).
 fn scan<R: Reader<Offset = usize>>(
     image: &Image<'_>,
@@ -201,14 +116,13 @@ fn scan<R: Reader<Offset = usize>>(
             None => "in a type unit".into(),
         };
         let unit = dwarf.unit(header).map_err(|e| malformed(at.clone(), e))?;
-        scan_unit(image, dwarf, &unit, wanted).map_err(|e| malformed(at, e))?;
+        scan_unit(dwarf, &unit, wanted).map_err(|e| malformed(at, e))?;
     }
     Ok(())
 }
 
 /// Looks at the top-level entries of one unit for complete definitions of wanted structs.
 fn scan_unit<R: Reader<Offset = usize>>(
-    image: &Image<'_>,
     dwarf: &gimli::Dwarf<R>,
     unit: &Unit<R>,
     wanted: &mut Wanted<'_>,
@@ -236,7 +150,7 @@ fn scan_unit<R: Reader<Offset = usize>>(
             _ => None,
         };
         if let Some((index, offset)) = candidate {
-            consider(image, dwarf, unit, offset, wanted, index)?;
+            consider(dwarf, unit, offset, wanted, index)?;
             if wanted.all_found() {
                 return Ok(());
             }
@@ -254,73 +168,30 @@ fn is_complete<R: Reader>(entry: &DebuggingInformationEntry<'_, '_, R>) -> gimli
 
 /// Takes the definition at `offset` for wanted struct `index` if all its required paths resolve.
 fn consider<R: Reader<Offset = usize>>(
-    image: &Image<'_>,
     dwarf: &gimli::Dwarf<R>,
     unit: &Unit<R>,
     offset: UnitOffset,
     wanted: &mut Wanted<'_>,
     index: usize,
 ) -> gimli::Result<()> {
-    let Some(entry) = wanted.structs.get_mut(index) else { return Ok(()) };
     let types = Types { dwarf, unit };
-    let size = match types.resolve(offset) {
-        Ok(resolved) => resolved.size,
-        Err(Lookup::Dwarf(e)) => return Err(e),
-        Err(Lookup::Missing(reason)) => {
-            log::debug!("struct {}: skipping a definition: {reason}", entry.name);
-            return Ok(());
-        }
+    let place = || match (&unit.name, unit.header.offset().as_debug_info_offset()) {
+        (Some(name), Some(at)) => format!(
+            " in its first complete definition (unit {}, .debug_info+{:#x})",
+            name.to_string_lossy().unwrap_or_default(),
+            at.0
+        ),
+        _ => String::new(),
     };
-    let mut fields = BTreeMap::new();
-    let mut missing = Vec::new();
-    for path in &entry.required_paths {
-        match types.field(offset, path) {
-            Ok(field) => {
-                fields.insert((*path).to_string(), field);
-            }
-            Err(Lookup::Dwarf(e)) => return Err(e),
-            Err(Lookup::Missing(reason)) => missing.push(format!("field `{}.{path}` ({reason})", entry.name)),
-        }
-    }
-    if !missing.is_empty() {
-        let where_ = match (&unit.name, unit.header.offset().as_debug_info_offset()) {
-            (Some(name), Some(at)) => {
-                format!(" in its first complete definition (unit {}, .debug_info+{:#x})", name.to_string_lossy()?, at.0)
-            }
-            _ => String::new(),
-        };
-        let reason = format!("{}{where_}", missing.join(", "));
-        log::debug!("{}: {reason}", image.error("a struct definition was passed over"));
-        entry.rejected.get_or_insert(reason);
-        return Ok(());
-    }
-    for path in &entry.optional_paths {
-        match types.field(offset, path) {
-            Ok(field) => {
-                fields.insert((*path).to_string(), field);
-            }
-            Err(Lookup::Dwarf(e)) => return Err(e),
-            Err(Lookup::Missing(reason)) => log::debug!("optional field {}.{path} left out: {reason}", entry.name),
-        }
-    }
-    if let Some(reason) = entry.rejected.take() {
-        log::warn!("struct {}: took a later definition; the first one lacked {reason}", entry.name);
-    }
-    entry.found = Some(StructLayout { size, fields });
-    Ok(())
+    wanted.consider(index, place, || types.resolve(offset).map(|r| r.size), |path| types.field(offset, path))
 }
 
 /// Why a member path does not resolve.
-enum Lookup {
-    /// The DWARF is well-formed but does not have it.
-    Missing(String),
-    /// The DWARF could not be read.
-    Dwarf(gimli::Error),
-}
+type Lookup = wanted::Lookup<gimli::Error>;
 
 impl From<gimli::Error> for Lookup {
     fn from(e: gimli::Error) -> Self {
-        Lookup::Dwarf(e)
+        Lookup::Broken(e)
     }
 }
 

@@ -1,5 +1,7 @@
-//! The vmlinux as an ELF file: format checks, symbols, and bytes of initialized data.
+//! The kernel image: a vmlinux as an ELF file (format checks, symbols, bytes of initialized
+//! data), or a running kernel's image as read from guest memory ([`Image::running`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -14,28 +16,43 @@ use super::ProfileError;
 
 /// Longest C string read from the image (banner, state names).
 const MAX_STRING: usize = 4096;
-/// Where a bzImage keeps its boot-protocol magic `HdrS`.
-const BZIMAGE_MAGIC_OFFSET: usize = 0x202;
+/// The size assumed at most for a symbol from a table without sizes (kallsyms, System.map),
+/// which is sized by the distance to the next symbol (as drgn does).
+const MAX_UNSIZED_SYMBOL: u64 = 1 << 20;
 
 /// Where one symbol is, as the symbol table records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct SymbolInfo {
     /// Link-time address (section-relative in a relocatable object).
     pub address: u64,
-    /// Size in bytes (0 when unknown).
+    /// Size in bytes (0 when unknown); an upper bound only unless `exact_size`.
     pub size: u64,
+    /// Whether `size` is the symbol's own (ELF symbol tables) rather than the distance to the next
+    /// symbol (kallsyms, System.map), which may include padding.
+    pub exact_size: bool,
     /// The section that holds it.
     pub section: Option<SectionIndex>,
     /// Whether it is global (or weak) rather than file-local.
     pub global: bool,
 }
 
-/// A parsed x86-64 ELF image over the bytes of the mapped file.
+/// A running kernel's image, `_text` to `_end`, as read from its memory.
+#[derive(Clone, Copy)]
+struct Running<'data> {
+    /// The link-time address of `bytes[0]`.
+    base: u64,
+    bytes: &'data [u8],
+    /// How far KASLR moved the kernel: pointers in its data are link-time address + `slide`.
+    slide: u64,
+}
+
+/// A parsed x86-64 ELF image over the bytes of the mapped file, or a running kernel's image.
 pub(super) struct Image<'data> {
     path: &'data Path,
-    elf: ElfFile64<'data, Endianness>,
+    elf: Option<ElfFile64<'data, Endianness>>,
+    running: Option<Running<'data>>,
     /// Every defined, named data or code symbol, by name.
-    symbols: HashMap<&'data str, Vec<SymbolInfo>>,
+    symbols: HashMap<Cow<'data, str>, Vec<SymbolInfo>>,
 }
 
 impl<'data> Image<'data> {
@@ -47,10 +64,11 @@ impl<'data> Image<'data> {
             Ok(FileKind::Elf32) => {
                 return Err(generate("a 32-bit ELF file: xsched supports x86-64 kernels only".into()));
             }
-            _ if data.get(BZIMAGE_MAGIC_OFFSET..BZIMAGE_MAGIC_OFFSET + 4) == Some(b"HdrS") => {
+            _ if crate::profile::vmlinuz::is_bzimage(data) => {
                 return Err(generate(
-                    "not an ELF file but a compressed kernel image (bzImage/vmlinuz): use the vmlinux with debug info \
-                     (usr/lib/debug/boot/vmlinux-RELEASE in Debian's linux-image-RELEASE-dbg package)"
+                    "not an ELF file but a compressed kernel image (bzImage/vmlinuz): give it as `--image` (types from \
+                     its BTF), or use the vmlinux with debug info (usr/lib/debug/boot/vmlinux-RELEASE in Debian's \
+                     linux-image-RELEASE-dbg package)"
                         .into(),
                 ));
             }
@@ -64,7 +82,7 @@ impl<'data> Image<'data> {
                 if elf.is_little_endian() { "little" } else { "big" }
             )));
         }
-        let mut symbols: HashMap<&'data str, Vec<SymbolInfo>> = HashMap::new();
+        let mut symbols: HashMap<Cow<'data, str>, Vec<SymbolInfo>> = HashMap::new();
         for symbol in elf.symbols() {
             if symbol.is_undefined() || matches!(symbol.kind(), SymbolKind::Section | SymbolKind::File) {
                 continue;
@@ -73,14 +91,30 @@ impl<'data> Image<'data> {
             if name.is_empty() {
                 continue;
             }
-            symbols.entry(name).or_default().push(SymbolInfo {
+            symbols.entry(Cow::Borrowed(name)).or_default().push(SymbolInfo {
                 address: symbol.address(),
                 size: symbol.size(),
+                exact_size: true,
                 section: symbol.section_index(),
                 global: symbol.is_global(),
             });
         }
-        Ok(Self { path, elf, symbols })
+        Ok(Self { path, elf: Some(elf), running: None, symbols })
+    }
+
+    /// The image of a running kernel: `bytes` from `_text` (link-time address `base`) on, moved
+    /// by `slide` (KASLR), with `symbols` as `(name, link-time address, global)`; `what` names it
+    /// in errors. Its data is as the kernel left it, not as linked: see [`Self::is_running`].
+    pub fn running(what: &'data Path, base: u64, bytes: &'data [u8], slide: u64, symbols: Vec<(String, u64, bool)>) -> Self {
+        let mut image = Self { path: what, elf: None, running: Some(Running { base, bytes, slide }), symbols: HashMap::new() };
+        image.replace_symbols(symbols);
+        image
+    }
+
+    /// Whether this is a running kernel's image, whose variables hold run-time values (not
+    /// their static initializers) and whose pointers are relocated.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
     }
 
     /// A [`ProfileError::Generate`] about this file.
@@ -88,10 +122,57 @@ impl<'data> Image<'data> {
         ProfileError::Generate { path: self.path.to_path_buf(), reason: reason.into() }
     }
 
+    /// Whether a symbol called `name` exists.
+    pub fn has_symbol(&self, name: &str) -> bool {
+        self.symbols.contains_key(name)
+    }
+
+    /// Whether the file has a symbol table of its own (a vmlinux inside a vmlinuz has none).
+    pub fn has_symbols(&self) -> bool {
+        !self.symbols.is_empty()
+    }
+
+    /// Replaces the symbol table with `(name, address, global)` entries from a table without
+    /// sizes (kallsyms, System.map): each is sized by the distance to the next higher address
+    /// (at most [`MAX_UNSIZED_SYMBOL`]) and placed in the allocated section that holds it.
+    pub fn replace_symbols(&mut self, entries: Vec<(String, u64, bool)>) {
+        let mut addresses: Vec<u64> = entries.iter().map(|(_, a, _)| *a).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let sections: Vec<(u64, u64, SectionIndex)> = self
+            .elf
+            .iter()
+            .flat_map(|elf| elf.sections())
+            .filter(|s| matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & u64::from(SHF_ALLOC) != 0))
+            .filter(|s| s.kind() != SectionKind::UninitializedData && s.size() > 0)
+            .map(|s| (s.address(), s.size(), s.index()))
+            .collect();
+        let mut symbols: HashMap<Cow<'data, str>, Vec<SymbolInfo>> = HashMap::new();
+        for (name, address, global) in entries {
+            let next = addresses.partition_point(|a| *a <= address);
+            let size = addresses.get(next).map_or(0, |n| n - address).min(MAX_UNSIZED_SYMBOL);
+            let section = sections
+                .iter()
+                .find(|(start, len, _)| address.checked_sub(*start).is_some_and(|o| o < *len))
+                .map(|(_, _, index)| *index);
+            symbols.entry(Cow::Owned(name)).or_default().push(SymbolInfo { address, size, exact_size: false, section, global });
+        }
+        self.symbols = symbols;
+    }
+
+    /// The link-time address and file bytes of the section called `name`, if it has any.
+    pub fn section_region(&self, name: &str) -> Option<(u64, &'data [u8])> {
+        let section = self.elf.as_ref()?.section_by_name(name)?;
+        if section.kind() == SectionKind::UninitializedData {
+            return None;
+        }
+        Some((section.address(), section.data().ok()?))
+    }
+
     /// Whether this is a relocatable object (`gcc -c` output, a kernel module), whose DWARF needs
     /// its relocations applied; a linked vmlinux has them applied already.
     pub fn is_relocatable(&self) -> bool {
-        self.elf.kind() == ObjectKind::Relocatable
+        self.elf.as_ref().is_some_and(|elf| elf.kind() == ObjectKind::Relocatable)
     }
 
     /// The symbol `name`: a global definition if there is one, else a unique local one.
@@ -147,9 +228,18 @@ impl<'data> Image<'data> {
 
     /// The file data of `symbol`'s section from `offset` bytes into the symbol to the section end.
     fn symbol_tail(&self, symbol: &SymbolInfo, offset: u64) -> Result<&'data [u8], ProfileError> {
+        if let Some(running) = self.running {
+            return symbol
+                .address
+                .checked_sub(running.base)
+                .and_then(|o| o.checked_add(offset))
+                .and_then(|start| usize::try_from(start).ok())
+                .and_then(|start| running.bytes.get(start..))
+                .ok_or_else(|| self.error(format!("symbol at {:#x}+{offset:#x} is not in the kernel image", symbol.address)));
+        }
+        let Some(elf) = &self.elf else { return Err(self.error("no image data")) };
         let index = symbol.section.ok_or_else(|| self.error(format!("symbol at {:#x} has no section", symbol.address)))?;
-        let section = self
-            .elf
+        let section = elf
             .section_by_index(index)
             .map_err(|e| self.error(format!("symbol at {:#x}: bad section index: {e}", symbol.address)))?;
         if section.kind() == SectionKind::UninitializedData {
@@ -195,6 +285,9 @@ impl<'data> Image<'data> {
     }
 
     /// The strings an array of `const char *` at `symbol` points to (a linked image only).
+    ///
+    /// A symbol whose size is only a bound (see [`SymbolInfo::exact_size`]) ends at the first
+    /// NULL pointer: the zero padding up to the next symbol.
     pub fn read_string_array(&self, symbol: &SymbolInfo) -> Result<Vec<&'data [u8]>, ProfileError> {
         if self.is_relocatable() {
             return Err(self.error("cannot follow pointers in a relocatable object"));
@@ -203,6 +296,9 @@ impl<'data> Image<'data> {
         let mut strings = Vec::new();
         for i in 0..count {
             let pointer = self.read_uint(symbol, i * 8, 8)?;
+            if pointer == 0 && !symbol.exact_size {
+                break;
+            }
             strings.push(self.cstr_at(pointer)?);
         }
         Ok(strings)
@@ -210,7 +306,17 @@ impl<'data> Image<'data> {
 
     /// The NUL-terminated string at link-time virtual address `address`.
     fn cstr_at(&self, address: u64) -> Result<&'data [u8], ProfileError> {
-        for section in self.elf.sections() {
+        if let Some(running) = self.running {
+            let bytes = address
+                .checked_sub(running.slide)
+                .and_then(|link| link.checked_sub(running.base))
+                .and_then(|offset| usize::try_from(offset).ok())
+                .and_then(|offset| running.bytes.get(offset..))
+                .ok_or_else(|| self.error(format!("address {address:#x} is not in the kernel image")))?;
+            return Ok(until_nul(bytes.get(..MAX_STRING).unwrap_or(bytes)));
+        }
+        let Some(elf) = &self.elf else { return Err(self.error("no image data")) };
+        for section in elf.sections() {
             let SectionFlags::Elf { sh_flags } = section.flags() else { continue };
             if sh_flags & u64::from(SHF_ALLOC) == 0 || section.kind() == SectionKind::UninitializedData {
                 continue;
@@ -238,7 +344,7 @@ impl<'data> Image<'data> {
     ///
     /// Compressed sections (`SHF_COMPRESSED`, from `--compress-debug-sections`) are refused.
     pub fn section_data(&self, name: &str) -> Result<Option<&'data [u8]>, ProfileError> {
-        let Some(section) = self.elf.section_by_name(name) else { return Ok(None) };
+        let Some(section) = self.elf.as_ref().and_then(|elf| elf.section_by_name(name)) else { return Ok(None) };
         let range = section.compressed_file_range().map_err(|e| self.error(format!("section {name}: {e}")))?;
         if range.format != CompressionFormat::None {
             return Err(self.error(format!(
@@ -254,7 +360,7 @@ impl<'data> Image<'data> {
 
     /// The relocations of section `name` as a map from offset to value, for a relocatable object.
     pub fn relocation_map(&self, name: &str) -> Result<Option<RelocationMap>, ProfileError> {
-        let Some(section) = self.elf.section_by_name(name) else { return Ok(None) };
+        let Some(section) = self.elf.as_ref().and_then(|elf| elf.section_by_name(name)) else { return Ok(None) };
         section.relocation_map().map(Some).map_err(|e| self.error(format!("relocations of {name}: {e}")))
     }
 }

@@ -8,8 +8,9 @@
 //! with [`PolicyPlugin::load`], configured by their example files (`plugins/*/*.toml`).
 //!
 //! One period is what [`Scheduler`](xsched::run::Scheduler) does between reading and writing:
-//! [`SnapshotReader::read`] of every domain, [`TaskTable::build_from`] (with the previous
-//! period's table, so the CPU-use deltas are computed), [`Ranker::rank`] and [`admit`]. The
+//! [`SnapshotReader::read`] of every domain (each configuration has its own readers, which keep
+//! what they learnt from one period to the next), [`TaskTable::rebuild_from`] of the previous
+//! period's table (so the CPU-use deltas are computed), [`Ranker::rank`] and [`admit`]. The
 //! domains are synthetic guest images in memory ([`synthetic::build`] of
 //! [`GuestSpec::typical`]: 2 vCPUs each, named `guest1`, `guest2`, … so that the example configs'
 //! rules match). Not included: pausing and resuming the guests (QEMU's cost, measured by the
@@ -25,7 +26,10 @@
 //!
 //! Baselines: the snapshot reads alone; and the whole period with a trivial in-process ranker
 //! (every task in one class, in table order) in place of a plugin, so that the table's and the
-//! plugin's shares show.
+//! plugin's shares show. The images do not change, so the readers walk the task lists only at
+//! their first read and then once a second; the last row is `priority` with readers that walk
+//! at every read (as every read did before the incremental reader), the cost of a period in
+//! which every guest forked or exited a task.
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -51,6 +55,8 @@ const VCPUS: u32 = 2;
 const HOST_CPUS: u32 = 2;
 /// Untimed periods before the timed ones.
 const WARMUP: usize = 20;
+/// How often the readers walk the task lists when nothing says they changed: the default.
+const REWALK: Duration = xsched::linux::incremental::DEFAULT_REWALK;
 
 fn main() -> Result<(), Error> {
     let rounds = env_number("XSCHED_BENCH_ROUNDS", 300).max(10);
@@ -63,7 +69,7 @@ fn main() -> Result<(), Error> {
     let profile = synthetic::lab_profile()?;
     let clock = clock_cost();
     println!("scheduling-loop benchmark: host CPU time per period (CLOCK_THREAD_CPUTIME_ID of the loop's thread), {rounds} periods each");
-    println!("one period = snapshot read of every domain + TaskTable::build + rank + admit, synthetic guests in memory");
+    println!("one period = snapshot read of every domain + TaskTable::rebuild + rank + admit, synthetic guests in memory");
     println!("NOT included: guest pause/resume (QEMU's cost: see scripts/bench-snapshot.sh), park/unpark writes");
     println!("% CPU = CPU time per period / {PERIOD:?} period; one clock read costs {:.2} µs (5 per period, included)", us(clock));
     // CPU time is not inflated by preemption, but a busy machine's caches still slow the reads.
@@ -74,14 +80,17 @@ fn main() -> Result<(), Error> {
         let guests = (0..domains)
             .map(|i| Guest::build(&profile, processes, u64::from(i) + 1))
             .collect::<Result<Vec<_>, Error>>()?;
-        let tasks: usize = guests.iter().map(|g| g.reader.read(&g.image.memory).tasks.len()).sum();
+        let tasks: usize = guests.iter().map(|g| g.tasks).sum();
         println!("{domains} domains × {processes} processes ({tasks} tasks, {} to {} per domain), {VCPUS} vCPUs each, host budget {HOST_CPUS} CPUs",
             guests.iter().map(|g| g.tasks).min().unwrap_or(0), guests.iter().map(|g| g.tasks).max().unwrap_or(0));
+        let priority_config = examples.join("priority/priority.toml");
+        let fairshare_config = examples.join("fairshare/fairshare.toml");
         let mut configs = vec![
-            Config::new("baseline: snapshot reads only", None),
-            Config::new("baseline: period, one-class ranker (no plugin)", Some(Box::new(OneClass))),
-            Config::new("priority (priority.toml)", Some(Box::new(priority.instantiate(Some(&examples.join("priority/priority.toml")))?))),
-            Config::new("fairshare (fairshare.toml)", Some(Box::new(fairshare.instantiate(Some(&examples.join("fairshare/fairshare.toml")))?))),
+            Config::new("baseline: snapshot reads only", None, &profile, &guests, REWALK)?,
+            Config::new("baseline: period, one-class ranker (no plugin)", Some(Box::new(OneClass)), &profile, &guests, REWALK)?,
+            Config::new("priority (priority.toml)", Some(Box::new(priority.instantiate(Some(&priority_config))?)), &profile, &guests, REWALK)?,
+            Config::new("fairshare (fairshare.toml)", Some(Box::new(fairshare.instantiate(Some(&fairshare_config))?)), &profile, &guests, REWALK)?,
+            Config::new("priority, task lists walked every period", Some(Box::new(priority.instantiate(Some(&priority_config))?)), &profile, &guests, Duration::ZERO)?,
         ];
         for round in 0..WARMUP + rounds {
             for config in &mut configs {
@@ -92,8 +101,8 @@ fn main() -> Result<(), Error> {
             }
         }
         println!(
-            "  {:<48} {:>9} {:>9} {:>8} {:>8} {:>9} │ {:>8} {:>8} {:>8} {:>8} │ {:>6} {:>6}",
-            "", "median", "p90", "%CPU", "%CPU p90", "wall med", "read", "table", "rank", "admit", "ranked", "parks"
+            "  {:<48} {:>9} {:>9} {:>8} {:>8} {:>9} │ {:>8} {:>8} {:>8} {:>8} │ {:>6} {:>6} {:>6}",
+            "", "median", "p90", "%CPU", "%CPU p90", "wall med", "read", "table", "rank", "admit", "ranked", "parks", "walks"
         );
         for config in &configs {
             config.report();
@@ -108,10 +117,9 @@ fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// One synthetic domain: its image, reader and name.
+/// One synthetic domain: its image and name.
 struct Guest {
     image: SyntheticGuest,
-    reader: SnapshotReader,
     name: String,
     tasks: usize,
 }
@@ -119,12 +127,11 @@ struct Guest {
 impl Guest {
     fn build(profile: &Profile, processes: usize, seed: u64) -> Result<Self, Error> {
         let image = synthetic::build(profile, &GuestSpec::typical(processes, VCPUS, seed))?;
-        let reader = image.reader(profile)?;
-        let snap = reader.read(&image.memory);
+        let snap = image.reader(profile)?.read(&image.memory);
         if !snap.problems.is_empty() {
             return Err(format!("synthetic guest {seed}: {:?}", snap.problems).into());
         }
-        Ok(Self { image, reader, name: format!("guest{seed}"), tasks: snap.tasks.len() })
+        Ok(Self { image, name: format!("guest{seed}"), tasks: snap.tasks.len() })
     }
 }
 
@@ -146,17 +153,28 @@ impl Sample {
     }
 }
 
-/// A configuration measured: a ranker (none: the reads alone), its previous table, its samples.
+/// A configuration measured: a ranker (none: the reads alone), its readers (one per guest), its
+/// previous table, its samples.
 struct Config {
     name: &'static str,
     ranker: Option<Box<dyn Ranker>>,
-    previous: Option<TaskTable>,
+    readers: Vec<SnapshotReader>,
+    table: TaskTable,
+    periods: usize,
     samples: Vec<Sample>,
 }
 
 impl Config {
-    fn new(name: &'static str, ranker: Option<Box<dyn Ranker>>) -> Self {
-        Self { name, ranker, previous: None, samples: Vec::new() }
+    fn new(name: &'static str, ranker: Option<Box<dyn Ranker>>, profile: &Profile, guests: &[Guest], rewalk: Duration) -> Result<Self, Error> {
+        let readers = guests
+            .iter()
+            .map(|g| {
+                let mut reader = g.image.reader(profile)?;
+                reader.set_rewalk_interval(rewalk);
+                Ok(reader)
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Self { name, ranker, readers, table: TaskTable::default(), periods: 0, samples: Vec::new() })
     }
 
     /// One period, as the loop runs it.
@@ -165,12 +183,14 @@ impl Config {
         let t0 = cpu_now();
         let snaps: Vec<DomainSnapshot> = guests
             .iter()
-            .map(|g| {
+            .zip(&mut self.readers)
+            .map(|(g, reader)| {
                 let started = Instant::now();
-                let guest = g.reader.read(&g.image.memory);
+                let guest = reader.read(&g.image.memory);
                 DomainSnapshot { guest, pause: Duration::ZERO, read: started.elapsed(), held_by_others: false }
             })
             .collect();
+        self.periods += 1;
         let t1 = cpu_now();
         let Some(ranker) = self.ranker.as_mut() else {
             black_box(snaps);
@@ -182,18 +202,25 @@ impl Config {
             .zip(0u32..)
             .map(|((g, snap), id)| (DomainFacts { id: DomainId(id), name: &g.name, release: &profile.release, vcpus: VCPUS, profile }, snap))
             .collect();
-        let table = TaskTable::build_from(&pass, self.previous.as_ref().map(|t| (t, PERIOD)));
+        let elapsed = (self.periods > 1).then_some(PERIOD);
+        self.table.rebuild_from(&pass, elapsed);
+        let table = &self.table;
         let t2 = cpu_now();
         let parked = HashSet::new();
-        let ranking = ranker.rank(&table, &parked, PERIOD, HOST_CPUS).map_err(|e| format!("{}: {e}", self.name))?;
+        let ranking = ranker.rank(table, &parked, PERIOD, HOST_CPUS).map_err(|e| format!("{}: {e}", self.name))?;
         let t3 = cpu_now();
-        let plan = admit(&table, &ranking, &parked, HOST_CPUS);
+        let plan = admit(table, &ranking, &parked, HOST_CPUS);
         let t4 = cpu_now();
         let wall = wall.elapsed();
         let sample = Sample { read: t1 - t0, table: t2 - t1, rank: t3 - t2, admit: t4 - t3, wall, ranked: ranking.len(), parks: plan.park.len() };
         black_box(plan);
-        self.previous = Some(table);
         Ok(sample)
+    }
+
+    /// The share of the reads that walked the task list, percent.
+    fn walk_percent(&self) -> f64 {
+        let walks: u64 = self.readers.iter().map(SnapshotReader::walks).sum();
+        walks as f64 * 100.0 / (self.periods * self.readers.len()).max(1) as f64
     }
 
     /// The median CPU time of a whole period.
@@ -208,7 +235,7 @@ impl Config {
         let last = self.samples.last().copied().unwrap_or_default();
         let dash = |d: Duration| if self.ranker.is_some() { format!("{:.1}", us(d)) } else { "-".into() };
         println!(
-            "  {:<48} {:>6.1} µs {:>6.1} µs {:>7.3}% {:>7.3}% {:>6.1} µs │ {:>8.1} {:>8} {:>8} {:>8} │ {:>6} {:>6}",
+            "  {:<48} {:>6.1} µs {:>6.1} µs {:>7.3}% {:>7.3}% {:>6.1} µs │ {:>8.1} {:>8} {:>8} {:>8} │ {:>6} {:>6} {:>5.0}%",
             self.name,
             us(median),
             us(p90),
@@ -221,6 +248,7 @@ impl Config {
             dash(pick(|s| s.admit, 50)),
             last.ranked,
             last.parks,
+            self.walk_percent(),
         );
     }
 }

@@ -229,6 +229,65 @@ fn unscaled_weight(weight: u64, nice_0_load: u64) -> u64 {
     }
 }
 
+/// What a domain's profile says about decoding its tasks, looked up once per domain and pass.
+struct Decoding {
+    /// `NICE_0_LOAD`.
+    nice_0_load: u64,
+    /// `PF_KTHREAD`.
+    pf_kthread: u64,
+    /// The `SCHED_*` values, with the policy each stands for.
+    policies: Vec<(u64, Policy)>,
+}
+
+impl Decoding {
+    fn of(profile: &Profile) -> Self {
+        let named = [
+            ("SCHED_NORMAL", Policy::Normal),
+            ("SCHED_FIFO", Policy::Fifo),
+            ("SCHED_RR", Policy::RoundRobin),
+            ("SCHED_BATCH", Policy::Batch),
+            ("SCHED_IDLE", Policy::Idle),
+            ("SCHED_DEADLINE", Policy::Deadline),
+        ];
+        Self {
+            nice_0_load: profile.constant("NICE_0_LOAD").unwrap_or(1024),
+            pf_kthread: profile.constant("PF_KTHREAD").unwrap_or(0),
+            policies: named.iter().filter_map(|&(name, policy)| profile.constant(name).ok().map(|v| (v, policy))).collect(),
+        }
+    }
+
+    fn policy(&self, raw: u32) -> Policy {
+        self.policies.iter().find(|(v, _)| *v == u64::from(raw)).map_or(Policy::Other(raw), |&(_, p)| p)
+    }
+}
+
+/// Finds the previous table's entry of each task of a new pass: at the position after the last
+/// one found first (a guest's task order rarely changes between passes, so this is the only
+/// look-up of a steady state), else by key, in an index built the first time one is needed.
+struct Matcher {
+    keys: Vec<TaskKey>,
+    next: usize,
+    by_key: Option<HashMap<TaskKey, usize>>,
+}
+
+impl Matcher {
+    fn new(old: &[TaskEntry]) -> Self {
+        Self { keys: old.iter().map(|e| e.key).collect(), next: 0, by_key: None }
+    }
+
+    /// The index of `key`'s entry in the previous table, if it had one.
+    fn find(&mut self, key: &TaskKey) -> Option<usize> {
+        if self.keys.get(self.next) == Some(key) {
+            self.next += 1;
+            return Some(self.next - 1);
+        }
+        let keys = &self.keys;
+        let at = *self.by_key.get_or_insert_with(|| keys.iter().enumerate().map(|(i, k)| (*k, i)).collect()).get(key)?;
+        self.next = at + 1;
+        Some(at)
+    }
+}
+
 impl TaskTable {
     /// Builds the table from one pass of snapshots; `previous` (taken `elapsed` earlier) gives
     /// the CPU use.
@@ -239,68 +298,121 @@ impl TaskTable {
 
     /// [`build`](Self::build) from plain parts: each domain's facts and snapshot.
     pub fn build_from(pass: &[(DomainFacts<'_>, &DomainSnapshot)], previous: Option<(&TaskTable, Duration)>) -> Self {
-        let before: HashMap<TaskKey, u64> =
-            previous.map(|(t, _)| t.tasks.iter().map(|e| (e.key, e.runtime_ns)).collect()).unwrap_or_default();
-        let elapsed_ns = previous.map(|(_, d)| d.as_nanos() as f64).filter(|&ns| ns > 0.0);
-        let mut table = TaskTable { interval_ms: elapsed_ns.map(|ns| ns / 1e6), ..Self::default() };
-        for (domain, snap) in pass {
-            let profile = domain.profile;
-            let nice_0_load = profile.constant("NICE_0_LOAD").unwrap_or(1024);
-            let policy_of = |raw: u32| -> Policy {
-                let is = |name: &str| profile.constant(name).is_ok_and(|v| v == u64::from(raw));
-                match () {
-                    _ if is("SCHED_NORMAL") => Policy::Normal,
-                    _ if is("SCHED_FIFO") => Policy::Fifo,
-                    _ if is("SCHED_RR") => Policy::RoundRobin,
-                    _ if is("SCHED_BATCH") => Policy::Batch,
-                    _ if is("SCHED_IDLE") => Policy::Idle,
-                    _ if is("SCHED_DEADLINE") => Policy::Deadline,
-                    _ => Policy::Other(raw),
-                }
-            };
-            let pf_kthread = profile.constant("PF_KTHREAD").unwrap_or(0);
-            let mut domain_delta = 0u64;
-            let first = table.tasks.len();
-            for task in &snap.guest.tasks {
-                let entry = Self::entry(domain.id, task, &before, elapsed_ns, policy_of(task.record.policy), nice_0_load, pf_kthread);
-                domain_delta += entry.runtime_delta_ns;
-                table.tasks.push(entry);
-            }
-            table.domains.push(DomainSummary {
-                id: domain.id,
-                name: domain.name.to_string(),
-                release: domain.release.to_string(),
-                vcpus: domain.vcpus,
-                tasks: table.tasks.len() - first,
-                cpu_percent: elapsed_ns.map_or(0.0, |ns| domain_delta as f64 * 100.0 / ns),
-                pause_us: u64::try_from(snap.pause.as_micros()).unwrap_or(u64::MAX),
-                read_us: u64::try_from(snap.read.as_micros()).unwrap_or(u64::MAX),
-                paused_by_others: snap.held_by_others,
-                problems: snap.guest.problems.clone(),
-            });
-        }
+        let mut table = TaskTable::default();
+        let old = previous.map_or(&[][..], |(t, _)| &t.tasks[..]);
+        let mut matcher = Matcher::new(old);
+        table.fill(pass, previous.map(|(_, elapsed)| elapsed), |key| {
+            let old = matcher.find(key).and_then(|i| old.get(i))?;
+            Some((TaskEntry::plain(*key, "", 'R'), old.runtime_ns))
+        });
         table
     }
 
-    fn entry(
-        domain: DomainId,
-        task: &GuestTask,
-        before: &HashMap<TaskKey, u64>,
-        elapsed_ns: Option<f64>,
-        policy: Policy,
-        nice_0_load: u64,
-        pf_kthread: u64,
-    ) -> TaskEntry {
+    /// Makes this table the one of a new pass taken `elapsed` after the pass it holds (`None`:
+    /// it holds none): what [`build`](Self::build) makes with this table as the previous one,
+    /// but reusing its entries, so that a task whose names did not change costs no allocation.
+    pub fn rebuild(&mut self, pass: &[(&Domain, DomainSnapshot)], elapsed: Option<Duration>) {
+        let pass: Vec<(DomainFacts<'_>, &DomainSnapshot)> = pass.iter().map(|(d, snap)| (DomainFacts::of(d), snap)).collect();
+        self.rebuild_from(&pass, elapsed);
+    }
+
+    /// [`rebuild`](Self::rebuild) from plain parts: each domain's facts and snapshot.
+    pub fn rebuild_from(&mut self, pass: &[(DomainFacts<'_>, &DomainSnapshot)], elapsed: Option<Duration>) {
+        let mut matcher = Matcher::new(&self.tasks);
+        let mut old: Vec<Option<TaskEntry>> = std::mem::take(&mut self.tasks).into_iter().map(Some).collect();
+        self.fill(pass, elapsed, |key| {
+            let entry = matcher.find(key).and_then(|i| old.get_mut(i)).and_then(Option::take)?;
+            let runtime = entry.runtime_ns;
+            Some((entry, runtime))
+        });
+    }
+
+    /// Fills the table from `pass`, taken `elapsed` after the previous one; `previous` hands out
+    /// a task's entry to reuse (its names are reused when unchanged) and its runtime then.
+    fn fill(&mut self, pass: &[(DomainFacts<'_>, &DomainSnapshot)], elapsed: Option<Duration>, mut previous: impl FnMut(&TaskKey) -> Option<(TaskEntry, u64)>) {
+        let elapsed_ns = elapsed.map(|d| d.as_nanos() as f64).filter(|&ns| ns > 0.0);
+        self.interval_ms = elapsed_ns.map(|ns| ns / 1e6);
+        self.tasks.reserve(pass.iter().map(|(_, snap)| snap.guest.tasks.len()).sum());
+        self.domains.truncate(pass.len());
+        for (i, (domain, snap)) in pass.iter().enumerate() {
+            let decoding = Decoding::of(domain.profile);
+            let mut domain_delta = 0u64;
+            let first = self.tasks.len();
+            for task in snap.guest.tasks.iter() {
+                let key = TaskKey { domain: domain.id, pid: task.record.pid, start_time: task.record.start_time };
+                let (mut entry, before) = match previous(&key) {
+                    // A runtime that went backwards (impossible for one task) counts as none.
+                    Some((entry, runtime)) => (entry, Some(runtime)),
+                    // A task seen for the first time has no delta.
+                    None => (TaskEntry::plain(key, "", 'R'), None),
+                };
+                let delta = before.map_or(0, |old| task.record.sum_exec_runtime.saturating_sub(old));
+                entry.set(key, task, &decoding, delta, elapsed_ns);
+                domain_delta += delta;
+                self.tasks.push(entry);
+            }
+            if self.domains.len() == i {
+                self.domains.push(DomainSummary {
+                    id: domain.id,
+                    name: String::new(),
+                    release: String::new(),
+                    vcpus: 0,
+                    tasks: 0,
+                    cpu_percent: 0.0,
+                    pause_us: 0,
+                    read_us: 0,
+                    paused_by_others: false,
+                    problems: Vec::new(),
+                });
+            }
+            if let Some(d) = self.domains.get_mut(i) {
+                d.set(domain, snap, self.tasks.len() - first, elapsed_ns.map_or(0.0, |ns| domain_delta as f64 * 100.0 / ns));
+            }
+        }
+    }
+}
+
+impl DomainSummary {
+    /// Sets every field from `domain`'s facts and snapshot, with `tasks` read using
+    /// `cpu_percent`, reusing the strings' allocations.
+    fn set(&mut self, domain: &DomainFacts<'_>, snap: &DomainSnapshot, tasks: usize, cpu_percent: f64) {
+        set_text(&mut self.name, domain.name);
+        set_text(&mut self.release, domain.release);
+        self.problems.clone_from(&snap.guest.problems);
+        *self = DomainSummary {
+            id: domain.id,
+            name: std::mem::take(&mut self.name),
+            release: std::mem::take(&mut self.release),
+            vcpus: domain.vcpus,
+            tasks,
+            cpu_percent,
+            pause_us: u64::try_from(snap.pause.as_micros()).unwrap_or(u64::MAX),
+            read_us: u64::try_from(snap.read.as_micros()).unwrap_or(u64::MAX),
+            paused_by_others: snap.held_by_others,
+            problems: std::mem::take(&mut self.problems),
+        };
+    }
+}
+
+impl TaskEntry {
+    /// Sets every field from `task` (of the domain `decoding` describes), its key `key` and CPU
+    /// time `delta` over `elapsed_ns`, reusing the names' allocations.
+    fn set(&mut self, key: TaskKey, task: &GuestTask, decoding: &Decoding, delta: u64, elapsed_ns: Option<f64>) {
         let r = &task.record;
-        let key = TaskKey { domain, pid: r.pid, start_time: r.start_time };
-        // A task seen for the first time has no delta; a runtime that went backwards (impossible
-        // for one task) counts as none.
-        let delta = before.get(&key).map_or(0, |&old| r.sum_exec_runtime.saturating_sub(old));
-        TaskEntry {
+        let policy = decoding.policy(r.policy);
+        set_text(&mut self.comm, &r.comm);
+        if self.comm_bytes != r.comm_bytes {
+            self.comm_bytes.clone_from(&r.comm_bytes);
+        }
+        match (&mut self.cgroup, &task.cgroup) {
+            (Some(mine), Some(path)) => set_text(mine, path),
+            (mine, path) => *mine = path.as_deref().map(String::from),
+        }
+        *self = TaskEntry {
             key,
             tgid: r.tgid,
-            comm: r.comm.clone(),
-            comm_bytes: r.comm_bytes.clone(),
+            comm: std::mem::take(&mut self.comm),
+            comm_bytes: self.comm_bytes.take(),
             state: task.state,
             cpu: r.cpu,
             queued: task.queued,
@@ -310,16 +422,24 @@ impl TaskTable {
             policy,
             nice: if policy.is_realtime() { 0 } else { r.static_prio - 120 },
             prio: r.prio,
-            weight: unscaled_weight(r.weight, nice_0_load),
+            weight: unscaled_weight(r.weight, decoding.nice_0_load),
             runtime_ns: r.sum_exec_runtime,
             runtime_delta_ns: delta,
             cpu_percent: elapsed_ns.map_or(0.0, |ns| delta as f64 * 100.0 / ns),
             vruntime: r.vruntime,
-            cgroup: task.cgroup.clone(),
+            cgroup: self.cgroup.take(),
             task_group: r.task_group.raw(),
             uid: task.uid,
-            kthread: u64::from(r.flags) & pf_kthread != 0,
+            kthread: u64::from(r.flags) & decoding.pf_kthread != 0,
             task_addr: r.addr.raw(),
-        }
+        };
+    }
+}
+
+/// Makes `text` hold `value`, reusing its allocation (none when it holds it already).
+fn set_text(text: &mut String, value: &str) {
+    if text != value {
+        text.clear();
+        text.push_str(value);
     }
 }

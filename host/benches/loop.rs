@@ -22,7 +22,8 @@
 //! see the same machine. `XSCHED_BENCH_ROUNDS` sets the periods per configuration (default 300),
 //! `XSCHED_BENCH_DOMAINS` the shapes, domains per shape (default `2,8,32`),
 //! `XSCHED_BENCH_PROCESSES` the processes per guest (default 200, about 250 tasks: some processes
-//! are multi-threaded).
+//! are multi-threaded). For profiling, `XSCHED_BENCH_ONLY=TEXT` runs only the configurations whose
+//! name contains TEXT.
 //!
 //! Baselines: the snapshot reads alone; and the whole period with a trivial in-process ranker
 //! (every task in one class, in table order) in place of a plugin, so that the table's and the
@@ -92,6 +93,9 @@ fn main() -> Result<(), Error> {
             Config::new("fairshare (fairshare.toml)", Some(Box::new(fairshare.instantiate(Some(&fairshare_config))?)), &profile, &guests, REWALK)?,
             Config::new("priority, task lists walked every period", Some(Box::new(priority.instantiate(Some(&priority_config))?)), &profile, &guests, Duration::ZERO)?,
         ];
+        if let Ok(only) = std::env::var("XSCHED_BENCH_ONLY") {
+            configs.retain(|c| c.name.contains(&only));
+        }
         for round in 0..WARMUP + rounds {
             for config in &mut configs {
                 let sample = config.period(&profile, &guests)?;

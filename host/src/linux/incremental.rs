@@ -106,8 +106,12 @@ pub(super) struct Known {
     walks: u64,
     /// Reads made: whose turn it is in the sweep of sleeping tasks.
     reads: u64,
-    /// Per known task: it is on a runqueue in this read.
-    on_runqueue: Vec<bool>,
+    /// The known tasks (indices) that were runnable or parked at their last reading.
+    active: Vec<usize>,
+    /// The known tasks the last read found on a runqueue (queued or running).
+    flagged: Vec<usize>,
+    /// Per known task, the last read that probed it.
+    probed: Vec<u64>,
 }
 
 /// What a read starts from: the time and the counters, read before anything else.
@@ -130,7 +134,9 @@ impl Known {
             rewalk: DEFAULT_REWALK,
             walks: 0,
             reads: 0,
-            on_runqueue: Vec::new(),
+            active: Vec::new(),
+            flagged: Vec::new(),
+            probed: Vec::new(),
         }
     }
 
@@ -159,24 +165,33 @@ impl Known {
 
     /// Re-reads with `refresh` the known tasks whose reading may change a decision (see the
     /// module's docs), `runqueues` being this read's; fails with `refresh`'s reason to walk.
+    /// Only those tasks are touched: a steady read costs what runs, not what exists.
     pub(super) fn probe(&mut self, runqueues: &[RunqueueSnapshot], mut refresh: impl FnMut(&mut GuestTask) -> Result<(), &'static str>) -> Result<(), &'static str> {
-        self.on_runqueue.clear();
-        self.on_runqueue.resize(self.tasks.len(), false);
-        for r in runqueues {
-            for addr in r.cfs_queued.iter().chain(&r.rt_queued).chain([&r.curr]) {
-                if let Some(slot) = self.by_addr.get(addr).and_then(|&i| self.on_runqueue.get_mut(i)) {
-                    *slot = true;
-                }
+        let Self { tasks, by_addr, reads, active, flagged, probed, .. } = self;
+        let tasks = Arc::make_mut(tasks);
+        let read = *reads;
+        let known = probed.len();
+        let mut now_active = Vec::with_capacity(active.len());
+        let mut probe = |i: usize| -> Result<(), &'static str> {
+            let (Some(task), Some(stamp)) = (tasks.get_mut(i), probed.get_mut(i)) else { return Ok(()) };
+            if std::mem::replace(stamp, read) == read {
+                return Ok(());
             }
-        }
-        let turn = self.reads % SWEEP;
-        for ((task, &on_runqueue), i) in Arc::make_mut(&mut self.tasks).iter_mut().zip(&self.on_runqueue).zip(0u64..) {
-            // `queued`, `running`, `state` and `parked` are still those of its last reading.
-            let active = on_runqueue || task.queued || task.running || task.state == 'R' || task.parked;
-            if active || i % SWEEP == turn {
-                refresh(task)?;
+            refresh(task)?;
+            if task.state == 'R' || task.parked {
+                now_active.push(i);
             }
+            Ok(())
+        };
+        let on_runqueue = runqueues.iter().flat_map(|r| r.cfs_queued.iter().chain(&r.rt_queued).chain([&r.curr])).filter_map(|a| by_addr.get(a).copied());
+        let turn = usize::try_from(read % SWEEP).unwrap_or(0);
+        let sweep = (turn..known).step_by(usize::try_from(SWEEP).unwrap_or(1));
+        // `active` and `flagged` are still those of the last read: the tasks that may have
+        // stopped since.
+        for i in on_runqueue.chain(active.iter().copied()).chain(flagged.iter().copied()).chain(sweep) {
+            probe(i)?;
         }
+        *active = now_active;
         Ok(())
     }
 
@@ -207,6 +222,9 @@ impl Known {
     pub(super) fn remember(&mut self, start: &ReadStart, tasks: Vec<GuestTask>, complete: bool) {
         self.by_addr.clear();
         self.by_addr.extend(tasks.iter().enumerate().map(|(i, t)| (t.record.addr, i)));
+        self.active = tasks.iter().enumerate().filter(|(_, t)| t.state == 'R' || t.parked).map(|(i, _)| i).collect();
+        self.flagged.clear();
+        self.probed = vec![self.reads; tasks.len()];
         self.tasks = Arc::new(tasks);
         self.counts = start.counts;
         self.walked = Some(start.now);
@@ -214,21 +232,25 @@ impl Known {
         self.walks += 1;
     }
 
-    /// Sets each known task's `queued` and `running` from the runqueues.
+    /// Sets each known task's `queued` and `running` from the runqueues (touching only the
+    /// tasks flagged before and those flagged now).
     pub(super) fn mark_runqueues(&mut self, runqueues: &[RunqueueSnapshot]) {
         let tasks = Arc::make_mut(&mut self.tasks);
-        for t in tasks.iter_mut() {
-            t.queued = false;
-            t.running = false;
+        for i in self.flagged.drain(..) {
+            if let Some(t) = tasks.get_mut(i) {
+                t.queued = false;
+                t.running = false;
+            }
         }
         for r in runqueues {
-            for addr in r.cfs_queued.iter().chain(&r.rt_queued) {
-                if let Some(t) = self.by_addr.get(addr).and_then(|&i| tasks.get_mut(i)) {
+            for (addr, running) in r.cfs_queued.iter().chain(&r.rt_queued).map(|a| (a, false)).chain([(&r.curr, true)]) {
+                let Some((i, t)) = self.by_addr.get(addr).and_then(|&i| Some((i, tasks.get_mut(i)?))) else { continue };
+                if running {
+                    t.running = true;
+                } else {
                     t.queued = true;
                 }
-            }
-            if let Some(t) = self.by_addr.get(&r.curr).and_then(|&i| tasks.get_mut(i)) {
-                t.running = true;
+                self.flagged.push(i);
             }
         }
     }

@@ -300,17 +300,14 @@ impl TaskTable {
     pub fn build_from(pass: &[(DomainFacts<'_>, &DomainSnapshot)], previous: Option<(&TaskTable, Duration)>) -> Self {
         let mut table = TaskTable::default();
         let old = previous.map_or(&[][..], |(t, _)| &t.tasks[..]);
-        let mut matcher = Matcher::new(old);
-        table.fill(pass, previous.map(|(_, elapsed)| elapsed), |key| {
-            let old = matcher.find(key).and_then(|i| old.get(i))?;
-            Some((TaskEntry::plain(*key, "", 'R'), old.runtime_ns))
-        });
+        table.fill(pass, previous.map(|(_, elapsed)| elapsed), Previous::Borrowed(Matcher::new(old), old));
         table
     }
 
     /// Makes this table the one of a new pass taken `elapsed` after the pass it holds (`None`:
     /// it holds none): what [`build`](Self::build) makes with this table as the previous one,
-    /// but reusing its entries, so that a task whose names did not change costs no allocation.
+    /// but in place: an entry whose task kept its place is updated where it is, and a name that
+    /// did not change is not copied, so a steady state allocates nothing.
     pub fn rebuild(&mut self, pass: &[(&Domain, DomainSnapshot)], elapsed: Option<Duration>) {
         let pass: Vec<(DomainFacts<'_>, &DomainSnapshot)> = pass.iter().map(|(d, snap)| (DomainFacts::of(d), snap)).collect();
         self.rebuild_from(&pass, elapsed);
@@ -318,35 +315,30 @@ impl TaskTable {
 
     /// [`rebuild`](Self::rebuild) from plain parts: each domain's facts and snapshot.
     pub fn rebuild_from(&mut self, pass: &[(DomainFacts<'_>, &DomainSnapshot)], elapsed: Option<Duration>) {
-        let mut matcher = Matcher::new(&self.tasks);
-        let mut old: Vec<Option<TaskEntry>> = std::mem::take(&mut self.tasks).into_iter().map(Some).collect();
-        self.fill(pass, elapsed, |key| {
-            let entry = matcher.find(key).and_then(|i| old.get_mut(i)).and_then(Option::take)?;
-            let runtime = entry.runtime_ns;
-            Some((entry, runtime))
-        });
+        self.fill(pass, elapsed, Previous::InPlace { kept: 0, moved: None });
     }
 
-    /// Fills the table from `pass`, taken `elapsed` after the previous one; `previous` hands out
-    /// a task's entry to reuse (its names are reused when unchanged) and its runtime then.
-    fn fill(&mut self, pass: &[(DomainFacts<'_>, &DomainSnapshot)], elapsed: Option<Duration>, mut previous: impl FnMut(&TaskKey) -> Option<(TaskEntry, u64)>) {
+    /// Fills the table from `pass`, taken `elapsed` after the `previous` one.
+    fn fill(&mut self, pass: &[(DomainFacts<'_>, &DomainSnapshot)], elapsed: Option<Duration>, mut previous: Previous<'_>) {
         let elapsed_ns = elapsed.map(|d| d.as_nanos() as f64).filter(|&ns| ns > 0.0);
         self.interval_ms = elapsed_ns.map(|ns| ns / 1e6);
-        self.tasks.reserve(pass.iter().map(|(_, snap)| snap.guest.tasks.len()).sum());
         self.domains.truncate(pass.len());
         for (i, (domain, snap)) in pass.iter().enumerate() {
             let decoding = Decoding::of(domain.profile);
             let mut domain_delta = 0u64;
-            let first = self.tasks.len();
             for task in snap.guest.tasks.iter() {
                 let key = TaskKey { domain: domain.id, pid: task.record.pid, start_time: task.record.start_time };
-                let (mut entry, before) = match previous(&key) {
-                    // A runtime that went backwards (impossible for one task) counts as none.
-                    Some((entry, runtime)) => (entry, Some(runtime)),
-                    // A task seen for the first time has no delta.
-                    None => (TaskEntry::plain(key, "", 'R'), None),
-                };
-                let delta = before.map_or(0, |old| task.record.sum_exec_runtime.saturating_sub(old));
+                // A task seen for the first time has no delta; a runtime that went backwards
+                // (impossible for one task) counts as none.
+                let delta = |before: Option<u64>| before.map_or(0, |old| task.record.sum_exec_runtime.saturating_sub(old));
+                if let Some(entry) = previous.in_place(&mut self.tasks, &key) {
+                    let delta = delta(Some(entry.runtime_ns));
+                    entry.set(key, task, &decoding, delta, elapsed_ns);
+                    domain_delta += delta;
+                    continue;
+                }
+                let (mut entry, before) = previous.take(&key).map_or((TaskEntry::plain(key, "", 'R'), None), |(e, r)| (e, Some(r)));
+                let delta = delta(before);
                 entry.set(key, task, &decoding, delta, elapsed_ns);
                 domain_delta += delta;
                 self.tasks.push(entry);
@@ -366,7 +358,52 @@ impl TaskTable {
                 });
             }
             if let Some(d) = self.domains.get_mut(i) {
-                d.set(domain, snap, self.tasks.len() - first, elapsed_ns.map_or(0.0, |ns| domain_delta as f64 * 100.0 / ns));
+                d.set(domain, snap, snap.guest.tasks.len(), elapsed_ns.map_or(0.0, |ns| domain_delta as f64 * 100.0 / ns));
+            }
+        }
+        if let Previous::InPlace { kept, moved: None } = previous {
+            // Every task kept its place: the entries past the last were tasks that are gone.
+            self.tasks.truncate(kept);
+        }
+    }
+}
+
+/// Where a table being filled finds the previous entry of a task.
+enum Previous<'a> {
+    /// In another table: only its runtime is taken.
+    Borrowed(Matcher, &'a [TaskEntry]),
+    /// In the table being filled. The first `kept` entries are updated in place while the tasks
+    /// come in the same order; from the first that does not, the rest of the old entries are
+    /// `moved` aside, handed out by key, and the table is filled by pushing.
+    InPlace { kept: usize, moved: Option<(Matcher, Vec<Option<TaskEntry>>)> },
+}
+
+impl Previous<'_> {
+    /// The entry of `key`, in place in `tasks`, if the tasks so far kept their places and this
+    /// one too; otherwise moves the old entries from here aside (once) and returns `None`.
+    fn in_place<'t>(&mut self, tasks: &'t mut Vec<TaskEntry>, key: &TaskKey) -> Option<&'t mut TaskEntry> {
+        let Previous::InPlace { kept, moved } = self else { return None };
+        if moved.is_some() {
+            return None;
+        }
+        if tasks.get(*kept).is_some_and(|e| e.key == *key) {
+            *kept += 1;
+            return tasks.get_mut(*kept - 1);
+        }
+        let rest = tasks.split_off(*kept);
+        *moved = Some((Matcher::new(&rest), rest.into_iter().map(Some).collect()));
+        None
+    }
+
+    /// The previous entry of `key` to reuse, with its runtime then, if there was one.
+    fn take(&mut self, key: &TaskKey) -> Option<(TaskEntry, u64)> {
+        match self {
+            Previous::Borrowed(matcher, old) => matcher.find(key).and_then(|i| old.get(i)).map(|e| (TaskEntry::plain(*key, "", 'R'), e.runtime_ns)),
+            Previous::InPlace { moved, .. } => {
+                let (matcher, old) = moved.as_mut()?;
+                let entry = matcher.find(key).and_then(|i| old.get_mut(i)).and_then(Option::take)?;
+                let runtime = entry.runtime_ns;
+                Some((entry, runtime))
             }
         }
     }
@@ -441,5 +478,65 @@ fn set_text(text: &mut String, value: &str) {
     if text != value {
         text.clear();
         text.push_str(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::linux::snapshot::GuestSnapshot;
+    use crate::linux::synthetic::{self, GuestSpec};
+
+    fn snapshot(tasks: Vec<GuestTask>) -> DomainSnapshot {
+        DomainSnapshot { guest: GuestSnapshot { tasks: Arc::new(tasks), ..GuestSnapshot::default() }, pause: Duration::ZERO, read: Duration::ZERO, held_by_others: false }
+    }
+
+    /// The pass of `snaps`, domains numbered from 0.
+    fn pass<'a>(profile: &'a Profile, snaps: &'a [DomainSnapshot]) -> Vec<(DomainFacts<'a>, &'a DomainSnapshot)> {
+        (0u32..).zip(snaps).map(|(id, s)| (DomainFacts { id: DomainId(id), name: "g", release: &profile.release, vcpus: 2, profile }, s)).collect()
+    }
+
+    /// Both ways of making the table of `next` after `before`'s: built anew, rebuilt in place.
+    fn both(profile: &Profile, before: &[Vec<GuestTask>], next: &[Vec<GuestTask>]) -> (TaskTable, TaskTable) {
+        let snaps = |tasks: &[Vec<GuestTask>]| -> Vec<DomainSnapshot> { tasks.iter().map(|t| snapshot(t.clone())).collect() };
+        let (first, second) = (snaps(before), snaps(next));
+        let old = TaskTable::build_from(&pass(profile, &first), None);
+        let built = TaskTable::build_from(&pass(profile, &second), Some((&old, Duration::from_millis(10))));
+        let mut rebuilt = old.clone();
+        rebuilt.rebuild_from(&pass(profile, &second), Some(Duration::from_millis(10)));
+        (built, rebuilt)
+    }
+
+    #[test]
+    fn a_rebuilt_table_is_the_built_one() {
+        let profile = synthetic::lab_profile().expect("profile");
+        let tasks = |seed| synthetic::build(&profile, &GuestSpec::typical(30, 2, seed)).expect("build").truth.tasks;
+        let (a, b) = (tasks(1), tasks(2));
+        // The same tasks, some of which ran.
+        let mut ran = a.clone();
+        for t in ran.iter_mut().step_by(3) {
+            t.record.sum_exec_runtime += 1_000_000;
+        }
+        let (built, rebuilt) = both(&profile, &[a.clone(), b.clone()], &[ran.clone(), b.clone()]);
+        assert_eq!(built, rebuilt);
+        assert!(built.tasks.iter().any(|t| t.runtime_delta_ns == 1_000_000));
+        // In the first domain a task exits, another forks in the middle, one is renamed and
+        // moves to another cgroup: the second domain's entries all move.
+        let mut changed = ran.clone();
+        changed.remove(4);
+        let mut newcomer = changed[7].clone();
+        newcomer.record.pid = 4242;
+        changed.insert(10, newcomer);
+        changed[2].record.comm = "renamed".into();
+        changed[2].cgroup = Some("/elsewhere".into());
+        let (built, rebuilt) = both(&profile, &[ran.clone(), b.clone()], &[changed.clone(), b.clone()]);
+        assert_eq!(built, rebuilt);
+        assert_eq!(built.tasks.iter().find(|t| t.key.pid == 4242).map(|t| t.runtime_delta_ns), Some(0), "a new task has no delta");
+        // Fewer tasks at the end, and a domain fewer.
+        let (built, rebuilt) = both(&profile, &[changed.clone(), b.clone()], &[changed[..20].to_vec()]);
+        assert_eq!(built, rebuilt);
+        assert_eq!((built.domains.len(), built.tasks.len()), (1, 20));
     }
 }

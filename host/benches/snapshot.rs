@@ -15,6 +15,9 @@
 //! pause with a read, and with a read after an unpaused warm-up read). Reads are
 //! timed warm (back to back) and cold (after streaming 64 MiB through the caches, as a pause
 //! after the host did other work sees them).
+//! xsched's reads walk the task list every time (a reader's walk interval set to zero), except
+//! the rows "probing the known tasks": a reader that walked once re-reads the tasks it knows (see
+//! `xsched::linux::incremental`), as the scheduling loop's reads do while no task forks or exits.
 //! `XSCHED_BENCH_ROUNDS` sets the number of timed rounds (default 30). For profiling,
 //! `XSCHED_BENCH_LOOP=N` only repeats xsched's read of (b), paused, N times (nothing else).
 
@@ -78,7 +81,7 @@ fn main() -> Result<(), Error> {
 /// Only xsched's read of the guest at `ram`, `reads` times (paused when it can be), for profiling.
 fn read_loop(reads: u32, ram: &Path, qmp: Option<PathBuf>) -> Result<(), Error> {
     let mut kernel = attach(Box::new(QemuMemory::open(ram, qmp.as_deref(), MachineType::Q35)?))?;
-    let reader = SnapshotReader::for_kernel(&kernel)?;
+    let mut reader = walking(SnapshotReader::for_kernel(&kernel)?);
     if qmp.is_some() {
         kernel.memory_mut().pause()?;
     }
@@ -99,12 +102,14 @@ fn read_loop(reads: u32, ram: &Path, qmp: Option<PathBuf>) -> Result<(), Error> 
 fn synthetic_guest(profile: &Profile, rounds: usize) -> Result<(), Error> {
     let mut g = synthetic::build(profile, &GuestSpec::typical(1000, 2, 1))?;
     let image = g.memory.memory_mut().bytes().to_vec();
-    let reader = g.reader(profile)?;
+    let mut reader = walking(g.reader(profile)?);
     let tasks = reader.read(&g.memory).tasks.len();
     println!("(a) synthetic image: {tasks} tasks, 2 CPUs, {} MiB", image.len() >> 20);
     let naive = Naive::new(profile, g.init_task)?;
+    let mut probing = g.reader(profile)?;
     let rows = [
         ("xsched read", time(rounds, || reader.read(&g.memory).tasks.len())),
+        ("xsched read, probing the known tasks", time(rounds, || probing.read(&g.memory).tasks.len())),
         ("baseline: copy each task_struct whole", time(rounds, || naive.read(&g.memory, Copy::Whole))),
         ("baseline: field-by-field reads", time(rounds, || naive.read(&g.memory, Copy::Fields))),
         ("xsched read, cold caches", time_cold(rounds, || reader.read(&g.memory).tasks.len())),
@@ -133,7 +138,7 @@ fn live_guest(mem: Box<dyn GuestMemory>, can_pause: bool, rounds: usize) -> Resu
         println!("  pause per snapshot: skipped (no XSCHED_BENCH_QMP)\n");
         return Ok(());
     }
-    let reader = SnapshotReader::for_kernel(&kernel)?;
+    let mut reader = walking(SnapshotReader::for_kernel(&kernel)?);
     let mut with_read = Vec::new();
     let mut warmed = Vec::new();
     let mut bare = Vec::new();
@@ -183,6 +188,12 @@ fn live_guest(mem: Box<dyn GuestMemory>, can_pause: bool, rounds: usize) -> Resu
     Ok(())
 }
 
+/// `reader`, set to walk the task list at every read.
+fn walking(mut reader: SnapshotReader) -> SnapshotReader {
+    reader.set_rewalk_interval(Duration::ZERO);
+    reader
+}
+
 /// Finds the kernel among the committed profiles.
 fn attach(mem: Box<dyn GuestMemory>) -> Result<Kernel, Error> {
     let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels");
@@ -192,14 +203,16 @@ fn attach(mem: Box<dyn GuestMemory>) -> Result<Kernel, Error> {
 
 /// Per-task costs on a located kernel (a paused guest or a dump), with the baselines.
 fn per_task(kernel: &Kernel, rounds: usize) -> Result<(), Error> {
-    let reader = SnapshotReader::for_kernel(kernel)?;
+    let mut reader = walking(SnapshotReader::for_kernel(kernel)?);
     let snap = reader.read(kernel);
     let tasks = snap.tasks.len();
     println!("  {tasks} tasks, {} CPUs{}", snap.runqueues.len(), if snap.problems.is_empty() { String::new() } else { format!(", problems: {:?}", snap.problems) });
     let naive = Naive::new(kernel.profile(), kernel.symbol("init_task")?)?;
     let walked = PageWalked(kernel);
+    let mut probing = SnapshotReader::for_kernel(kernel)?;
     let rows = [
         ("xsched read", time(rounds, || reader.read(kernel).tasks.len())),
+        ("xsched read, probing the known tasks", time(rounds, || probing.read(kernel).tasks.len())),
         ("baseline: copy each task_struct whole", time(rounds, || naive.read(kernel, Copy::Whole))),
         ("baseline: field-by-field reads", time(rounds, || naive.read(kernel, Copy::Fields))),
         ("baseline: xsched read, page walk per access", time(rounds, || reader.read(&walked).tasks.len())),

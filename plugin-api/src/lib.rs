@@ -50,6 +50,7 @@ use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi
 
 mod accept;
 pub mod config;
+pub mod memo;
 #[cfg(any(test, feature = "next-minor"))]
 #[doc(hidden)]
 pub mod next_minor;

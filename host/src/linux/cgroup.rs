@@ -1,6 +1,7 @@
 //! cgroup identity of tasks: the path of a task's cgroup in the default (v2) hierarchy.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::memory::Gva;
 use crate::profile::Profile;
@@ -42,21 +43,22 @@ impl CgroupLayout {
     }
 }
 
-/// Resolves cgroup paths, caching them per `css_set` (many tasks share one).
+/// Resolves cgroup paths, caching them per `css_set` (many tasks share one). The paths are
+/// shared: every task of a `css_set` holds the same string.
 #[derive(Debug, Default)]
 pub struct CgroupResolver {
-    by_css_set: HashMap<Gva, String>,
+    by_css_set: HashMap<Gva, Arc<str>>,
 }
 
 impl CgroupResolver {
     /// The cgroup v2 path (`/`, `/g1/sub`) of the task at `task`, as `/proc/PID/cgroup` shows it.
-    pub fn path_of<K: KernelMemory + ?Sized>(&mut self, mem: &K, l: &CgroupLayout, task: Gva) -> Result<String, LinuxError> {
+    pub fn path_of<K: KernelMemory + ?Sized>(&mut self, mem: &K, l: &CgroupLayout, task: Gva) -> Result<Arc<str>, LinuxError> {
         let css_set = mem.read_ptr(l.task_cgroups.at(task)?)?;
         self.path_of_css_set(mem, l, css_set)
     }
 
     /// The cgroup v2 path of the tasks whose `cgroups` is `css_set`.
-    pub fn path_of_css_set<K: KernelMemory + ?Sized>(&mut self, mem: &K, l: &CgroupLayout, css_set: Gva) -> Result<String, LinuxError> {
+    pub fn path_of_css_set<K: KernelMemory + ?Sized>(&mut self, mem: &K, l: &CgroupLayout, css_set: Gva) -> Result<Arc<str>, LinuxError> {
         if let Some(path) = self.by_css_set.get(&css_set) {
             return Ok(path.clone());
         }
@@ -75,9 +77,14 @@ impl CgroupResolver {
             kn = parent;
         }
         names.reverse();
-        let path = format!("/{}", names.join("/"));
-        self.by_css_set.insert(css_set, path.clone());
+        let path: Arc<str> = Arc::from(format!("/{}", names.join("/")));
+        self.by_css_set.insert(css_set, Arc::clone(&path));
         Ok(path)
+    }
+
+    /// Forgets every path: `css_set`s are freed and reused, and cgroups renamed.
+    pub fn clear(&mut self) {
+        self.by_css_set.clear();
     }
 }
 

@@ -63,14 +63,19 @@ pub struct Extents {
 }
 
 impl Extents {
-    /// The extents covering `fields`.
+    /// The extents covering `fields`, those less than [`MERGE_GAP`] apart merged.
     pub fn of(fields: &[Field]) -> Self {
+        Self::merged(fields, MERGE_GAP)
+    }
+
+    /// The extents covering `fields`, those less than `gap` bytes apart merged.
+    pub fn merged(fields: &[Field], gap: u64) -> Self {
         let mut sorted: Vec<(u64, u64)> = fields.iter().map(|f| (f.offset, f.end())).collect();
         sorted.sort_unstable();
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for (start, end) in sorted {
             match ranges.last_mut() {
-                Some(last) if start <= last.1.saturating_add(MERGE_GAP) => last.1 = last.1.max(end),
+                Some(last) if start <= last.1.saturating_add(gap) => last.1 = last.1.max(end),
                 _ => ranges.push((start, end)),
             }
         }

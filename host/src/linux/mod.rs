@@ -7,6 +7,7 @@ mod error;
 pub mod cgroup;
 pub mod discover;
 pub mod flavour;
+pub mod incremental;
 pub mod kernel;
 pub mod layout;
 pub mod locate;

@@ -1,12 +1,17 @@
-//! One consistent reading of a guest's scheduler state: every task and every CPU's runqueue.
+//! One reading of a guest's scheduler state: every task and every CPU's runqueue.
+//!
+//! A reader walks the task list only when it may have changed and otherwise re-reads the tasks
+//! it knows (see [`super::incremental`]); either way a read returns every task.
 
-use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::memory::Gva;
 use crate::profile::Profile;
 
 use super::cgroup::{CgroupLayout, CgroupResolver};
-use super::layout::Field;
+use super::incremental::{ForkCounters, Known, ReadStart};
+use super::layout::{Field, StructBuf};
 use super::runqueue::{read_runqueue, RqLayout, RunqueueSnapshot};
 use super::state::TaskStates;
 use super::tasks::{read_tasks, TaskLayout, TaskRecord, MAX_PROBLEMS, TASK_LIMIT};
@@ -26,8 +31,8 @@ pub struct GuestTask {
     pub running: bool,
     /// xsched holds it parked (its state is the one xsched parks tasks in).
     pub parked: bool,
-    /// Its cgroup v2 path, when it could be read.
-    pub cgroup: Option<String>,
+    /// Its cgroup v2 path, when it could be read (shared by the tasks of one `css_set`).
+    pub cgroup: Option<Arc<str>>,
     /// Its real uid (`cred->uid`), when it could be read.
     pub uid: Option<u32>,
 }
@@ -35,15 +40,18 @@ pub struct GuestTask {
 /// Everything read from one guest in one pass.
 #[derive(Clone, Debug, Default)]
 pub struct GuestSnapshot {
-    /// Every task.
-    pub tasks: Vec<GuestTask>,
+    /// Every task. Shared with the reader, which updates it in place at its next read when no
+    /// snapshot holds it any more (and copies it when one does): drop a snapshot before the
+    /// next read to spare the copy.
+    pub tasks: Arc<Vec<GuestTask>>,
     /// Every online CPU's runqueue.
     pub runqueues: Vec<RunqueueSnapshot>,
     /// What could not be read (the snapshot is partial when this is not empty).
     pub problems: Vec<String>,
 }
 
-/// Reads snapshots of one kernel: its layouts, resolved from its profile once.
+/// Reads snapshots of one kernel: its layouts, resolved from its profile once, and what the
+/// last reads found (so that the next one walks the task list only when it may have changed).
 #[derive(Debug)]
 pub struct SnapshotReader {
     tasks: TaskLayout,
@@ -54,6 +62,12 @@ pub struct SnapshotReader {
     init_task: Gva,
     /// `(cpu, &runqueues of that cpu)` for every online CPU.
     runqueues: Vec<(u32, Gva)>,
+    /// The tasks of the last walk, as last read.
+    known: Known,
+    /// Paths by `css_set`, kept from one walk to the next.
+    cgroups: CgroupResolver,
+    /// The copy a probe reads a task into.
+    probe_buf: StructBuf,
 }
 
 impl SnapshotReader {
@@ -65,21 +79,52 @@ impl SnapshotReader {
             .iter()
             .map(|&cpu| kernel.per_cpu("runqueues", cpu).map(|rq| (cpu, rq)))
             .collect::<Result<_, _>>()?;
-        Self::new(kernel.profile(), kernel.symbol("init_task")?, runqueues)
+        let reader = Self::new(kernel.profile(), kernel.symbol("init_task")?, runqueues)?;
+        Ok(match ForkCounters::of_kernel(kernel) {
+            Some(counters) => reader.with_fork_counters(counters),
+            None => {
+                log::info!("the profile of {} has no fork counters (total_forks, nr_threads): every read walks the task list", kernel.location().release);
+                reader
+            }
+        })
     }
 
     /// A reader for the kernel described by `profile`, whose `init_task` is at `init_task` and
-    /// whose online CPUs' runqueues are at `runqueues` (`(cpu, address)` pairs).
+    /// whose online CPUs' runqueues are at `runqueues` (`(cpu, address)` pairs). Without
+    /// [`Self::with_fork_counters`], every read walks the task list.
     pub fn new(p: &Profile, init_task: Gva, runqueues: Vec<(u32, Gva)>) -> Result<Self, LinuxError> {
+        let tasks = TaskLayout::from_profile(p)?;
+        let probe_buf = StructBuf::zeroed(tasks.probe_extents().span());
         Ok(Self {
-            tasks: TaskLayout::from_profile(p)?,
+            tasks,
             rq: RqLayout::from_profile(p)?,
             cgroup: CgroupLayout::from_profile(p)?,
             states: TaskStates::from_profile(p)?,
             cred_uid: Field::scalar(p, "cred", "uid")?,
             init_task,
             runqueues,
+            known: Known::new(None),
+            cgroups: CgroupResolver::default(),
+            probe_buf,
         })
+    }
+
+    /// Tells the reader where the kernel's fork counters are: then a read walks the task list
+    /// only when they moved (or for the other reasons of [`super::incremental`]).
+    pub fn with_fork_counters(mut self, counters: ForkCounters) -> Self {
+        self.known.set_counters(counters);
+        self
+    }
+
+    /// Walks the task list at least every `every` (default
+    /// [`DEFAULT_REWALK`](super::incremental::DEFAULT_REWALK)); zero walks at every read.
+    pub fn set_rewalk_interval(&mut self, every: Duration) {
+        self.known.set_rewalk(every);
+    }
+
+    /// How many reads walked the task list so far (the others probed the known tasks).
+    pub fn walks(&self) -> u64 {
+        self.known.walks()
     }
 
     /// The CPUs that sit in their idle task although their runqueue holds tasks: an idle vCPU
@@ -97,14 +142,15 @@ impl SnapshotReader {
         Ok(stalled)
     }
 
-    /// Reads every task and runqueue. The guest should be paused: a running guest may change
-    /// lists under the walk (which then ends early with a problem noted, never loops).
-    pub fn read<K: KernelMemory + ?Sized>(&self, mem: &K) -> GuestSnapshot {
+    /// Reads every task and runqueue. A guest that runs during the read may change lists under
+    /// the walk (which then ends early with a problem noted, never loops) or tasks under a probe
+    /// (which then walks): a racy read is hostile input like any other.
+    pub fn read<K: KernelMemory + ?Sized>(&mut self, mem: &K) -> GuestSnapshot {
         let mut snap = GuestSnapshot::default();
         for &(cpu, rq) in &self.runqueues {
             match read_runqueue(mem, &self.rq, cpu, rq, TASK_LIMIT) {
                 Ok(r) => {
-                    log::debug!(
+                    log::trace!(
                         "CPU {cpu}: nr_running {} curr {} idle {} cfs {:?} queued {:?}",
                         r.nr_running, r.curr, r.idle, r.cfs_rqs, r.cfs_queued
                     );
@@ -113,38 +159,79 @@ impl SnapshotReader {
                 Err(e) => snap.problems.push(format!("CPU {cpu} runqueue: {e}")),
             }
         }
-        let queued: HashSet<Gva> = snap.runqueues.iter().flat_map(|r| r.cfs_queued.iter().chain(&r.rt_queued)).copied().collect();
-        let running: HashSet<Gva> = snap.runqueues.iter().map(|r| r.curr).collect();
+        let start = self.known.start(mem);
+        let reason = self.known.reason_to_walk(&start, &snap.runqueues).or_else(|| self.probe(mem, &snap.runqueues).err());
+        if let Some(reason) = reason {
+            log::debug!("walking the task list: {reason}");
+            self.walk(mem, &start, &mut snap.problems);
+        }
+        self.known.mark_runqueues(&snap.runqueues);
+        snap.tasks = Arc::clone(&self.known.tasks);
+        snap
+    }
+
+    /// Re-reads in place the known tasks that may have changed (see [`Known::probe`]); fails
+    /// with the reason to walk instead.
+    fn probe<K: KernelMemory + ?Sized>(&mut self, mem: &K, runqueues: &[RunqueueSnapshot]) -> Result<(), &'static str> {
+        let Self { tasks: l, states, cred_uid, cgroup, cgroups, probe_buf: buf, known, .. } = self;
+        known.probe(runqueues, |task| {
+            let r = &mut task.record;
+            let (cred, css_set) = (r.cred, r.css_set);
+            buf.refill_extents(mem, r.addr, l.probe_extents()).map_err(|_| "a known task cannot be read")?;
+            if !r.refresh(buf, l).map_err(|_| "a known task cannot be decoded")? {
+                return Err("a known task is gone");
+            }
+            if r.cred != cred {
+                task.uid = Some(cred_uid.at(r.cred).and_then(|uid| mem.read_u32(uid)).map_err(|_| "a task's new cred cannot be read")?);
+            }
+            if r.css_set != css_set {
+                task.cgroup = Some(cgroups.path_of_css_set(mem, cgroup, r.css_set).map_err(|_| "a task's new cgroup cannot be read")?);
+            }
+            task.state = states.letter(r.state, r.exit_state);
+            task.parked = r.state == states.xsched_parked;
+            Ok(())
+        })
+    }
+
+    /// Walks the task list, resolves every task's cgroup and uid, and remembers the tasks.
+    fn walk<K: KernelMemory + ?Sized>(&mut self, mem: &K, start: &ReadStart, problems: &mut Vec<String>) {
         let scan = read_tasks(mem, &self.tasks, self.init_task, TASK_LIMIT);
-        snap.problems.extend(scan.problems);
-        let mut cgroups = CgroupResolver::default();
-        snap.tasks.reserve_exact(scan.tasks.len());
+        let before = problems.len();
+        problems.extend(scan.problems);
+        // A walk resolves every path anew: css_sets are freed and reused, cgroups renamed.
+        self.cgroups.clear();
+        let mut tasks = Vec::with_capacity(scan.tasks.len());
         // Per-task problems beyond the first few are only counted: a forged cgroup or cred
         // shared by every task would otherwise make one line per task.
         let mut unlisted = 0usize;
         let mut note = |problem: String| {
-            if snap.problems.len() < MAX_PROBLEMS {
-                snap.problems.push(problem);
+            if problems.len() < MAX_PROBLEMS {
+                problems.push(problem);
             } else {
                 unlisted += 1;
             }
         };
         for record in scan.tasks {
-            let cgroup = cgroups.path_of_css_set(mem, &self.cgroup, record.css_set).map_err(|e| note(format!("pid {}: cgroup: {e}", record.pid))).ok();
+            let cgroup = self.cgroups.path_of_css_set(mem, &self.cgroup, record.css_set).map_err(|e| note(format!("pid {}: cgroup: {e}", record.pid))).ok();
             let uid = self.cred_uid.at(record.cred).and_then(|uid| mem.read_u32(uid)).map_err(|e| note(format!("pid {}: cred: {e}", record.pid))).ok();
-            snap.tasks.push(GuestTask {
-                state: self.states.letter(record.state, record.exit_state),
-                parked: record.state == self.states.xsched_parked,
-                queued: queued.contains(&record.addr),
-                running: running.contains(&record.addr),
-                cgroup,
-                uid,
-                record,
-            });
+            tasks.push(self.task(record, cgroup, uid));
         }
         if unlisted > 0 {
-            snap.problems.push(format!("... and {unlisted} more task problems"));
+            problems.push(format!("... and {unlisted} more task problems"));
         }
-        snap
+        self.known.remember(start, tasks, problems.len() == before);
+    }
+
+    /// A task as a walk found it (not yet marked from the runqueues).
+    fn task(&self, record: TaskRecord, cgroup: Option<Arc<str>>, uid: Option<u32>) -> GuestTask {
+        GuestTask {
+            state: self.states.letter(record.state, record.exit_state),
+            parked: record.state == self.states.xsched_parked,
+            queued: false,
+            running: false,
+            cgroup,
+            uid,
+            record,
+        }
     }
 }

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use crate::memory::{Gpa, GuestMemory, Gva, ImageMemory, MemoryError};
 use crate::profile::{Profile, ProfileError};
 
+use super::incremental::ForkCounters;
 use super::runqueue::RunqueueSnapshot;
 use super::snapshot::{GuestTask, SnapshotReader};
 use super::virt::{DirectMapped, KernelMemory};
@@ -353,6 +354,8 @@ pub struct SyntheticGuest {
     pub memory: DirectMapped<ImageMemory>,
     /// Address of `init_task`.
     pub init_task: Gva,
+    /// Where `total_forks` and `nr_threads` are (both hold the number of tasks listed).
+    pub counters: ForkCounters,
     /// `(cpu, &runqueues of that cpu)` for every online CPU.
     pub runqueues: Vec<(u32, Gva)>,
     /// Start of [`SCRATCH_BYTES`] zeroed bytes no structure uses.
@@ -362,9 +365,9 @@ pub struct SyntheticGuest {
 }
 
 impl SyntheticGuest {
-    /// A reader of this guest (`SnapshotReader::new` with its addresses).
+    /// A reader of this guest (`SnapshotReader::new` with its addresses and fork counters).
     pub fn reader(&self, profile: &Profile) -> Result<SnapshotReader, LinuxError> {
-        SnapshotReader::new(profile, self.init_task, self.runqueues.clone())
+        Ok(SnapshotReader::new(profile, self.init_task, self.runqueues.clone())?.with_fork_counters(self.counters))
     }
 
     /// Reads a `u64` of the image.

@@ -2,6 +2,7 @@
 //! `signal->thread_head` list.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::memory::Gva;
 use crate::profile::Profile;
@@ -18,11 +19,18 @@ pub const TASK_LIMIT: usize = 4 * 1024 * 1024;
 /// the list is garbage anyway.
 pub const MAX_PROBLEMS: usize = 100;
 
+/// Fields closer than this are re-read in one piece by a probe ([`TaskRecord::refresh`]): the
+/// probe's few fields are scattered over a `task_struct`, and copying the holes between them
+/// costs more than it saves in reads beyond a few cache lines.
+const PROBE_MERGE_GAP: u64 = 128;
+
 /// Offsets of the `task_struct` fields xsched reads (sched_entity fields relative to the task).
 #[derive(Clone, Debug)]
 pub struct TaskLayout {
     /// The parts of a `task_struct` read per task: those holding the fields decoded.
     extents: Extents,
+    /// The parts a probe re-reads: those holding the fields [`TaskRecord::refresh`] decodes.
+    probe: Extents,
     /// `tasks`: link in the list of processes.
     pub tasks: Field,
     /// `thread_node`: link in `signal->thread_head`.
@@ -96,6 +104,7 @@ impl TaskLayout {
         };
         let mut layout = Self {
             extents: Extents::of(&[]),
+            probe: Extents::of(&[]),
             tasks: Field::of(p, "task_struct", "tasks")?,
             thread_node: Field::of(p, "task_struct", "thread_node")?,
             state: t("__state")?,
@@ -137,7 +146,28 @@ impl TaskLayout {
         .into_iter()
         .chain(layout.se_sched_delayed)
         .collect::<Vec<_>>());
+        // What a probe re-reads: what changes while a task lives and can change a decision, and
+        // the identity it is checked by. Not re-read (refreshed by the next walk): `policy`,
+        // `sched_task_group`, `pi_lock`, `signal`.
+        layout.probe = Extents::merged(
+            &[
+                layout.state, layout.exit_state, layout.flags, layout.ti_flags, layout.cpu, layout.on_cpu, layout.on_rq,
+                layout.prio, layout.static_prio, layout.rt_priority, layout.pid, layout.tgid, layout.comm, layout.start_time,
+                layout.cred, layout.cgroups, layout.se_weight, layout.se_on_rq, layout.se_sum_exec_runtime, layout.se_vruntime,
+                layout.se_cfs_rq,
+            ]
+            .into_iter()
+            .chain(layout.se_sched_delayed)
+            .collect::<Vec<_>>(),
+            PROBE_MERGE_GAP,
+        );
         Ok(layout)
+    }
+
+    /// The parts of a `task_struct` a probe ([`TaskRecord::refresh`]) copies: fewer and smaller
+    /// than a walk's.
+    pub fn probe_extents(&self) -> &Extents {
+        &self.probe
     }
 }
 
@@ -152,8 +182,9 @@ pub struct TaskRecord {
     pub tgid: i32,
     /// The command name (`comm`, at most 15 bytes), decoded lossily: each invalid UTF-8
     /// sequence becomes U+FFFD. The guest chooses it: show it through
-    /// [`printable`](crate::text::printable).
-    pub comm: String,
+    /// [`printable`](crate::text::printable). Shared, so that snapshots of a task that keeps its
+    /// name copy no string.
+    pub comm: Arc<str>,
     /// The exact bytes of `comm` when they are not valid UTF-8 (so `comm` is not exact);
     /// `None` when `comm` is exact.
     pub comm_bytes: Option<Vec<u8>>,
@@ -212,12 +243,7 @@ impl TaskRecord {
             return Err(LinuxError::Walk(format!("task at {}: the copy does not hold its fields", buf.base())));
         }
         let u = |f: Field| buf.uint_or_zero(f);
-        let comm = buf.bytes(l.comm)?;
-        let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())];
-        let (comm, comm_bytes) = match std::str::from_utf8(comm) {
-            Ok(text) => (text.to_owned(), None),
-            Err(_) => (String::from_utf8_lossy(comm).into_owned(), Some(comm.to_vec())),
-        };
+        let (comm, comm_bytes) = decode_comm(comm_of(buf, l)?);
         Ok(Self {
             addr: buf.base(),
             pid: buf.i32_or_zero(l.pid),
@@ -247,6 +273,57 @@ impl TaskRecord {
             cred: Gva(u(l.cred)),
             css_set: Gva(u(l.cgroups)),
         })
+    }
+
+    /// Re-decodes from a probe's copy (see [`TaskLayout::probe_extents`]) what a probe reads,
+    /// if the copy still holds this task: the same pid and start time at the same address.
+    /// Returns whether it did; when it did not (the task exited and its memory holds another,
+    /// or garbage), `self` is unchanged. `comm` is decoded again only when its bytes changed.
+    pub fn refresh(&mut self, buf: &StructBuf, l: &TaskLayout) -> Result<bool, LinuxError> {
+        if !buf.covers(l.probe.span()) || buf.base() != self.addr {
+            return Err(LinuxError::Walk(format!("task at {}: the probe's copy does not hold its fields", self.addr)));
+        }
+        if buf.i32_or_zero(l.pid) != self.pid || buf.uint_or_zero(l.start_time) != self.start_time || buf.i32_or_zero(l.tgid) != self.tgid {
+            return Ok(false);
+        }
+        let u = |f: Field| buf.uint_or_zero(f);
+        let comm = comm_of(buf, l)?;
+        if comm != self.comm_bytes.as_deref().unwrap_or(self.comm.as_bytes()) {
+            (self.comm, self.comm_bytes) = decode_comm(comm);
+        }
+        self.state = buf.u32_or_zero(l.state);
+        self.exit_state = buf.u32_or_zero(l.exit_state);
+        self.flags = buf.u32_or_zero(l.flags);
+        self.ti_flags = u(l.ti_flags);
+        self.cpu = buf.u32_or_zero(l.cpu);
+        self.on_cpu = u(l.on_cpu) != 0;
+        self.on_rq = buf.u32_or_zero(l.on_rq);
+        self.prio = buf.i32_or_zero(l.prio);
+        self.static_prio = buf.i32_or_zero(l.static_prio);
+        self.rt_priority = buf.u32_or_zero(l.rt_priority);
+        self.weight = u(l.se_weight);
+        self.se_on_rq = u(l.se_on_rq) != 0;
+        self.sum_exec_runtime = u(l.se_sum_exec_runtime);
+        self.vruntime = u(l.se_vruntime);
+        self.cfs_rq = Gva(u(l.se_cfs_rq));
+        self.sched_delayed = l.se_sched_delayed.is_some_and(|f| u(f) != 0);
+        self.cred = Gva(u(l.cred));
+        self.css_set = Gva(u(l.cgroups));
+        Ok(true)
+    }
+}
+
+/// The bytes of `comm` in a task's copy, up to its NUL (all 16 when there is none).
+fn comm_of<'a>(buf: &'a StructBuf, l: &TaskLayout) -> Result<&'a [u8], LinuxError> {
+    let comm = buf.bytes(l.comm)?;
+    Ok(&comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())])
+}
+
+/// `comm` as text, lossily, and its exact bytes when the text is not exact.
+fn decode_comm(comm: &[u8]) -> (Arc<str>, Option<Vec<u8>>) {
+    match std::str::from_utf8(comm) {
+        Ok(text) => (Arc::from(text), None),
+        Err(_) => (Arc::from(String::from_utf8_lossy(comm)), Some(comm.to_vec())),
     }
 }
 

@@ -30,7 +30,7 @@ use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::RStr;
 use xsched_plugin_api::{accept, Decision, PolicyBox, PolicyModRef, Refusal, Snapshot, INTERFACE_VERSION};
 
-use super::{ranking_of, snapshot_of, PolicyError};
+use super::{ranking_of, update_snapshot, PolicyError};
 use crate::run::{Ranked, Ranker};
 use crate::table::{TaskKey, TaskTable};
 
@@ -180,7 +180,7 @@ impl PolicyPlugin {
             config: config.map(Path::to_path_buf).unwrap_or_default(),
             message: message.into(),
         })?;
-        Ok(PolicyInstance { plugin: self.clone(), config: config.map(Path::to_path_buf), object, started: Instant::now() })
+        Ok(PolicyInstance { plugin: self.clone(), config: config.map(Path::to_path_buf), object, started: Instant::now(), snapshot: Snapshot::default() })
     }
 }
 
@@ -227,6 +227,8 @@ pub struct PolicyInstance {
     config: Option<PathBuf>,
     object: PolicyBox,
     started: Instant,
+    /// The last snapshot handed over, rewritten in place for the next.
+    snapshot: Snapshot,
 }
 
 impl PolicyInstance {
@@ -247,12 +249,18 @@ impl PolicyInstance {
         }
     }
 
-    /// Ranks the tasks of `table`: [`snapshot_of`] in, [`ranking_of`] out. The snapshot's time
-    /// is the time since the instance was made.
+    /// Ranks the tasks of `table`: [`snapshot_of`](super::snapshot_of) in (the previous
+    /// period's snapshot, updated in place), [`ranking_of`] out. The snapshot's time is the time
+    /// since the instance was made.
     pub fn rank_table(&mut self, table: &TaskTable, parked: &HashSet<TaskKey>, period: Duration, host_cpus: u32) -> Result<Vec<Ranked>, PolicyError> {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let snapshot = snapshot_of(table, |k| parked.contains(k), nanos(self.started.elapsed()), nanos(period), host_cpus);
-        let decisions = self.rank(&snapshot)?;
+        let now = nanos(self.started.elapsed());
+        // Most periods nothing is parked: no look-up per task then.
+        update_snapshot(&mut self.snapshot, table, |k| !parked.is_empty() && parked.contains(k), now, nanos(period), host_cpus);
+        let decisions = match self.object.rank(&self.snapshot).into_result() {
+            Ok(decisions) => decisions,
+            Err(message) => return Err(self.error(message)),
+        };
         Ok(ranking_of(&decisions, table))
     }
 

@@ -7,8 +7,9 @@
 //! unloaded: their code may still be referenced). Several plugins, or the same one several
 //! times, can be loaded at once: each library's root module lives in that library.
 //! [`PolicyPlugin::instantiate`] builds a [`PolicyInstance`] from a configuration file;
-//! [`snapshot_of`] and [`ranking_of`] convert the host's [`TaskTable`](crate::table::TaskTable)
-//! to the plugin's [`Snapshot`](xsched_plugin_api::Snapshot) and its decisions back to
+//! [`snapshot_of`] (or [`update_snapshot`], which rewrites the previous period's in place) and
+//! [`ranking_of`] convert the host's [`TaskTable`](crate::table::TaskTable) to the plugin's
+//! [`Snapshot`](xsched_plugin_api::Snapshot) and its decisions back to
 //! [`Ranked`](crate::run::Ranked) task keys.
 //!
 //! A panic inside a plugin never unwinds into the host: the plugin side of the interface
@@ -21,7 +22,7 @@ mod snapshot;
 use std::path::PathBuf;
 
 pub use load::{resolve, search_path, PolicyInstance, PolicyPlugin, PLUGIN_PATH_VAR, SYSTEM_PLUGIN_DIR};
-pub use snapshot::{ranking_of, snapshot_of};
+pub use snapshot::{ranking_of, snapshot_of, update_snapshot};
 
 /// Why a policy plugin could not be loaded or used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

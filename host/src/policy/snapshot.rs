@@ -1,56 +1,146 @@
 //! The task table as a plugin sees it, and the plugin's decisions as task keys.
+//!
+//! Both run every period over every task, so neither allocates per task in a steady state:
+//! [`update_snapshot`] rewrites the previous period's snapshot in place (a task's strings are
+//! copied only when they changed), and [`ranking_of`] checks the decisions against the table by
+//! walking both in order (a policy that decides in snapshot order needs no index).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
-use abi_stable::std_types::RString;
+use abi_stable::std_types::{RNone, RSome, RString};
 use xsched_plugin_api::{Decision, DomainInfo, Snapshot, TaskView};
 
 use crate::domain::DomainId;
 use crate::run::Ranked;
-use crate::table::{TaskKey, TaskTable};
+use crate::table::{TaskEntry, TaskKey, TaskTable};
 
 /// The snapshot handed to a plugin: every domain and task of `table`; `parked` tells the tasks
 /// xsched holds parked, which count as runnable (they were when parked, and the policy must rank
 /// them for the host to unpark them).
 pub fn snapshot_of(table: &TaskTable, parked: impl Fn(&TaskKey) -> bool, time_ns: u64, period_ns: u64, host_cpus: u32) -> Snapshot {
-    let domains = table.domains.iter().map(|d| DomainInfo { id: d.id.0, name: d.name.as_str().into(), vcpus: d.vcpus });
-    let tasks = table.tasks.iter().map(|t| {
-        let parked = parked(&t.key);
-        TaskView {
-            domain: t.key.domain.0,
-            pid: t.key.pid,
-            start_time: t.key.start_time,
-            tgid: t.tgid,
-            comm: t.comm.as_str().into(),
-            uid: t.uid.into(),
-            cgroup: t.cgroup.as_deref().map(RString::from).into(),
-            state: u8::try_from(u32::from(t.state)).unwrap_or(b'?'),
-            runnable: t.state == 'R' || parked,
-            running: t.running,
-            parked,
-            kthread: t.kthread,
-            nice: t.nice,
-            weight: t.weight,
-            runtime_ns: t.runtime_ns,
-            runtime_delta_ns: t.runtime_delta_ns,
+    let mut snapshot = Snapshot::default();
+    update_snapshot(&mut snapshot, table, parked, time_ns, period_ns, host_cpus);
+    snapshot
+}
+
+/// Makes `snapshot` what [`snapshot_of`] returns for the same arguments, reusing what it holds:
+/// a task at the same place with the same names costs no allocation.
+pub fn update_snapshot(snapshot: &mut Snapshot, table: &TaskTable, parked: impl Fn(&TaskKey) -> bool, time_ns: u64, period_ns: u64, host_cpus: u32) {
+    snapshot.time_ns = time_ns;
+    snapshot.period_ns = period_ns;
+    snapshot.host_cpus = host_cpus;
+    let domains = &mut snapshot.domains;
+    domains.truncate(table.domains.len());
+    for (i, d) in table.domains.iter().enumerate() {
+        match domains.get_mut(i) {
+            Some(info) => {
+                info.id = d.id.0;
+                info.vcpus = d.vcpus;
+                set_text(&mut info.name, &d.name);
+            }
+            None => domains.push(DomainInfo { id: d.id.0, name: d.name.as_str().into(), vcpus: d.vcpus }),
         }
-    });
-    Snapshot { time_ns, period_ns, host_cpus, domains: domains.collect(), tasks: tasks.collect() }
+    }
+    let tasks = &mut snapshot.tasks;
+    tasks.truncate(table.tasks.len());
+    for (i, t) in table.tasks.iter().enumerate() {
+        let parked = parked(&t.key);
+        match tasks.get_mut(i) {
+            Some(view) => set_view(view, t, parked),
+            None => {
+                let mut view = TaskView {
+                    domain: 0,
+                    pid: 0,
+                    start_time: 0,
+                    tgid: 0,
+                    comm: RString::new(),
+                    uid: RNone,
+                    cgroup: RNone,
+                    state: 0,
+                    runnable: false,
+                    running: false,
+                    parked: false,
+                    kthread: false,
+                    nice: 0,
+                    weight: 0,
+                    runtime_ns: 0,
+                    runtime_delta_ns: 0,
+                };
+                set_view(&mut view, t, parked);
+                tasks.push(view);
+            }
+        }
+    }
+}
+
+/// Makes `view` the view of `t`, reusing its strings.
+fn set_view(view: &mut TaskView, t: &TaskEntry, parked: bool) {
+    set_text(&mut view.comm, &t.comm);
+    match (&mut view.cgroup, &t.cgroup) {
+        (RSome(mine), Some(path)) => set_text(mine, path),
+        (mine, path) => *mine = path.as_deref().map(RString::from).into(),
+    }
+    *view = TaskView {
+        domain: t.key.domain.0,
+        pid: t.key.pid,
+        start_time: t.key.start_time,
+        tgid: t.tgid,
+        comm: std::mem::take(&mut view.comm),
+        uid: t.uid.into(),
+        cgroup: std::mem::replace(&mut view.cgroup, RNone),
+        state: u8::try_from(u32::from(t.state)).unwrap_or(b'?'),
+        runnable: t.state == 'R' || parked,
+        running: t.running,
+        parked,
+        kthread: t.kthread,
+        nice: t.nice,
+        weight: t.weight,
+        runtime_ns: t.runtime_ns,
+        runtime_delta_ns: t.runtime_delta_ns,
+    };
+}
+
+/// Makes `text` hold `value`, reusing its allocation (none when it holds it already).
+fn set_text(text: &mut RString, value: &str) {
+    if text.as_str() != value {
+        text.clear();
+        text.push_str(value);
+    }
 }
 
 /// The ranking of `decisions` over `table`: decisions about tasks that are not in the table
 /// (exited, or their pid reused by a task with another start time) are dropped, and of several
 /// decisions about one task the first counts.
+///
+/// Each decision's task is looked for after the previous one's in the table, at most one pass
+/// over the table for all decisions; past that (decisions out of table order), in an index.
 pub fn ranking_of(decisions: &[Decision], table: &TaskTable) -> Vec<Ranked> {
-    let mut known: HashSet<TaskKey> = table.tasks.iter().map(|t| t.key).collect();
-    let ranked: Vec<Ranked> = decisions
-        .iter()
-        .filter_map(|d| {
-            let key = TaskKey { domain: DomainId(d.domain), pid: d.pid, start_time: d.start_time };
-            // Removing makes a second decision about the same task miss.
-            known.remove(&key).then_some(Ranked { key, class: d.class, order: d.order })
-        })
-        .collect();
+    let tasks = &table.tasks;
+    let mut decided = vec![false; tasks.len()];
+    let mut next = 0usize;
+    let mut scan_budget = tasks.len();
+    let mut index: Option<HashMap<TaskKey, usize>> = None;
+    let mut ranked = Vec::with_capacity(decisions.len());
+    for d in decisions {
+        let key = TaskKey { domain: DomainId(d.domain), pid: d.pid, start_time: d.start_time };
+        let ahead = tasks.get(next..).unwrap_or_default().iter().take(scan_budget).position(|t| t.key == key);
+        let at = match ahead {
+            Some(offset) => {
+                scan_budget -= offset;
+                Some(next + offset)
+            }
+            None => {
+                scan_budget = 0;
+                index.get_or_insert_with(|| tasks.iter().enumerate().map(|(i, t)| (t.key, i)).collect()).get(&key).copied()
+            }
+        };
+        // A second decision about the same task misses.
+        if let Some(seen) = at.and_then(|i| decided.get_mut(i)).filter(|seen| !**seen) {
+            *seen = true;
+            next = at.map_or(next, |i| i + 1);
+            ranked.push(Ranked { key, class: d.class, order: d.order });
+        }
+    }
     if ranked.len() < decisions.len() {
         log::debug!("policy: {} of {} decisions dropped (unknown or repeated tasks)", decisions.len() - ranked.len(), decisions.len());
     }

@@ -197,6 +197,12 @@ pub const OPTIONAL: ProfileSpec = ProfileSpec {
         "__pgtable_l5_enabled",
         // CONFIG_SCHED_AUTOGROUP.
         "autogroup_default",
+        // kernel/fork.c's counters: `total_forks` grows with every fork (copy_process) and
+        // `nr_threads` falls with every task unhashed (__unhash_process), both under
+        // tasklist_lock: while neither moves, no task joined or left the task list, so the
+        // reader re-reads known tasks instead of walking (see `linux::incremental`).
+        "total_forks",
+        "nr_threads",
     ],
     structs: &[
         // CONFIG_SCHED_AUTOGROUP.

@@ -229,6 +229,65 @@ fn unscaled_weight(weight: u64, nice_0_load: u64) -> u64 {
     }
 }
 
+/// What a domain's profile says about decoding its tasks, looked up once per domain and pass.
+struct Decoding {
+    /// `NICE_0_LOAD`.
+    nice_0_load: u64,
+    /// `PF_KTHREAD`.
+    pf_kthread: u64,
+    /// The `SCHED_*` values, with the policy each stands for.
+    policies: Vec<(u64, Policy)>,
+}
+
+impl Decoding {
+    fn of(profile: &Profile) -> Self {
+        let named = [
+            ("SCHED_NORMAL", Policy::Normal),
+            ("SCHED_FIFO", Policy::Fifo),
+            ("SCHED_RR", Policy::RoundRobin),
+            ("SCHED_BATCH", Policy::Batch),
+            ("SCHED_IDLE", Policy::Idle),
+            ("SCHED_DEADLINE", Policy::Deadline),
+        ];
+        Self {
+            nice_0_load: profile.constant("NICE_0_LOAD").unwrap_or(1024),
+            pf_kthread: profile.constant("PF_KTHREAD").unwrap_or(0),
+            policies: named.iter().filter_map(|&(name, policy)| profile.constant(name).ok().map(|v| (v, policy))).collect(),
+        }
+    }
+
+    fn policy(&self, raw: u32) -> Policy {
+        self.policies.iter().find(|(v, _)| *v == u64::from(raw)).map_or(Policy::Other(raw), |&(_, p)| p)
+    }
+}
+
+/// Finds the previous table's entry of each task of a new pass: at the position after the last
+/// one found first (a guest's task order rarely changes between passes, so this is the only
+/// look-up of a steady state), else by key, in an index built the first time one is needed.
+struct Matcher {
+    keys: Vec<TaskKey>,
+    next: usize,
+    by_key: Option<HashMap<TaskKey, usize>>,
+}
+
+impl Matcher {
+    fn new(old: &[TaskEntry]) -> Self {
+        Self { keys: old.iter().map(|e| e.key).collect(), next: 0, by_key: None }
+    }
+
+    /// The index of `key`'s entry in the previous table, if it had one.
+    fn find(&mut self, key: &TaskKey) -> Option<usize> {
+        if self.keys.get(self.next) == Some(key) {
+            self.next += 1;
+            return Some(self.next - 1);
+        }
+        let keys = &self.keys;
+        let at = *self.by_key.get_or_insert_with(|| keys.iter().enumerate().map(|(i, k)| (*k, i)).collect()).get(key)?;
+        self.next = at + 1;
+        Some(at)
+    }
+}
+
 impl TaskTable {
     /// Builds the table from one pass of snapshots; `previous` (taken `elapsed` earlier) gives
     /// the CPU use.
@@ -239,68 +298,158 @@ impl TaskTable {
 
     /// [`build`](Self::build) from plain parts: each domain's facts and snapshot.
     pub fn build_from(pass: &[(DomainFacts<'_>, &DomainSnapshot)], previous: Option<(&TaskTable, Duration)>) -> Self {
-        let before: HashMap<TaskKey, u64> =
-            previous.map(|(t, _)| t.tasks.iter().map(|e| (e.key, e.runtime_ns)).collect()).unwrap_or_default();
-        let elapsed_ns = previous.map(|(_, d)| d.as_nanos() as f64).filter(|&ns| ns > 0.0);
-        let mut table = TaskTable { interval_ms: elapsed_ns.map(|ns| ns / 1e6), ..Self::default() };
-        for (domain, snap) in pass {
-            let profile = domain.profile;
-            let nice_0_load = profile.constant("NICE_0_LOAD").unwrap_or(1024);
-            let policy_of = |raw: u32| -> Policy {
-                let is = |name: &str| profile.constant(name).is_ok_and(|v| v == u64::from(raw));
-                match () {
-                    _ if is("SCHED_NORMAL") => Policy::Normal,
-                    _ if is("SCHED_FIFO") => Policy::Fifo,
-                    _ if is("SCHED_RR") => Policy::RoundRobin,
-                    _ if is("SCHED_BATCH") => Policy::Batch,
-                    _ if is("SCHED_IDLE") => Policy::Idle,
-                    _ if is("SCHED_DEADLINE") => Policy::Deadline,
-                    _ => Policy::Other(raw),
-                }
-            };
-            let pf_kthread = profile.constant("PF_KTHREAD").unwrap_or(0);
-            let mut domain_delta = 0u64;
-            let first = table.tasks.len();
-            for task in &snap.guest.tasks {
-                let entry = Self::entry(domain.id, task, &before, elapsed_ns, policy_of(task.record.policy), nice_0_load, pf_kthread);
-                domain_delta += entry.runtime_delta_ns;
-                table.tasks.push(entry);
-            }
-            table.domains.push(DomainSummary {
-                id: domain.id,
-                name: domain.name.to_string(),
-                release: domain.release.to_string(),
-                vcpus: domain.vcpus,
-                tasks: table.tasks.len() - first,
-                cpu_percent: elapsed_ns.map_or(0.0, |ns| domain_delta as f64 * 100.0 / ns),
-                pause_us: u64::try_from(snap.pause.as_micros()).unwrap_or(u64::MAX),
-                read_us: u64::try_from(snap.read.as_micros()).unwrap_or(u64::MAX),
-                paused_by_others: snap.held_by_others,
-                problems: snap.guest.problems.clone(),
-            });
-        }
+        let mut table = TaskTable::default();
+        let old = previous.map_or(&[][..], |(t, _)| &t.tasks[..]);
+        table.fill(pass, previous.map(|(_, elapsed)| elapsed), Previous::Borrowed(Matcher::new(old), old));
         table
     }
 
-    fn entry(
-        domain: DomainId,
-        task: &GuestTask,
-        before: &HashMap<TaskKey, u64>,
-        elapsed_ns: Option<f64>,
-        policy: Policy,
-        nice_0_load: u64,
-        pf_kthread: u64,
-    ) -> TaskEntry {
+    /// Makes this table the one of a new pass taken `elapsed` after the pass it holds (`None`:
+    /// it holds none): what [`build`](Self::build) makes with this table as the previous one,
+    /// but in place: an entry whose task kept its place is updated where it is, and a name that
+    /// did not change is not copied, so a steady state allocates nothing.
+    pub fn rebuild(&mut self, pass: &[(&Domain, DomainSnapshot)], elapsed: Option<Duration>) {
+        let pass: Vec<(DomainFacts<'_>, &DomainSnapshot)> = pass.iter().map(|(d, snap)| (DomainFacts::of(d), snap)).collect();
+        self.rebuild_from(&pass, elapsed);
+    }
+
+    /// [`rebuild`](Self::rebuild) from plain parts: each domain's facts and snapshot.
+    pub fn rebuild_from(&mut self, pass: &[(DomainFacts<'_>, &DomainSnapshot)], elapsed: Option<Duration>) {
+        self.fill(pass, elapsed, Previous::InPlace { kept: 0, moved: None });
+    }
+
+    /// Fills the table from `pass`, taken `elapsed` after the `previous` one.
+    fn fill(&mut self, pass: &[(DomainFacts<'_>, &DomainSnapshot)], elapsed: Option<Duration>, mut previous: Previous<'_>) {
+        let elapsed_ns = elapsed.map(|d| d.as_nanos() as f64).filter(|&ns| ns > 0.0);
+        self.interval_ms = elapsed_ns.map(|ns| ns / 1e6);
+        self.domains.truncate(pass.len());
+        for (i, (domain, snap)) in pass.iter().enumerate() {
+            let decoding = Decoding::of(domain.profile);
+            let mut domain_delta = 0u64;
+            for task in snap.guest.tasks.iter() {
+                let key = TaskKey { domain: domain.id, pid: task.record.pid, start_time: task.record.start_time };
+                // A task seen for the first time has no delta; a runtime that went backwards
+                // (impossible for one task) counts as none.
+                let delta = |before: Option<u64>| before.map_or(0, |old| task.record.sum_exec_runtime.saturating_sub(old));
+                if let Some(entry) = previous.in_place(&mut self.tasks, &key) {
+                    let delta = delta(Some(entry.runtime_ns));
+                    entry.set(key, task, &decoding, delta, elapsed_ns);
+                    domain_delta += delta;
+                    continue;
+                }
+                let (mut entry, before) = previous.take(&key).map_or((TaskEntry::plain(key, "", 'R'), None), |(e, r)| (e, Some(r)));
+                let delta = delta(before);
+                entry.set(key, task, &decoding, delta, elapsed_ns);
+                domain_delta += delta;
+                self.tasks.push(entry);
+            }
+            if self.domains.len() == i {
+                self.domains.push(DomainSummary {
+                    id: domain.id,
+                    name: String::new(),
+                    release: String::new(),
+                    vcpus: 0,
+                    tasks: 0,
+                    cpu_percent: 0.0,
+                    pause_us: 0,
+                    read_us: 0,
+                    paused_by_others: false,
+                    problems: Vec::new(),
+                });
+            }
+            if let Some(d) = self.domains.get_mut(i) {
+                d.set(domain, snap, snap.guest.tasks.len(), elapsed_ns.map_or(0.0, |ns| domain_delta as f64 * 100.0 / ns));
+            }
+        }
+        if let Previous::InPlace { kept, moved: None } = previous {
+            // Every task kept its place: the entries past the last were tasks that are gone.
+            self.tasks.truncate(kept);
+        }
+    }
+}
+
+/// Where a table being filled finds the previous entry of a task.
+enum Previous<'a> {
+    /// In another table: only its runtime is taken.
+    Borrowed(Matcher, &'a [TaskEntry]),
+    /// In the table being filled. The first `kept` entries are updated in place while the tasks
+    /// come in the same order; from the first that does not, the rest of the old entries are
+    /// `moved` aside, handed out by key, and the table is filled by pushing.
+    InPlace { kept: usize, moved: Option<(Matcher, Vec<Option<TaskEntry>>)> },
+}
+
+impl Previous<'_> {
+    /// The entry of `key`, in place in `tasks`, if the tasks so far kept their places and this
+    /// one too; otherwise moves the old entries from here aside (once) and returns `None`.
+    fn in_place<'t>(&mut self, tasks: &'t mut Vec<TaskEntry>, key: &TaskKey) -> Option<&'t mut TaskEntry> {
+        let Previous::InPlace { kept, moved } = self else { return None };
+        if moved.is_some() {
+            return None;
+        }
+        if tasks.get(*kept).is_some_and(|e| e.key == *key) {
+            *kept += 1;
+            return tasks.get_mut(*kept - 1);
+        }
+        let rest = tasks.split_off(*kept);
+        *moved = Some((Matcher::new(&rest), rest.into_iter().map(Some).collect()));
+        None
+    }
+
+    /// The previous entry of `key` to reuse, with its runtime then, if there was one.
+    fn take(&mut self, key: &TaskKey) -> Option<(TaskEntry, u64)> {
+        match self {
+            Previous::Borrowed(matcher, old) => matcher.find(key).and_then(|i| old.get(i)).map(|e| (TaskEntry::plain(*key, "", 'R'), e.runtime_ns)),
+            Previous::InPlace { moved, .. } => {
+                let (matcher, old) = moved.as_mut()?;
+                let entry = matcher.find(key).and_then(|i| old.get_mut(i)).and_then(Option::take)?;
+                let runtime = entry.runtime_ns;
+                Some((entry, runtime))
+            }
+        }
+    }
+}
+
+impl DomainSummary {
+    /// Sets every field from `domain`'s facts and snapshot, with `tasks` read using
+    /// `cpu_percent`, reusing the strings' allocations.
+    fn set(&mut self, domain: &DomainFacts<'_>, snap: &DomainSnapshot, tasks: usize, cpu_percent: f64) {
+        set_text(&mut self.name, domain.name);
+        set_text(&mut self.release, domain.release);
+        self.problems.clone_from(&snap.guest.problems);
+        *self = DomainSummary {
+            id: domain.id,
+            name: std::mem::take(&mut self.name),
+            release: std::mem::take(&mut self.release),
+            vcpus: domain.vcpus,
+            tasks,
+            cpu_percent,
+            pause_us: u64::try_from(snap.pause.as_micros()).unwrap_or(u64::MAX),
+            read_us: u64::try_from(snap.read.as_micros()).unwrap_or(u64::MAX),
+            paused_by_others: snap.held_by_others,
+            problems: std::mem::take(&mut self.problems),
+        };
+    }
+}
+
+impl TaskEntry {
+    /// Sets every field from `task` (of the domain `decoding` describes), its key `key` and CPU
+    /// time `delta` over `elapsed_ns`, reusing the names' allocations.
+    fn set(&mut self, key: TaskKey, task: &GuestTask, decoding: &Decoding, delta: u64, elapsed_ns: Option<f64>) {
         let r = &task.record;
-        let key = TaskKey { domain, pid: r.pid, start_time: r.start_time };
-        // A task seen for the first time has no delta; a runtime that went backwards (impossible
-        // for one task) counts as none.
-        let delta = before.get(&key).map_or(0, |&old| r.sum_exec_runtime.saturating_sub(old));
-        TaskEntry {
+        let policy = decoding.policy(r.policy);
+        set_text(&mut self.comm, &r.comm);
+        if self.comm_bytes != r.comm_bytes {
+            self.comm_bytes.clone_from(&r.comm_bytes);
+        }
+        match (&mut self.cgroup, &task.cgroup) {
+            (Some(mine), Some(path)) => set_text(mine, path),
+            (mine, path) => *mine = path.as_deref().map(String::from),
+        }
+        *self = TaskEntry {
             key,
             tgid: r.tgid,
-            comm: r.comm.clone(),
-            comm_bytes: r.comm_bytes.clone(),
+            comm: std::mem::take(&mut self.comm),
+            comm_bytes: self.comm_bytes.take(),
             state: task.state,
             cpu: r.cpu,
             queued: task.queued,
@@ -310,16 +459,84 @@ impl TaskTable {
             policy,
             nice: if policy.is_realtime() { 0 } else { r.static_prio - 120 },
             prio: r.prio,
-            weight: unscaled_weight(r.weight, nice_0_load),
+            weight: unscaled_weight(r.weight, decoding.nice_0_load),
             runtime_ns: r.sum_exec_runtime,
             runtime_delta_ns: delta,
             cpu_percent: elapsed_ns.map_or(0.0, |ns| delta as f64 * 100.0 / ns),
             vruntime: r.vruntime,
-            cgroup: task.cgroup.clone(),
+            cgroup: self.cgroup.take(),
             task_group: r.task_group.raw(),
             uid: task.uid,
-            kthread: u64::from(r.flags) & pf_kthread != 0,
+            kthread: u64::from(r.flags) & decoding.pf_kthread != 0,
             task_addr: r.addr.raw(),
+        };
+    }
+}
+
+/// Makes `text` hold `value`, reusing its allocation (none when it holds it already).
+fn set_text(text: &mut String, value: &str) {
+    if text != value {
+        text.clear();
+        text.push_str(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::linux::snapshot::GuestSnapshot;
+    use crate::linux::synthetic::{self, GuestSpec};
+
+    fn snapshot(tasks: Vec<GuestTask>) -> DomainSnapshot {
+        DomainSnapshot { guest: GuestSnapshot { tasks: Arc::new(tasks), ..GuestSnapshot::default() }, pause: Duration::ZERO, read: Duration::ZERO, held_by_others: false }
+    }
+
+    /// The pass of `snaps`, domains numbered from 0.
+    fn pass<'a>(profile: &'a Profile, snaps: &'a [DomainSnapshot]) -> Vec<(DomainFacts<'a>, &'a DomainSnapshot)> {
+        (0u32..).zip(snaps).map(|(id, s)| (DomainFacts { id: DomainId(id), name: "g", release: &profile.release, vcpus: 2, profile }, s)).collect()
+    }
+
+    /// Both ways of making the table of `next` after `before`'s: built anew, rebuilt in place.
+    fn both(profile: &Profile, before: &[Vec<GuestTask>], next: &[Vec<GuestTask>]) -> (TaskTable, TaskTable) {
+        let snaps = |tasks: &[Vec<GuestTask>]| -> Vec<DomainSnapshot> { tasks.iter().map(|t| snapshot(t.clone())).collect() };
+        let (first, second) = (snaps(before), snaps(next));
+        let old = TaskTable::build_from(&pass(profile, &first), None);
+        let built = TaskTable::build_from(&pass(profile, &second), Some((&old, Duration::from_millis(10))));
+        let mut rebuilt = old.clone();
+        rebuilt.rebuild_from(&pass(profile, &second), Some(Duration::from_millis(10)));
+        (built, rebuilt)
+    }
+
+    #[test]
+    fn a_rebuilt_table_is_the_built_one() {
+        let profile = synthetic::lab_profile().expect("profile");
+        let tasks = |seed| synthetic::build(&profile, &GuestSpec::typical(30, 2, seed)).expect("build").truth.tasks;
+        let (a, b) = (tasks(1), tasks(2));
+        // The same tasks, some of which ran.
+        let mut ran = a.clone();
+        for t in ran.iter_mut().step_by(3) {
+            t.record.sum_exec_runtime += 1_000_000;
         }
+        let (built, rebuilt) = both(&profile, &[a.clone(), b.clone()], &[ran.clone(), b.clone()]);
+        assert_eq!(built, rebuilt);
+        assert!(built.tasks.iter().any(|t| t.runtime_delta_ns == 1_000_000));
+        // In the first domain a task exits, another forks in the middle, one is renamed and
+        // moves to another cgroup: the second domain's entries all move.
+        let mut changed = ran.clone();
+        changed.remove(4);
+        let mut newcomer = changed[7].clone();
+        newcomer.record.pid = 4242;
+        changed.insert(10, newcomer);
+        changed[2].record.comm = "renamed".into();
+        changed[2].cgroup = Some("/elsewhere".into());
+        let (built, rebuilt) = both(&profile, &[ran.clone(), b.clone()], &[changed.clone(), b.clone()]);
+        assert_eq!(built, rebuilt);
+        assert_eq!(built.tasks.iter().find(|t| t.key.pid == 4242).map(|t| t.runtime_delta_ns), Some(0), "a new task has no delta");
+        // Fewer tasks at the end, and a domain fewer.
+        let (built, rebuilt) = both(&profile, &[changed.clone(), b.clone()], &[changed[..20].to_vec()]);
+        assert_eq!(built, rebuilt);
+        assert_eq!((built.domains.len(), built.tasks.len()), (1, 20));
     }
 }

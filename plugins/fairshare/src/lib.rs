@@ -10,13 +10,18 @@
 //! share if the task ran: the k-th task of a group (k = 0, 1, …, its tasks in `within` order)
 //! gets `(usage + k × period) / weight`. So the group furthest below its share goes first, and
 //! with several CPUs the groups interleave by weight. See `fairshare.toml` beside this crate.
+//!
+//! A task's group is worked out once, and again only when its `comm`, uid or cgroup changes
+//! ([`TaskMemo`]); a period looks at the groups of the tasks that ran or want to run only.
 
 use std::collections::{HashMap, HashSet};
 use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
 use xsched_plugin_api::config::{AnyOf, Within};
+use xsched_plugin_api::memo::TaskMemo;
 use xsched_plugin_api::{export_policy, Decision, Policy, Snapshot, TaskView};
 
 /// What forms the implicit groups.
@@ -93,12 +98,12 @@ impl Config {
     }
 
     /// The key and weight of `task`'s group, if it has one.
-    fn group_of(&self, task: &TaskView, snapshot: &Snapshot) -> Option<(String, u32)> {
+    fn group_of(&self, task: &TaskView, snapshot: &Snapshot) -> Option<(Arc<str>, u32)> {
         if task.kthread {
             return None;
         }
         if let Some(g) = self.groups.iter().find(|g| g.matches.matches(task, snapshot)) {
-            return Some((format!("group {}", g.name.get_ref()), g.weight.get()));
+            return Some((format!("group {}", g.name.get_ref()).into(), g.weight.get()));
         }
         let key = match self.group_by {
             GroupBy::Uid => format!("uid {}", task.uid()?),
@@ -106,7 +111,7 @@ impl Config {
             GroupBy::Domain => format!("domain {}", snapshot.domain_name(task.domain)),
             GroupBy::None => return None,
         };
-        Some((key, self.default_weight.get()))
+        Some((key.into(), self.default_weight.get()))
     }
 }
 
@@ -116,29 +121,46 @@ pub struct FairShare {
     /// Its configuration.
     config: Config,
     /// Each group's decayed CPU use, nanoseconds.
-    usage: HashMap<String, f64>,
+    usage: HashMap<Arc<str>, f64>,
     /// The time of the previous snapshot.
     last_ns: Option<u64>,
+    /// The group (key and weight) of each task that ran or wanted to run.
+    groups: TaskMemo<Option<(Arc<str>, u32)>>,
 }
 
+/// A group's runnable tasks this period, with their places in the snapshot.
+type Members<'a> = HashMap<Arc<str>, (u32, Vec<(usize, &'a TaskView)>)>;
+
 impl FairShare {
-    /// Ages the usage history to `now_ns` and adds this period's CPU time.
-    fn account(&mut self, snapshot: &Snapshot, groups: &[Option<(String, u32)>]) {
+    /// Ages the usage history to the snapshot's time, adds this period's CPU time, and returns
+    /// the runnable members of each group. Only tasks that ran or want to run are looked at:
+    /// the others add nothing.
+    fn account<'a>(&mut self, snapshot: &'a Snapshot) -> Members<'a> {
         let elapsed = self.last_ns.map_or(0, |last| snapshot.time_ns.saturating_sub(last));
         self.last_ns = Some(snapshot.time_ns);
         // Precision loss only past 2^53 ns (104 days) in one step: harmless for a decay factor.
         #[allow(clippy::cast_precision_loss)]
         let decay = (-(elapsed as f64) / (self.config.half_life_ms.get() as f64 * 1e6)).exp2();
         self.usage.values_mut().for_each(|u| *u *= decay);
-        for (task, group) in snapshot.tasks.iter().zip(groups) {
-            if let Some((key, _)) = group {
-                #[allow(clippy::cast_precision_loss)]
-                let used = task.runtime_delta_ns as f64;
-                *self.usage.entry(key.clone()).or_default() += used;
+        let Self { config, usage, groups, .. } = self;
+        let mut members = Members::new();
+        for (i, task) in snapshot.tasks.iter().enumerate().filter(|(_, t)| t.runnable || t.runtime_delta_ns > 0) {
+            let Some((key, weight)) = groups.get(i, task, |t| config.group_of(t, snapshot)) else { continue };
+            #[allow(clippy::cast_precision_loss)]
+            let used = task.runtime_delta_ns as f64;
+            match usage.get_mut(key) {
+                Some(u) => *u += used,
+                None => {
+                    usage.insert(Arc::clone(key), used);
+                }
+            }
+            if task.runnable {
+                members.entry(Arc::clone(key)).or_insert_with(|| (*weight, Vec::new())).1.push((i, task));
             }
         }
-        let present: HashSet<&String> = groups.iter().flatten().map(|(k, _)| k).collect();
-        self.usage.retain(|k, u| *u >= 1.0 || present.contains(k));
+        groups.finish(snapshot);
+        usage.retain(|k, u| *u >= 1.0 || members.contains_key(k));
+        members
     }
 }
 
@@ -146,38 +168,35 @@ impl Policy for FairShare {
     const NAME: &'static str = "fairshare";
 
     fn new(config: &str) -> Result<Self, String> {
-        Ok(Self { config: Config::parse(config)?, usage: HashMap::new(), last_ns: None })
+        Ok(Self { config: Config::parse(config)?, usage: HashMap::new(), last_ns: None, groups: TaskMemo::new() })
     }
 
     fn rank(&mut self, snapshot: &Snapshot) -> Result<Vec<Decision>, String> {
-        let groups: Vec<Option<(String, u32)>> = snapshot.tasks.iter().map(|t| self.config.group_of(t, snapshot)).collect();
-        self.account(snapshot, &groups);
-        let mut members: HashMap<&str, (u32, Vec<&TaskView>)> = HashMap::new();
-        for (task, group) in snapshot.tasks.iter().zip(&groups) {
-            if let (true, Some((key, weight))) = (task.runnable, group) {
-                members.entry(key).or_insert_with(|| (*weight, Vec::new())).1.push(task);
-            }
-        }
+        let members = self.account(snapshot);
         let within = self.config.within;
         #[allow(clippy::cast_precision_loss)]
         let period = snapshot.period_ns as f64;
         let mut decisions = Vec::new();
         for (key, (weight, mut tasks)) in members {
-            tasks.sort_by_key(|t| (within.order(t), t.domain, t.pid));
-            let usage = self.usage.get(key).copied().unwrap_or(0.0);
-            for (k, task) in (0u32..).zip(tasks) {
+            tasks.sort_by_key(|(_, t)| (within.order(t), t.domain, t.pid));
+            let usage = self.usage.get(&key).copied().unwrap_or(0.0);
+            for (k, (i, task)) in (0u32..).zip(tasks) {
                 let projected = (usage + f64::from(k) * period) / f64::from(weight);
                 // Float-to-int `as` saturates: an absurd usage just ranks last.
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                decisions.push(task.decide(0, projected as u64));
+                decisions.push((i, task.decide(0, projected as u64)));
             }
         }
-        Ok(decisions)
+        // In snapshot order: the host matches decisions to its table fastest in its own order.
+        decisions.sort_unstable_by_key(|(i, _)| *i);
+        Ok(decisions.into_iter().map(|(_, d)| d).collect())
     }
 
     /// Takes the new groups and weights, keeping the usage history of groups that stay.
     fn reload(&mut self, config: &str) -> Result<(), String> {
         self.config = Config::parse(config)?;
+        // The groups follow the new rules.
+        self.groups.clear();
         Ok(())
     }
 }

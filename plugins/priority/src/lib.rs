@@ -6,10 +6,14 @@
 //! Kernel threads are never ranked. Within a class, tasks are ordered by `within` (default:
 //! least CPU time in the last period first, so the tasks of a class take turns when there are
 //! more of them than CPUs). See `priority.toml` beside this crate.
+//!
+//! A task's class is worked out by the rules once, and again only when its `comm`, uid or
+//! cgroup changes ([`TaskMemo`]): a period costs a look-up per runnable task.
 
 use serde::Deserialize;
 use xsched_plugin_api::config::{AnyOf, Within};
-use xsched_plugin_api::{export_policy, Decision, Policy, Snapshot};
+use xsched_plugin_api::memo::TaskMemo;
+use xsched_plugin_api::{export_policy, Decision, Policy, Snapshot, TaskView};
 
 /// The policy file.
 #[derive(Debug, Deserialize)]
@@ -48,6 +52,11 @@ impl Config {
         }
         Ok(config)
     }
+
+    /// The class of `task` of `snapshot`: the first matching rule's, else the default.
+    fn class_of(&self, task: &TaskView, snapshot: &Snapshot) -> Option<u32> {
+        self.rules.iter().find(|r| r.matches.matches(task, snapshot)).map(|r| r.class).or(self.default_class)
+    }
 }
 
 /// The `priority` policy.
@@ -55,24 +64,28 @@ impl Config {
 pub struct Priority {
     /// Its configuration.
     config: Config,
+    /// Each ranked task's class (`None`: unmanaged).
+    classes: TaskMemo<Option<u32>>,
 }
 
 impl Policy for Priority {
     const NAME: &'static str = "priority";
 
     fn new(config: &str) -> Result<Self, String> {
-        Config::parse(config).map(|config| Self { config })
+        Config::parse(config).map(|config| Self { config, classes: TaskMemo::new() })
     }
 
     fn rank(&mut self, snapshot: &Snapshot) -> Result<Vec<Decision>, String> {
-        let config = &self.config;
-        let class_of = |t| config.rules.iter().find(|r| r.matches.matches(t, snapshot)).map(|r| r.class).or(config.default_class);
-        Ok(snapshot
+        let Self { config, classes } = self;
+        let decisions = snapshot
             .tasks
             .iter()
-            .filter(|t| t.runnable && !t.kthread)
-            .filter_map(|t| class_of(t).map(|class| t.decide(class, config.within.order(t))))
-            .collect())
+            .enumerate()
+            .filter(|(_, t)| t.runnable && !t.kthread)
+            .filter_map(|(i, t)| classes.get(i, t, |t| config.class_of(t, snapshot)).map(|class| t.decide(class, config.within.order(t))))
+            .collect();
+        classes.finish(snapshot);
+        Ok(decisions)
     }
 }
 
@@ -130,6 +143,23 @@ mod tests {
         let got = rank(config, tasks);
         assert_eq!([51, 52, 60, 70].map(|p| class_of(&got, p)), [Some(3), Some(1), Some(1), Some(9)]);
         assert_eq!(ranked_pids(&got), vec![52, 60, 51, 70]);
+    }
+
+    #[test]
+    fn classes_follow_renames_and_gone_tasks_are_forgotten() {
+        let mut policy = Priority::new(EXAMPLE).expect("config");
+        let snap = |tasks| snapshot(&[("guest1", 1), ("guest2", 1)], tasks);
+        let got = policy.rank(&snap(vec![task(0, 10, "dbd"), task(0, 30, "bkup")])).expect("rank");
+        assert_eq!([10, 30].map(|p| class_of(&got, p)), [Some(0), Some(2)]);
+        // pid 10 execs into a backup, pid 30 exits: the class follows the new name, and the
+        // exited task's class is dropped.
+        let got = policy.rank(&snap(vec![task(0, 10, "bkup-run")])).expect("rank");
+        assert_eq!(class_of(&got, 10), Some(2));
+        assert_eq!(policy.classes.len(), 1);
+        // A new task with a reused pid (another start time) is classified afresh.
+        let reused = TaskView { start_time: 5_000, ..task(0, 10, "dbd") };
+        let got = policy.rank(&snap(vec![reused])).expect("rank");
+        assert_eq!(class_of(&got, 10), Some(0));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::memory::{Gva, ImageMemory};
 
+use super::super::incremental::ForkCounters;
 use super::super::layout::Field;
 use super::super::runqueue::{CfsRqState, RunqueueSnapshot};
 use super::super::snapshot::GuestTask;
@@ -107,6 +108,8 @@ impl Builder<'_> {
         let init_cred = self.cred(0);
         let mut groups = self.cgroups(&rqs);
         let init_task = self.img.alloc("task_struct", self.o.task_size);
+        // kernel/fork.c's `total_forks` and `nr_threads`, set once the tasks are counted.
+        let counters = ForkCounters { total_forks: self.img.alloc("total_forks", 8), nr_threads: self.img.alloc("nr_threads", 4) };
         let mut tasks = Vec::new();
         let mut processes = Vec::new();
         let mut leaders = Vec::new();
@@ -140,6 +143,10 @@ impl Builder<'_> {
         for t in &tasks {
             self.write_task(t);
         }
+        // Every task but the idle ones came from a fork; none exited yet.
+        let listed = tasks.len() as u64;
+        self.img.set(counters.total_forks, Field { offset: 0, size: 8 }, listed);
+        self.img.set(counters.nr_threads, Field { offset: 0, size: 4 }, listed);
 
         let running: Vec<Gva> = runqueues.iter().map(|r| r.curr).collect();
         let queued: Vec<Gva> = runqueues.iter().flat_map(|r| r.cfs_queued.iter().chain(&r.rt_queued)).copied().collect();
@@ -156,7 +163,7 @@ impl Builder<'_> {
                     parked: false,
                     queued: queued.contains(&addr),
                     running: running.contains(&addr),
-                    cgroup: Some(groups[t.group].truth.path.clone()),
+                    cgroup: Some(groups[t.group].truth.path.as_str().into()),
                     uid: Some(t.uid),
                 });
             }
@@ -166,6 +173,7 @@ impl Builder<'_> {
         Ok(SyntheticGuest {
             memory: DirectMapped::new(ImageMemory::from_bytes(bytes), DIRECT_MAP_BASE),
             init_task,
+            counters,
             runqueues: (0u32..).zip(rqs).collect(),
             scratch,
             truth: GroundTruth {
@@ -304,7 +312,7 @@ impl Builder<'_> {
         let group = p.cgroup.map_or(0, |c| c + 1);
         let tgid = *next_pid;
         let comm_bytes = &p.comm.as_bytes()[..p.comm.len().min(COMM_BYTES)];
-        let comm = String::from_utf8_lossy(comm_bytes).into_owned();
+        let comm: std::sync::Arc<str> = String::from_utf8_lossy(comm_bytes).into();
         let mut addrs = Vec::new();
         for &sched in &p.threads {
             let addr = self.img.alloc("task_struct", self.o.task_size);

@@ -41,11 +41,6 @@ impl Holdings {
         Ok(Self { domains, actuators, journal, parked: Vec::new() })
     }
 
-    /// Whether `key` is parked.
-    pub(super) fn holds(&self, key: &TaskKey) -> bool {
-        self.parked.iter().any(|(k, _)| k == key)
-    }
-
     /// Makes one domain's changes in one pause: unparks the parked tasks `unpark` names, and
     /// parks the tasks `park` names (each with its `task_struct` address), journaled first.
     /// Counts what happened in `stats`.

@@ -110,7 +110,8 @@ impl<R: Ranker> Scheduler<R> {
     }
 
     fn periods(&mut self, signals: &Signals, periods: Option<u64>, on_period: &mut impl FnMut(Instant, &TaskTable, &Plan, &RunStats) -> ControlFlow<anyhow::Error>) -> anyhow::Result<()> {
-        let mut previous: Option<(TaskTable, Instant)> = None;
+        let mut table = TaskTable::default();
+        let mut previous_start: Option<Instant> = None;
         while !interrupt::requested() && periods.is_none_or(|n| self.stats.periods < n) {
             let started = Instant::now();
             beat(self.heartbeat);
@@ -120,11 +121,11 @@ impl<R: Ranker> Scheduler<R> {
                     Err(e) => log::error!("policy configuration not reloaded: {e}"),
                 }
             }
-            let table = self.read(previous.as_ref().map(|(t, at)| (t, started - *at)))?;
+            self.read_into(&mut table, previous_start.map(|at| started - at))?;
             let parked: HashSet<TaskKey> = self.holdings.parked.iter().map(|(k, _)| *k).collect();
             let ranking = self.ranker.rank(&table, &parked, self.period, self.host_cpus).map_err(|e| anyhow::anyhow!("policy failed: {e}"))?;
             let plan = admit(&table, &ranking, &parked, self.host_cpus);
-            self.apply(&table, &plan)?;
+            self.apply(&table, &plan, &parked)?;
             self.stats.periods += 1;
             if started.elapsed() > self.period {
                 self.stats.overruns += 1;
@@ -132,40 +133,49 @@ impl<R: Ranker> Scheduler<R> {
             if let ControlFlow::Break(error) = on_period(started, &table, &plan, &self.stats) {
                 return Err(error);
             }
-            previous = Some((table, started));
+            previous_start = Some(started);
             std::thread::sleep(self.period.saturating_sub(started.elapsed()));
         }
         Ok(())
     }
 
-    /// One pass over all domains, read while they run ([`Domain::snapshot_running`]).
-    fn read(&mut self, previous: Option<(&TaskTable, Duration)>) -> anyhow::Result<TaskTable> {
+    /// One pass over all domains, read while they run ([`Domain::snapshot_running`]), made the
+    /// contents of `table` in place (the previous pass, taken `elapsed` earlier, gives the CPU use).
+    fn read_into(&mut self, table: &mut TaskTable, elapsed: Option<Duration>) -> anyhow::Result<()> {
         let mut snaps = Vec::with_capacity(self.holdings.domains.len());
         for d in &mut self.holdings.domains {
             snaps.push(d.snapshot_running()?);
         }
         let pass: Vec<(&Domain, _)> = self.holdings.domains.iter().zip(snaps).collect();
-        Ok(TaskTable::build(&pass, previous))
+        table.rebuild(&pass, elapsed);
+        Ok(())
     }
 
     /// Makes the plan's changes, each domain's in one pause (none for a domain with nothing to
     /// change). A parked task that a complete reading of its domain no longer shows parked
     /// (SIGKILL woke it and it exited, or it undid the park) is unparked too: the unpark checks
     /// it with the guest paused and releases it whatever it finds.
-    fn apply(&mut self, table: &TaskTable, plan: &Plan) -> anyhow::Result<()> {
+    fn apply(&mut self, table: &TaskTable, plan: &Plan, parked: &HashSet<TaskKey>) -> anyhow::Result<()> {
+        // One pass over the table for what the changes need: the parked tasks it still shows
+        // parked, and the address of each task to park.
+        let to_park: HashSet<TaskKey> = plan.park.iter().copied().collect();
+        let mut shown_parked: HashSet<TaskKey> = HashSet::new();
+        let mut park_addrs: Vec<(TaskKey, u64)> = Vec::with_capacity(plan.park.len());
+        for t in &table.tasks {
+            if t.parked && parked.contains(&t.key) {
+                shown_parked.insert(t.key);
+            }
+            if to_park.contains(&t.key) {
+                park_addrs.push((t.key, t.task_addr));
+            }
+        }
+        let unparking: HashSet<TaskKey> = plan.unpark.iter().copied().collect();
         for index in 0..self.holdings.domains.len() {
             let id = self.holdings.domains[index].id;
             let complete = table.domains.iter().any(|d| d.id == id && d.problems.is_empty());
-            let vanished = self.holdings.parked.iter().map(|(k, _)| *k).filter(|k| {
-                k.domain == id && complete && !plan.unpark.contains(k) && !table.tasks.iter().any(|t| t.key == *k && t.parked)
-            });
-            let unpark: Vec<TaskKey> = plan.unpark.iter().filter(|k| k.domain == id && self.holdings.holds(k)).copied().chain(vanished).collect();
-            let park: Vec<(TaskKey, u64)> = plan
-                .park
-                .iter()
-                .filter(|k| k.domain == id)
-                .filter_map(|k| table.tasks.iter().find(|t| t.key == *k).map(|t| (*k, t.task_addr)))
-                .collect();
+            let vanished = parked.iter().filter(|k| k.domain == id && complete && !unparking.contains(k) && !shown_parked.contains(k));
+            let unpark: Vec<TaskKey> = plan.unpark.iter().filter(|k| k.domain == id && parked.contains(k)).chain(vanished).copied().collect();
+            let park: Vec<(TaskKey, u64)> = park_addrs.iter().filter(|(k, _)| k.domain == id).copied().collect();
             self.holdings.change(index, &unpark, &park, &mut self.stats)?;
         }
         Ok(())

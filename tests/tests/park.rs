@@ -1,13 +1,14 @@
 //! Parking and unparking tasks in live lab guests, measured by the guests' own `/proc`:
 //! a parked CPU hog stops accumulating runtime and resumes after unpark; a parked sleeper stays
 //! parked through its wakeups; SIGKILL ends a parked task; `release --all` restores what a
-//! vanished xsched left parked; a soak of park/unpark cycles leaves the guest sound.
+//! vanished xsched left parked; a guest whose kernel has no profile on the host is parked through
+//! the profile built from its memory; a soak of park/unpark cycles leaves the guest sound.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{domain_arg, kernels_dir, xsched, xsched_ok};
+use common::{domain_arg, kernels_dir, xsched, xsched_ok, xsched_with_env};
 use xsched::actuate::actuator::Actuator;
 use xsched::actuate::journal::{Journal, ParkRecord};
 use xsched::actuate::park::{ParkOutcome, TaskIdentity, UnparkOutcome};
@@ -89,6 +90,39 @@ fn a_parked_hog_stops_and_resumes() {
         assert_eq!(v2.get(pid).map(|e| e.state), Some('R'));
         assert!(growth(pid) * 2 >= growth(other), "pid {pid} after unpark: {} ns vs {} ns of pid {other}", growth(pid), growth(other));
     }
+    assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
+}
+
+#[test]
+fn a_guest_with_no_profile_on_the_host_is_parked_through_the_one_built_from_its_memory() {
+    let _serial = serial();
+    let g = &lab()[0];
+    let j = journal("built-profile");
+    let dom = domain_arg(g);
+    let empty = g.dir().join("park-no-profiles");
+    let cache = g.dir().join("park-profile-cache");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let _ = std::fs::remove_dir_all(&cache);
+    let cli_without_profiles = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--journal", &j, "--kernels", empty.to_str().expect("utf-8")]);
+        let out = xsched_with_env(&all, &[("XSCHED_PROFILE_CACHE", &cache)]);
+        assert!(out.status.success(), "xsched {all:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let pid = g.pids_of("hog")[2];
+    let arg = pid.to_string();
+    let said = cli_without_profiles(&["park", &dom, &arg]);
+    assert!(said.contains("built one for Linux"), "park did not say it built a profile: {said}");
+    let (a, state) = runtime(g, pid);
+    let (b, _) = runtime(g, pid);
+    assert_eq!((state, a), ('P', b), "pid {pid} parked through the built profile");
+    cli_without_profiles(&["unpark", &dom, &arg]);
+    let (c, _) = runtime(g, pid);
+    let (d, state) = runtime(g, pid);
+    assert!(d > c && state == 'R', "pid {pid} runs again after the unpark ({state})");
+    std::fs::remove_dir_all(&empty).expect("cleanup");
+    std::fs::remove_dir_all(&cache).expect("cleanup");
     assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
 }
 

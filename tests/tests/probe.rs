@@ -1,6 +1,7 @@
 //! `xsched probe` against live lab guests and their core dumps, checked against what the guests
 //! themselves say: `/proc/kallsyms`, `/proc/iomem`, the online CPU list, CPU flags, and the
-//! VMCOREINFO note the guest kernel hands to QEMU's dump.
+//! VMCOREINFO note the guest kernel hands to QEMU's dump; and profiles built from a guest's own
+//! memory (live, and from its dump) checked against the DWARF-built ones.
 
 mod common;
 
@@ -105,6 +106,15 @@ fn a_core_dump_probes_like_the_live_guest_and_agrees_with_vmcoreinfo() {
     for key in ["release", "phys_text", "virt_text", "phys_shift", "virt_shift", "paging_levels", "page_tables", "page_offset_base", "nr_cpu_ids", "online_cpus", "banner_gpa"] {
         assert_eq!(live[key], dumped[key], "{key}: live vs core");
     }
+    // The dump alone gives the kernel's profile, from the BTF and kallsyms in its memory: the
+    // same as the DWARF-built one, field for field and symbol for symbol.
+    let generated = g.dir().join("from-core.json");
+    xsched_ok(&["profile", "gen", "--core", core.to_str().expect("utf-8"), "-o", generated.to_str().expect("utf-8")]);
+    let release = &g.kernel().pin.release;
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(kernels_dir().join(format!("{release}.json"))).expect("committed profile")).expect("json");
+    let from_core: Value = serde_json::from_str(&std::fs::read_to_string(&generated).expect("generated profile")).expect("json");
+    std::fs::remove_file(&generated).expect("remove profile");
+    assert_eq!(from_core, committed, "the profile built from the core dump differs from the DWARF-built one");
     let info = vmcoreinfo(&core);
     std::fs::remove_file(&core).expect("remove core");
     assert!(!info.is_empty(), "the dump carries no VMCOREINFO (qemu_fw_cfg not loaded?)");

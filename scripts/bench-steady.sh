@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --release -q -p xsched --bin xsched -p testing-panic
+cargo build --release -q -p xsched --bin xsched
+cargo build --release -q -p testing-panic
 cargo build --release -q -p xsched-lab --example steady_bench
 for pin in tests/lab/kernels/*.env; do
     kernel=${pin##*/}

@@ -8,10 +8,13 @@
 //! `/dev/shm` or on hugetlbfs is a regular file. `O_NONBLOCK` is left set: on a regular file it
 //! changes nothing (open(2): it "has no effect for regular files and block devices").
 //!
+//! `-` names standard input or output where a command reads a trace or writes a picture or a
+//! profile ([`is_standard_stream`]).
+//!
 //! This module uses nothing else of xsched's, so every stage of the data path can use it.
 
 use std::fs::{File, FileType, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -59,6 +62,29 @@ pub fn read_to_string(path: &Path) -> io::Result<String> {
 /// Creates (or truncates) the regular file at `path` for writing.
 pub fn create(path: &Path) -> io::Result<File> {
     open_regular(OpenOptions::new().write(true).create(true).truncate(true), path)
+}
+
+/// Whether `path` is `-`: standard input or output rather than a file.
+pub fn is_standard_stream(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Writes `bytes` as the whole content of `path` (created or truncated), or to standard output
+/// if `path` is `-`.
+pub fn write_output(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if is_standard_stream(path) {
+        let mut out = io::stdout().lock();
+        return out.write_all(bytes).and_then(|()| out.flush());
+    }
+    create(path)?.write_all(bytes)
+}
+
+/// A reader of the regular file at `path`, or of standard input if `path` is `-`.
+pub fn open_input(path: &Path) -> io::Result<Box<dyn Read>> {
+    if is_standard_stream(path) {
+        return Ok(Box::new(io::stdin()));
+    }
+    Ok(Box::new(open_regular(OpenOptions::new().read(true), path)?))
 }
 
 /// Refuses `path` if it exists and is not a regular file, for a path that another part opens

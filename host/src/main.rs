@@ -8,20 +8,23 @@ use clap::Parser;
 use xsched::text::printable;
 
 fn main() {
+    let cli = match cmd::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and bare `xsched` (the help, on stderr, exit status 2).
+        Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => fail(&usage_error(&e)),
+    };
     // Log lines and the error line may quote what a guest wrote (a comm, a cgroup name, a file
     // that is not a journal): both are shown through `printable`.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    env_logger::Builder::new()
+        .filter_level(cli.log_level())
+        .parse_env(env_logger::Env::default())
         .format(|out, record| {
             let level = out.default_level_style(record.level());
             let message = record.args().to_string();
             writeln!(out, "[{} {level}{:<5}{level:#} {}] {}", out.timestamp(), record.level(), record.target(), printable(&message))
         })
         .init();
-    let cli = match cmd::Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
-        Err(e) => fail(&usage_error(&e)),
-    };
     if let Err(error) = cmd::run(cli) {
         fail(&one_line(&error));
     }

@@ -3,7 +3,6 @@
 //! CPU its guest kernel accounted to it in each period.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use plotters::coord::Shift;
@@ -121,9 +120,7 @@ pub fn draw_svg(path: &Path, title: &str, lanes: &[Lane], marks: &[Mark], (start
         draw(&root, title, lanes, marks, (start, end)).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
         root.present().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
     }
-    crate::files::create(path)
-        .and_then(|mut file| file.write_all(svg.as_bytes()))
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    crate::files::write_output(path, svg.as_bytes()).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
 type DrawResult = Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;

@@ -129,7 +129,7 @@ fn fifos_and_directories_are_refused_without_hanging() {
     refused(cwd, &run_with(&["--config", &fifo]), &[], &["--config", &fifo, "FIFO"]);
     refused(cwd, &run_with(&["--trace", &fifo]), &[], &["--trace", &fifo, "FIFO"]);
     refused(cwd, &["release", "--all", "--journal", &fifo], &[], &["journal", &fifo, "FIFO"]);
-    refused(cwd, &["park", "u1=core:/nonexistent", "5", "--journal", &fifo], &[], &["journal", &fifo, "FIFO"]);
+    refused(cwd, &["park", "--domain", "u1=core:/nonexistent", "5", "--journal", &fifo], &[], &["journal", &fifo, "FIFO"]);
     refused(cwd, &["timeline", &fifo, "-o", &s.arg("out.svg")], &[], &[&fifo, "FIFO"]);
     refused(cwd, &["timeline", &s.arg("trace.jsonl"), "-o", &fifo], &[], &[&fifo, "FIFO"]);
     refused(cwd, &["profile", "gen", "--vmlinux", &fifo], &[], &[&fifo, "FIFO"]);
@@ -145,7 +145,7 @@ fn a_mistyped_journal_is_an_error_that_names_it_and_creates_nothing() {
     let cwd = s.dir.path();
     let typo = s.arg("jornal.jsonl");
     refused(cwd, &["release", "--all", "--journal", &typo], &[], &["journal", &typo]);
-    refused(cwd, &["unpark", "u1=core:/nonexistent", "5", "--journal", &typo], &[], &["journal", &typo]);
+    refused(cwd, &["unpark", "--domain", "u1=core:/nonexistent", "5", "--journal", &typo], &[], &["journal", &typo]);
     refused(cwd, &["release", "--all"], &[("XSCHED_JOURNAL", &typo)], &["journal", &typo]);
     assert!(!s.path("jornal.jsonl").exists(), "release and unpark created the journal");
 }
@@ -190,4 +190,40 @@ fn profile_gen_takes_kernels_and_help_makes_no_stale_claims() {
             assert!(help.contains("--kernels") && help.contains("RELEASE.json"), "{help}");
         }
     }
+}
+
+#[test]
+fn conventions_an_admin_expects() {
+    let s = Scratch::new();
+    let cwd = s.dir.path();
+    // Bare `xsched` shows what it can do (on stderr, as a usage error: status 2).
+    let out = xsched(cwd, &[], &[]);
+    let help = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{help}");
+    for command in ["probe", "ps", "park", "unpark", "release", "run", "timeline", "profile"] {
+        assert!(help.contains(command), "bare xsched does not list {command}: {help}");
+    }
+    // Every subcommand that takes a domain takes it as --domain, and its help lists every kind.
+    for command in ["probe", "ps", "park", "unpark", "run"] {
+        let out = xsched(cwd, &[command, "--help"], &[]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command} --help: {help}");
+        for form in ["--domain", "=qemu:", "=core:", "=xen:", "-v, --verbose", "-q, --quiet"] {
+            assert!(help.contains(form), "{command} --help lacks {form}: {help}");
+        }
+    }
+    refused(cwd, &["park", "5"], &[], &["--domain"]);
+    refused(cwd, &["release", "--pid", "5"], &[], &["--domain"]);
+    refused(cwd, &["-q", "-v", "ps", "--domain", "u1=core:/nonexistent"], &[], &["--quiet", "--verbose"]);
+    // `-` is standard input and output: a trace read from stdin, the picture written to stdout.
+    let trace = std::fs::File::open(s.path("trace.jsonl")).expect("trace");
+    let out = Command::new(env!("CARGO_BIN_EXE_xsched"))
+        .args(["timeline", "-", "-o", "-"])
+        .current_dir(cwd)
+        .stdin(trace)
+        .output()
+        .expect("run xsched timeline");
+    let svg = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 tasks, 2 periods"), "the summary goes to stderr");
 }

@@ -69,7 +69,7 @@ fn a_parked_hog_stops_and_resumes() {
     let dom = domain_arg(g);
     for pid in [g.pids_of("hog")[0], g.pids_of("grp")[0]] {
         let arg = pid.to_string();
-        cli(&["park", &dom, &arg], &j);
+        cli(&["park", "--domain", &dom, &arg], &j);
         let (a, state) = runtime(g, pid);
         let (b, _) = runtime(g, pid);
         assert_eq!(state, 'P', "pid {pid} shows as parked in the guest");
@@ -81,7 +81,7 @@ fn a_parked_hog_stops_and_resumes() {
         let (o1, _) = runtime(g, other);
         let (o2, _) = runtime(g, other);
         assert!(o2 > o1, "the other tasks keep running");
-        cli(&["unpark", &dom, &arg], &j);
+        cli(&["unpark", "--domain", &dom, &arg], &j);
         // From the first view after the unpark (within a second) to the next, it gets about the
         // share of the other hogs (equal weights; at least half of theirs, allowing for noise).
         let v1 = g.next_view(WAIT).expect("view");
@@ -112,12 +112,12 @@ fn a_guest_with_no_profile_on_the_host_is_parked_through_the_one_built_from_its_
     };
     let pid = g.pids_of("hog")[2];
     let arg = pid.to_string();
-    let said = cli_without_profiles(&["park", &dom, &arg]);
+    let said = cli_without_profiles(&["park", "--domain", &dom, &arg]);
     assert!(said.contains("built one for Linux"), "park did not say it built a profile: {said}");
     let (a, state) = runtime(g, pid);
     let (b, _) = runtime(g, pid);
     assert_eq!((state, a), ('P', b), "pid {pid} parked through the built profile");
-    cli_without_profiles(&["unpark", &dom, &arg]);
+    cli_without_profiles(&["unpark", "--domain", &dom, &arg]);
     let (c, _) = runtime(g, pid);
     let (d, state) = runtime(g, pid);
     assert!(d > c && state == 'R', "pid {pid} runs again after the unpark ({state})");
@@ -136,17 +136,17 @@ fn a_parked_sleeper_sleeps_through_its_wakeups() {
     // Park it while it sleeps (its busy phase is short); retry until it was caught sleeping.
     let deadline = Instant::now() + WAIT;
     loop {
-        let out = cli(&["park", &dom, &pid.to_string()], &j);
+        let out = cli(&["park", "--domain", &dom, &pid.to_string()], &j);
         if out.contains("was sleeping") {
             break;
         }
-        cli(&["unpark", &dom, &pid.to_string()], &j);
+        cli(&["unpark", "--domain", &dom, &pid.to_string()], &j);
         assert!(Instant::now() < deadline, "never caught napper asleep");
     }
     let (a, _) = runtime(g, pid);
     let (b, state) = runtime(g, pid);
     assert_eq!((a, state), (b, 'P'), "a parked sleeper ran when its timer fired");
-    cli(&["unpark", &dom, &pid.to_string()], &j);
+    cli(&["unpark", "--domain", &dom, &pid.to_string()], &j);
     let (c, _) = runtime(g, pid);
     let (d, _) = runtime(g, pid);
     assert!(d > c, "napper runs again after unpark");
@@ -159,7 +159,7 @@ fn sigkill_ends_a_parked_task_and_release_drops_it() {
     let j = journal("kill");
     let dom = domain_arg(g);
     let pid = g.pids_of("victim")[0];
-    cli(&["park", &dom, &pid.to_string()], &j);
+    cli(&["park", "--domain", &dom, &pid.to_string()], &j);
     g.exec_ok(&format!("kill -9 {pid}")).expect("kill");
     let deadline = Instant::now() + WAIT;
     while g.next_view(WAIT).expect("view").get(pid).is_some() {
@@ -178,7 +178,7 @@ fn release_all_restores_what_a_dead_xsched_left_parked() {
     let dom = domain_arg(g);
     let pids = [g.pids_of("hog")[2], g.pids_of("grp")[0]];
     for pid in pids {
-        cli(&["park", &dom, &pid.to_string()], &j);
+        cli(&["park", "--domain", &dom, &pid.to_string()], &j);
     }
     // The xsched that parked them is gone; a new one finds them in the journal.
     let out = cli(&["release", "--all"], &j);
@@ -188,7 +188,7 @@ fn release_all_restores_what_a_dead_xsched_left_parked() {
     let before: Vec<u64> = pids.iter().map(|&p| runtime(g, p).0).collect();
     let after: Vec<u64> = pids.iter().map(|&p| runtime(g, p).0).collect();
     assert!(before.iter().zip(&after).all(|(b, a)| a > b), "{before:?} -> {after:?}");
-    let out = xsched(&["unpark", &dom, &pids[0].to_string(), "--journal", &j]);
+    let out = xsched(&["unpark", "--domain", &dom, &pids[0].to_string(), "--journal", &j]);
     assert!(!out.status.success(), "unparking a running task is refused");
 }
 

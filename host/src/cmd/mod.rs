@@ -10,17 +10,47 @@ mod timeline;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
+
+/// The forms of a domain spec, for the help of every `--domain` (a macro: `concat!` takes only
+/// literals).
+macro_rules! domain_forms {
+    () => {
+        "NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] (a QEMU guest's shared RAM file and QMP socket) | \
+         NAME=core:FILE (a guest's ELF core dump: read only) | NAME=xen:DOMID (a Xen domain)"
+    };
+}
+pub(crate) use domain_forms;
 
 /// A system-wide process scheduler that spans virtual machines.
 #[derive(Debug, Parser)]
-#[command(name = "xsched", version, about, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(name = "xsched", version, about, arg_required_else_help = true, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// With no subcommand, `xsched --plugin PATH --domain …` runs the scheduling loop.
     #[command(flatten)]
     run: Option<run::RunArgs>,
+    /// More log lines: -v info, -vv debug, -vvv trace [default: warnings and errors; RUST_LOG
+    /// overrides both flags].
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Errors only in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+impl Cli {
+    /// The log level the flags ask for.
+    pub fn log_level(&self) -> log::LevelFilter {
+        match (self.quiet, self.verbose) {
+            (true, _) => log::LevelFilter::Error,
+            (false, 0) => log::LevelFilter::Warn,
+            (false, 1) => log::LevelFilter::Info,
+            (false, 2) => log::LevelFilter::Debug,
+            (false, _) => log::LevelFilter::Trace,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -65,7 +65,7 @@ impl JournalArgs {
 /// Arguments of `xsched park` and `xsched unpark`.
 #[derive(Debug, Args)]
 pub struct TaskArgs {
-    /// The domain, as NAME=qemu:RAMFILE,qmp=SOCK[,machine=q35|pc] | NAME=xen:DOMID.
+    #[arg(long, help = concat!("The domain (not a core dump: it cannot be changed), as ", super::domain_forms!(), "."))]
     domain: DomainSpec,
     /// The task's pid (a thread id) inside the guest.
     pid: i32,
@@ -80,8 +80,10 @@ pub struct ReleaseArgs {
     #[arg(long, conflicts_with = "domain")]
     all: bool,
     /// Only this domain's tasks (its name, as the journal records it).
+    #[arg(long)]
     domain: Option<String>,
-    /// Only this task.
+    /// Only this task (with --domain).
+    #[arg(long, requires = "domain")]
     pid: Option<i32>,
     #[command(flatten)]
     common: JournalArgs,
@@ -179,7 +181,7 @@ fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, 
 /// `xsched release`: unparks what the journal says is parked (all of it, a domain's, or one task).
 pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
     if !args.all && args.domain.is_none() {
-        bail!("say what to release: --all, or a domain name (and a pid)");
+        bail!("say what to release: --all, or --domain NAME (and --pid PID)");
     }
     let mut journal = args.common.open_existing()?;
     if journal.skipped() > 0 {

@@ -15,8 +15,7 @@ use xsched::profile::Profile;
 /// Arguments of `xsched probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// The domain, as NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] | NAME=core:FILE | NAME=xen:DOMID.
-    #[arg(long)]
+    #[arg(long, help = concat!("The domain, as ", super::domain_forms!(), "."))]
     domain: DomainSpec,
     /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
     /// /usr/share/xsched/kernels, else the source tree's].

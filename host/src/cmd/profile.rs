@@ -1,7 +1,6 @@
 //! `xsched profile gen`: write a kernel layout profile from a vmlinux with debug info, or from the
 //! BTF and kallsyms of a kernel image or of a guest's core dump.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -29,7 +28,7 @@ pub enum ProfileCommand {
         /// The kernel's System.map, to take symbols from instead of the image (with --image).
         #[arg(long, requires = "image")]
         system_map: Option<PathBuf>,
-        /// Output file [default: RELEASE.json in the --kernels directory].
+        /// Output file (`-`: standard output) [default: RELEASE.json in the --kernels directory].
         #[arg(short, long, conflicts_with = "kernels")]
         output: Option<PathBuf>,
         /// The directory of kernel profiles to write RELEASE.json into [default: ./kernels].
@@ -59,10 +58,10 @@ pub fn run(command: ProfileCommand) -> anyhow::Result<()> {
                 (None, None, None) => anyhow::bail!("give --vmlinux, --image or --core"),
             };
             let output = output.unwrap_or_else(|| kernels.unwrap_or_else(|| PathBuf::from("kernels")).join(format!("{}.json", profile.release)));
-            xsched::files::create(&output)
-                .and_then(|mut file| file.write_all(profile.to_json().as_bytes()))
-                .with_context(|| format!("writing {}", output.display()))?;
-            println!("{}: profile of Linux {} written to {}", input.display(), profile.release, output.display());
+            xsched::files::write_output(&output, profile.to_json().as_bytes()).with_context(|| format!("writing {}", output.display()))?;
+            if !xsched::files::is_standard_stream(&output) {
+                println!("{}: profile of Linux {} written to {}", input.display(), profile.release, output.display());
+            }
             Ok(())
         }
     }

@@ -1,7 +1,7 @@
 //! `xsched ps`: the cross-domain task table, once (`ps`-like), as JSON, or live (`--watch`).
 
 use std::borrow::Cow;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,9 +15,7 @@ use xsched::text::printable;
 /// Arguments of `xsched ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
-    /// A domain, as NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] | NAME=core:FILE | NAME=xen:DOMID
-    /// (repeatable; each name and each guest once).
-    #[arg(long = "domain", required = true)]
+    #[arg(long = "domain", required = true, help = concat!("A domain, as ", super::domain_forms!(), " (repeatable; each name and each guest once)."))]
     domains: Vec<DomainSpec>,
     /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
     /// /usr/share/xsched/kernels, else the source tree's].
@@ -53,14 +51,18 @@ pub fn run(args: &PsArgs) -> anyhow::Result<()> {
         let table = take(&mut domains, None)?;
         return print(&table, args.json, false);
     }
+    // A terminal is cleared for each refresh; a pipe or a file gets the tables one after another.
+    let clear = !args.json && std::io::stdout().is_terminal();
     let mut previous: Option<(TaskTable, Instant)> = None;
     let mut refreshes = 0u64;
     loop {
         let now = Instant::now();
         let table = take(&mut domains, previous.as_ref().map(|(t, at)| (t, now - *at)))?;
         if previous.is_some() {
-            if !args.json {
+            if clear {
                 print!("\x1b[H\x1b[2J");
+            } else if !args.json && refreshes > 0 {
+                println!();
             }
             print(&table, args.json, true)?;
             refreshes += 1;
@@ -111,8 +113,8 @@ fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:<8} {:>7} {:>7} {:<15} S {:>3} QR {:<3} {:>3} {:>4} {:>6} {:>12}{} CGROUP",
-        "DOMAIN", "PID", "TGID", "COMM", "CPU", "CLS", "NI", "PRI", "WEIGHT", "RUNTIME",
+        "{:<8} {:>7} {:>7} {:<15} S {:>3} QR {:<3} {:>3} {:>4} {:>6} {:>11}{} CGROUP",
+        "DOMAIN", "PID", "TGID", "COMM", "PSR", "CLS", "NI", "PRI", "WEIGHT", "TIME",
         if watch { "   %CPU" } else { "" }
     )?;
     let mut rows: Vec<&TaskEntry> = table.tasks.iter().collect();
@@ -122,7 +124,7 @@ fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {
     for t in rows {
         writeln!(
             out,
-            "{:<8} {:>7} {:>7} {:<15} {} {:>3} {}{} {:<3} {:>3} {:>4} {:>6} {:>11.3}s{} {}",
+            "{:<8} {:>7} {:>7} {:<15} {} {:>3} {}{} {:<3} {:>3} {:>4} {:>6} {:>11}{} {}",
             name_of(t.key.domain),
             t.key.pid,
             t.tgid,
@@ -139,10 +141,35 @@ fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {
             if t.policy.is_realtime() { "-".to_string() } else { t.nice.to_string() },
             t.prio,
             t.weight,
-            t.runtime_ns as f64 / 1e9,
+            cpu_time(t.runtime_ns),
             if watch { format!(" {:>6.1}", t.cpu_percent) } else { String::new() },
             t.cgroup.as_deref().map_or(Cow::Borrowed("?"), printable),
         )?;
     }
     out.flush().context("stdout")
+}
+
+/// CPU time as procps prints it: `[DD-]HH:MM:SS`.
+fn cpu_time(ns: u64) -> String {
+    let seconds = ns / 1_000_000_000;
+    let (days, hms) = (seconds / 86_400, seconds % 86_400);
+    let clock = format!("{:02}:{:02}:{:02}", hms / 3600, hms % 3600 / 60, hms % 60);
+    if days > 0 {
+        format!("{days}-{clock}")
+    } else {
+        clock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_time;
+
+    #[test]
+    fn cpu_time_reads_like_procps() {
+        assert_eq!(cpu_time(0), "00:00:00");
+        assert_eq!(cpu_time(59_999_999_999), "00:00:59");
+        assert_eq!(cpu_time(3_723_000_000_000), "01:02:03");
+        assert_eq!(cpu_time(2 * 86_400_000_000_000 + 5_000_000_000), "2-00:00:05");
+    }
 }

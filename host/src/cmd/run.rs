@@ -26,9 +26,7 @@ pub struct RunArgs {
     /// The policy's configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A domain, as NAME=qemu:RAMFILE,qmp=SOCK[,machine=q35|pc] | NAME=xen:DOMID (repeatable;
-    /// each name and each guest once).
-    #[arg(long = "domain", required = true)]
+    #[arg(long = "domain", required = true, help = concat!("A domain (not a core dump: it cannot be changed), as ", super::domain_forms!(), " (repeatable; each name and each guest once)."))]
     domains: Vec<DomainSpec>,
     /// The period, milliseconds (1 to 60000).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]

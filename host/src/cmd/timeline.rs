@@ -11,9 +11,9 @@ use xsched::timeline::{draw_svg, lanes, Mark};
 /// Arguments of `xsched timeline`.
 #[derive(Debug, Args)]
 pub struct TimelineArgs {
-    /// The trace file written by `xsched run --trace`.
+    /// The trace file written by `xsched run --trace` (`-`: standard input).
     trace: PathBuf,
-    /// The picture to write (SVG).
+    /// The picture to write (SVG; `-`: standard output).
     #[arg(short, long)]
     output: PathBuf,
     /// The picture's title [default: the trace's file name].
@@ -45,7 +45,12 @@ pub fn run(args: &TimelineArgs) -> anyhow::Result<()> {
     }
     let title = args.title.clone().unwrap_or_else(|| args.trace.display().to_string());
     draw_svg(&args.output, &title, &lanes, &args.marks, (first.t, last.t)).with_context(|| format!("timeline of {}", args.trace.display()))?;
-    println!("{}: {} tasks, {} periods, {:.1} s", args.output.display(), lanes.len(), trace.len(), last.t - first.t);
+    let summary = format!("{}: {} tasks, {} periods, {:.1} s", args.output.display(), lanes.len(), trace.len(), last.t - first.t);
+    if xsched::files::is_standard_stream(&args.output) {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     Ok(())
 }
 

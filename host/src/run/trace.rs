@@ -6,7 +6,6 @@
 //! where `t` is when the period began (its snapshot), in seconds since the loop started, and
 //! `wall` the same moment in seconds since the Unix epoch (to line it up with other logs).
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -133,7 +132,7 @@ pub enum TraceError {
 /// dropped; any other bad line is an error naming the file and line.
 pub fn read_trace(path: &Path) -> Result<Vec<TraceLine>, TraceError> {
     let shown = path.display().to_string();
-    let file = crate::files::open_regular(File::options().read(true), path).map_err(|source| TraceError::Io { path: shown.clone(), source })?;
+    let file = crate::files::open_input(path).map_err(|source| TraceError::Io { path: shown.clone(), source })?;
     let lines: Vec<String> = BufReader::new(file)
         .lines()
         .collect::<Result<_, _>>()

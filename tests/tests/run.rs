@@ -1,6 +1,7 @@
 //! `xsched run` with the bundled policies on two lab guests, measured by the guests' own
 //! accounting: the kernel's `se.sum_exec_runtime` of each task (what `/proc/PID/schedstat`
-//! shows), from the views the guests print and, per period, from xsched's trace.
+//! shows), from the views the guests print and, per period, from xsched's trace; and its
+//! metrics, scraped while it runs, against the guests' own task counts and parked tasks.
 
 mod common;
 
@@ -230,4 +231,89 @@ fn after_sigkill_release_all_or_the_next_start_restores_every_task() {
     assert_eq!(parked(g1), 0, "the next start left a task parked");
     assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0);
     stop(g1, &hogs);
+}
+
+/// One scrape of the loop's metrics: every sample line, by name with its labels.
+fn scrape(address: &str) -> BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reply");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+    assert!(head.starts_with("HTTP/1.") && head.contains(" 200 ") && head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(name, value)| Some((name.to_owned(), value.parse().ok()?))))
+        .collect()
+}
+
+/// The guest's own count of its tasks: the total of `/proc/loadavg` (`nr_threads`).
+fn guest_task_count(g: &Guest) -> f64 {
+    let loadavg = g.exec_ok("cat /proc/loadavg").expect("loadavg");
+    let total = loadavg.split_whitespace().nth(3).and_then(|f| f.split_once('/')).map(|(_, total)| total.trim().to_owned());
+    total.and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("loadavg: {loadavg}"))
+}
+
+#[test]
+fn metrics_scraped_during_a_run_agree_with_the_guests() {
+    let _serial = serial();
+    let (g1, g2) = (&lab()[0], &lab()[1]);
+    let hog = g1.start_workload(&Workload::cpu("victim")).expect("hog");
+    let other = g2.start_workload(&Workload::cpu("victim")).expect("hog");
+    let dir = g1.dir();
+    let (config, journal) = (dir.join("metrics.conf"), dir.join("metrics.journal"));
+    std::fs::write(&config, "after=1000000 victim").expect("config");
+    let lib = plugin("testing-panic");
+    let mut child = Command::new(common::xsched_bin())
+        .args(["run", "--plugin", lib.to_str().expect("utf-8"), "--config", config.to_str().expect("utf-8")])
+        .args(["--domain", &domain_arg(g1), "--domain", &domain_arg(g2), "--cpus", "1", "--metrics", "127.0.0.1:0"])
+        .args(["--journal", journal.to_str().expect("utf-8"), "--kernels", kernels_dir().to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start xsched run");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let address = loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).expect("a line") > 0, "xsched run ended");
+        if let Some(url) = line.trim().strip_prefix("xsched: metrics at http://") {
+            break url.trim_end_matches("/metrics").to_owned();
+        }
+    };
+    // One of the two hogs is parked (one host CPU): the guests' own /proc says which.
+    let deadline = std::time::Instant::now() + WAIT;
+    let parked_in = loop {
+        let parked: Vec<&Guest> = [g1, g2].into_iter().filter(|g| g.next_view(WAIT).expect("view").procs.iter().any(|p| p.state == 'P')).collect();
+        if parked.len() == 1 {
+            break parked[0].name().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "never exactly one guest with a parked task");
+    };
+    let first = scrape(&address);
+    std::thread::sleep(Duration::from_secs(2));
+    let second = scrape(&address);
+    let counts = [(g1.name(), guest_task_count(g1)), (g2.name(), guest_task_count(g2))];
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGTERM) };
+    assert!(child.wait().expect("reap").success(), "xsched run stopped by SIGTERM exits 0");
+    stop(g1, &hog);
+    stop(g2, &other);
+
+    let value = |scrape: &BTreeMap<String, f64>, name: &str| *scrape.get(name).unwrap_or_else(|| panic!("no {name} in {scrape:?}"));
+    eprintln!("metrics: {second:?}");
+    let periods = value(&second, "xsched_periods_total") - value(&first, "xsched_periods_total");
+    assert!((20.0..=250.0).contains(&periods), "{periods} periods in 2 s at a 10 ms period");
+    assert!(value(&second, "xsched_parks_total") >= 1.0);
+    assert_eq!(value(&second, "xsched_class_parked_tasks{class=\"0\"}"), 1.0, "one victim parked ({parked_in}'s)");
+    assert_eq!(value(&second, "xsched_class_running_tasks{class=\"0\"}"), 1.0, "one victim runs");
+    for (name, count) in counts {
+        let tasks = value(&second, &format!("xsched_domain_tasks{{domain=\"{name}\"}}"));
+        assert!((tasks - count).abs() <= 3.0, "{name}: {tasks} tasks read, the guest counts {count}");
+        // Paused only to change it: the guest with the parked task was, for the park; in a
+        // steady state neither is, so well under the run's length.
+        let paused = value(&second, &format!("xsched_domain_paused_seconds_total{{domain=\"{name}\"}}"));
+        assert!(paused < 1.0 && (paused > 0.0 || name != parked_in), "{name}: held paused {paused} s in all");
+    }
+    assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0, "everything was released");
 }

@@ -2,6 +2,7 @@
 //! scheduling loop with a policy plugin.
 
 use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,6 +12,7 @@ use clap::Args;
 use xsched::domain::{Domain, DomainSpec};
 use xsched::policy::PolicyPlugin;
 use xsched::profile::Profile;
+use xsched::run::metrics::Metrics;
 use xsched::run::trace::TraceLine;
 use xsched::run::{Scheduler, Signals};
 
@@ -42,6 +44,10 @@ pub struct RunArgs {
     /// `xsched timeline` to draw it).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Serve the loop's metrics as OpenMetrics text (for Prometheus) at http://ADDRESS/metrics,
+    /// e.g. 127.0.0.1:9477.
+    #[arg(long, value_name = "ADDRESS")]
+    metrics: Option<SocketAddr>,
     #[command(flatten)]
     common: JournalArgs,
 }
@@ -73,6 +79,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     // Before anything is parked, and before the policy runs any code of its own.
     let (domains, supervisor) = xsched::supervise::start(domains, args.common.path(), period)?;
     let policy = plugin.instantiate(args.config.as_deref())?;
+    // A thread: only after the fork.
+    let mut metrics = args.metrics.map(Metrics::serve).transpose()?;
+    let domain_names: Vec<String> = args.domains.iter().map(|spec| spec.name.clone()).collect();
 
     let started = Instant::now();
     let started_wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -87,9 +96,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         args.period,
         supervisor.supervisor_pid()
     );
-    let result = scheduler.run(&signals, args.periods, |period_start, table, plan, stats| {
+    if let Some(metrics) = &metrics {
+        println!("xsched: metrics at http://{}/metrics", metrics.address());
+    }
+    let result = scheduler.run(&signals, args.periods, |period| {
+        let (table, plan, stats) = (period.table, period.plan, period.stats);
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.record(period, &domain_names);
+        }
         if let Some(out) = trace.as_mut() {
-            let at = period_start.saturating_duration_since(started);
+            let at = period.started.saturating_duration_since(started);
             if let Err(e) = TraceLine::of_period(at, (started_wall + at).as_secs_f64(), table, plan, stats).write_to(out) {
                 trace_error.get_or_insert(e);
             }

@@ -63,6 +63,7 @@ pub struct Domain {
     kernel: Kernel,
     reader: SnapshotReader,
     pause_mark: Option<PauseMark>,
+    held_paused: Duration,
 }
 
 /// One snapshot of a domain and what it cost.
@@ -86,7 +87,7 @@ impl Domain {
         let mem = spec.open().map_err(|e| error(e.into()))?;
         let kernel = Kernel::attach(mem, profiles).map_err(error)?;
         let reader = SnapshotReader::for_kernel(&kernel).map_err(error)?;
-        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader, pause_mark: None })
+        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader, pause_mark: None, held_paused: Duration::ZERO })
     }
 
     /// The located kernel.
@@ -109,7 +110,7 @@ impl Domain {
         let mem = spec.open().map_err(|e| error(e.into()))?;
         let kernel = Kernel::reopen(mem, profile, location).map_err(error)?;
         let reader = SnapshotReader::for_kernel(&kernel).map_err(error)?;
-        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader, pause_mark: None })
+        Ok(Self { id, name: spec.name.clone(), spec: spec.clone(), kernel, reader, pause_mark: None, held_paused: Duration::ZERO })
     }
 
     /// Pauses the guest, reads every task and runqueue, and resumes it. A guest someone else
@@ -124,6 +125,7 @@ impl Domain {
         let read = started.elapsed();
         paused.end().map_err(|e| error(e.into()))?;
         let pause = if held == Pause::Taken { started.elapsed() } else { Duration::ZERO };
+        self.held_paused += pause;
         // A mapped file that shrank or was replaced fails every read from then on: say so now,
         // rather than hand out a snapshot of holes.
         self.kernel.memory().check_backing().map_err(|e| error(e.into()))?;
@@ -151,9 +153,19 @@ impl Domain {
         let error = |source: LinuxError| DomainError { name: self.name.clone(), source };
         let mut paused = Paused::take(&mut self.kernel, self.pause_mark).map_err(|e| error(e.into()))?;
         let held = paused.pause();
+        let started = Instant::now();
         let result = f(&mut paused, &self.reader, held);
         paused.end().map_err(|e| error(e.into()))?;
+        if held == Pause::Taken {
+            self.held_paused += started.elapsed();
+        }
         result.map_err(error)
+    }
+
+    /// How long xsched has held this guest paused since it was attached, in all (from the pause
+    /// taking effect to the resume having taken effect).
+    pub fn held_paused(&self) -> Duration {
+        self.held_paused
     }
 
     /// Pauses and resumes the guest doing nothing in between: the floor under the cost of every

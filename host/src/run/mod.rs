@@ -9,6 +9,7 @@
 
 pub mod admit;
 pub mod holdings;
+pub mod metrics;
 pub mod trace;
 
 use std::collections::HashSet;
@@ -49,6 +50,24 @@ pub struct RunStats {
     pub deferred: u64,
 }
 
+/// What one period saw and did, for whoever watches the loop (the trace, the summary line, the
+/// metrics).
+#[derive(Clone, Copy, Debug)]
+pub struct PeriodReport<'a> {
+    /// When the period began (its snapshot).
+    pub started: Instant,
+    /// The table read.
+    pub table: &'a TaskTable,
+    /// The policy's ranking of it.
+    pub ranking: &'a [Ranked],
+    /// What the loop changed, or kept.
+    pub plan: &'a Plan,
+    /// The run's counters so far.
+    pub stats: &'a RunStats,
+    /// Per domain, in id order: how long xsched has held it paused in all ([`Domain::held_paused`]).
+    pub held_paused: &'a [Duration],
+}
+
 /// Flags the loop watches, set from signal handlers (stop signals are [`crate::interrupt`]'s).
 #[derive(Clone, Debug, Default)]
 pub struct Signals {
@@ -85,8 +104,8 @@ impl<R: Ranker> Scheduler<R> {
 
     /// Runs until a stop signal arrives, `periods` periods have passed, or `on_period` breaks,
     /// then releases every parked task. A policy or guest error also ends the loop (after the
-    /// release). After each period, `on_period` gets the moment the period began (its
-    /// snapshot), the table, the plan and the counters; breaking ends the loop with its error.
+    /// release). After each period, `on_period` gets its [`PeriodReport`]; breaking ends the
+    /// loop with its error.
     ///
     /// The loop is one [`Critical`] section: a stop signal ends it at the next period, and is
     /// taken as handled once everything is released.
@@ -94,7 +113,7 @@ impl<R: Ranker> Scheduler<R> {
         &mut self,
         signals: &Signals,
         periods: Option<u64>,
-        mut on_period: impl FnMut(Instant, &TaskTable, &Plan, &RunStats) -> ControlFlow<anyhow::Error>,
+        mut on_period: impl FnMut(&PeriodReport<'_>) -> ControlFlow<anyhow::Error>,
     ) -> anyhow::Result<()> {
         let _critical = Critical::enter();
         self.holdings.adopt_leftovers();
@@ -109,8 +128,9 @@ impl<R: Ranker> Scheduler<R> {
         self.holdings.release_all(&mut self.stats, || beat(heartbeat))
     }
 
-    fn periods(&mut self, signals: &Signals, periods: Option<u64>, on_period: &mut impl FnMut(Instant, &TaskTable, &Plan, &RunStats) -> ControlFlow<anyhow::Error>) -> anyhow::Result<()> {
+    fn periods(&mut self, signals: &Signals, periods: Option<u64>, on_period: &mut impl FnMut(&PeriodReport<'_>) -> ControlFlow<anyhow::Error>) -> anyhow::Result<()> {
         let mut table = TaskTable::default();
+        let mut held_paused = Vec::with_capacity(self.holdings.domains.len());
         let mut previous_start: Option<Instant> = None;
         while !interrupt::requested() && periods.is_none_or(|n| self.stats.periods < n) {
             let started = Instant::now();
@@ -130,7 +150,10 @@ impl<R: Ranker> Scheduler<R> {
             if started.elapsed() > self.period {
                 self.stats.overruns += 1;
             }
-            if let ControlFlow::Break(error) = on_period(started, &table, &plan, &self.stats) {
+            held_paused.clear();
+            held_paused.extend(self.holdings.domains.iter().map(Domain::held_paused));
+            let report = PeriodReport { started, table: &table, ranking: &ranking, plan: &plan, stats: &self.stats, held_paused: &held_paused };
+            if let ControlFlow::Break(error) = on_period(&report) {
                 return Err(error);
             }
             previous_start = Some(started);

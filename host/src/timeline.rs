@@ -1,6 +1,7 @@
 //! Timeline pictures of a loop trace, like the paper's Figure 2: one lane per task, showing
 //! when it was on its guest's runqueue, when xsched held it parked, when it slept, and how much
-//! CPU its guest kernel accounted to it in each period.
+//! CPU its guest kernel accounted to it in each period. SVG or PNG; the text is laid out with a
+//! TrueType font: `$XSCHED_FONT`, else DejaVu Sans from Debian's `fonts-dejavu-core`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -109,23 +110,91 @@ pub fn lanes(trace: &[TraceLine]) -> Vec<Lane> {
 /// Where a lane's band sits inside its row (fractions of the row height).
 const BAND: (f64, f64) = (0.15, 0.85);
 
-/// Draws `lanes` between `start` and `end` seconds, with `marks`, as an SVG file. Every text
-/// in the picture (task names come from guests) is shown through [`printable`], so the file is
-/// well-formed XML whatever the names hold.
-pub fn draw_svg(path: &Path, title: &str, lanes: &[Lane], marks: &[Mark], (start, end): (f64, f64)) -> anyhow::Result<()> {
-    let rows = u32::try_from(lanes.len()).unwrap_or(u32::MAX).max(1);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (1200, 170 + 70 * rows)).into_drawing_area();
-        draw(&root, title, lanes, marks, (start, end)).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
-        root.present().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
-    }
-    crate::files::write_output(path, svg.as_bytes()).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+/// The picture formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// SVG text.
+    Svg,
+    /// A PNG bitmap.
+    Png,
 }
 
-type DrawResult = Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
+impl Format {
+    /// The format a file name asks for: PNG for `.png`, else SVG.
+    pub fn of_path(path: &Path) -> Self {
+        match path.extension() {
+            Some(ext) if ext.eq_ignore_ascii_case("png") => Self::Png,
+            _ => Self::Svg,
+        }
+    }
+}
 
-fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, title: &str, lanes: &[Lane], marks: &[Mark], (start, end): (f64, f64)) -> DrawResult {
+/// Where a bitmap's font is looked for when `$XSCHED_FONT` is unset.
+const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Draws `lanes` between `start` and `end` seconds, with `marks`, into `path` (`-`: standard
+/// output) in `format`. Every text in the picture (task names come from guests) is shown through
+/// [`printable`], so an SVG is well-formed XML whatever the names hold.
+pub fn draw_picture(path: &Path, format: Format, title: &str, lanes: &[Lane], marks: &[Mark], range: (f64, f64)) -> anyhow::Result<()> {
+    let rows = u32::try_from(lanes.len()).unwrap_or(u32::MAX).max(1);
+    let size = (1200, 170_u32.saturating_add(rows.saturating_mul(70)));
+    let drawing = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing {}: {e}", path.display());
+    register_font()?;
+    let bytes = match format {
+        Format::Svg => {
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+                draw(&root, title, lanes, marks, range).map_err(|e| drawing(&e))?;
+                root.present().map_err(|e| drawing(&e))?;
+            }
+            svg.into_bytes()
+        }
+        Format::Png => {
+            let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+            {
+                let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+                draw(&root, title, lanes, marks, range).map_err(|e| drawing(&e))?;
+                root.present().map_err(|e| drawing(&e))?;
+            }
+            encode_png(&pixels, size).map_err(|e| drawing(&e))?
+        }
+    };
+    crate::files::write_output(path, &bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+/// Gives plotters the font the text is laid out (and, in a bitmap, drawn) with, once per process.
+fn register_font() -> anyhow::Result<()> {
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = REGISTERED.get_or_init(|| {
+        let path = std::env::var_os("XSCHED_FONT").filter(|p| !p.is_empty()).map_or_else(|| std::path::PathBuf::from(DEFAULT_FONT), std::path::PathBuf::from);
+        let hint = "a timeline needs a TrueType font: install fonts-dejavu-core, or set XSCHED_FONT to a .ttf file";
+        let mut bytes = Vec::new();
+        crate::files::open_input(&path)
+            .and_then(|mut file| std::io::Read::read_to_end(&mut file, &mut bytes))
+            .map_err(|e| format!("font {}: {e} ({hint})", path.display()))?;
+        // plotters keeps registered fonts for the life of the process: this one is read once.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("font {}: not a TrueType font ({hint})", path.display()))
+    });
+    result.clone().map_err(anyhow::Error::msg)
+}
+
+/// RGB pixels of a `size` bitmap as a PNG file.
+fn encode_png(pixels: &[u8], (width, height): (u32, u32)) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
+    Ok(out)
+}
+
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, lanes: &[Lane], marks: &[Mark], (start, end): (f64, f64)) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let (_, height) = root.dim_in_pixel();
     let (upper, key) = root.split_vertically(height.saturating_sub(LEGEND_HEIGHT));
@@ -189,7 +258,7 @@ fn label_anchor() -> plotters::style::text_anchor::Pos {
 const LEGEND_HEIGHT: u32 = 30;
 
 /// The key, in its own strip below the chart.
-fn legend(root: &DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult {
+fn legend<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
     let y = 12;
     let items: [(&str, ShapeStyle); 3] = [
         ("on its runqueue", GREEN.mix(0.35).filled()),
@@ -263,9 +332,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("t.svg");
         let marks = [Mark { at: 0.5, label: "db idle".into() }];
-        draw_svg(&path, "test", &lanes(&trace), &marks, (0.0, 1.0)).expect("draw");
+        draw_picture(&path, Format::of_path(&path), "test", &lanes(&trace), &marks, (0.0, 1.0)).expect("draw");
         let svg = std::fs::read_to_string(&path).expect("svg");
         assert!(svg.starts_with("<svg") && svg.contains("u1/db 1") && svg.contains("db idle"), "{svg}");
+
+        // The same as a PNG: a decodable image of the same size, not blank.
+        let png_path = dir.path().join("t.PNG");
+        assert_eq!(Format::of_path(&png_path), Format::Png);
+        draw_picture(&png_path, Format::Png, "test", &lanes(&trace), &marks, (0.0, 1.0)).expect("draw png");
+        let decoder = png::Decoder::new(std::fs::File::open(&png_path).expect("png"));
+        let mut reader = decoder.read_info().expect("a PNG");
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut pixels).expect("a frame");
+        assert_eq!((info.width, info.height), (1200, 240));
+        let dark = pixels[..info.buffer_size()].chunks(3).filter(|p| p.iter().all(|&c| c < 100)).count();
+        assert!(dark > 500, "text and axes are drawn ({dark} dark pixels)");
     }
 
     #[test]
@@ -274,7 +355,7 @@ mod tests {
         let trace = [line(0.0, &[(&comm, "R", Decision::Run, 0)]), line(1.0, &[(&comm, "R", Decision::Run, 1)])];
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("t.svg");
-        draw_svg(&path, "a\u{7}title", &lanes(&trace), &[Mark { at: 0.5, label: "\u{1b}]0;x\u{7}".into() }], (0.0, 1.0)).expect("draw");
+        draw_picture(&path, Format::Svg, "a\u{7}title", &lanes(&trace), &[Mark { at: 0.5, label: "\u{1b}]0;x\u{7}".into() }], (0.0, 1.0)).expect("draw");
         let svg = std::fs::read_to_string(&path).expect("svg");
         assert!(svg.contains("u1/?[2J?&lt;ev&gt;&amp;?il? 2"), "{svg}");
         let forbidden = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r') || matches!(c, '\u{fffe}' | '\u{ffff}');

@@ -226,4 +226,9 @@ fn conventions_an_admin_expects() {
     let svg = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 tasks, 2 periods"), "the summary goes to stderr");
+    // A name ending in .png gets a PNG.
+    let out = xsched(cwd, &["timeline", &s.arg("trace.jsonl"), "-o", &s.arg("t.png")], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(s.path("t.png")).expect("png").starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    refused(cwd, &["timeline", &s.arg("trace.jsonl"), "-o", &s.arg("u.png")], &[("XSCHED_FONT", "/nonexistent.ttf")], &["font", "/nonexistent.ttf", "fonts-dejavu-core"]);
 }

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use xsched::run::trace::read_trace;
-use xsched::timeline::{draw_svg, lanes, Mark};
+use xsched::timeline::{draw_picture, lanes, Format, Mark};
 
 /// Arguments of `xsched timeline`.
 #[derive(Debug, Args)]
 pub struct TimelineArgs {
     /// The trace file written by `xsched run --trace` (`-`: standard input).
     trace: PathBuf,
-    /// The picture to write (SVG; `-`: standard output).
+    /// The picture to write: PNG if its name ends in .png, else SVG (`-`: SVG to standard output).
     #[arg(short, long)]
     output: PathBuf,
     /// The picture's title [default: the trace's file name].
@@ -44,7 +44,7 @@ pub fn run(args: &TimelineArgs) -> anyhow::Result<()> {
         lanes.retain(|l| args.comms.iter().any(|c| l.name.split_once('/').is_some_and(|(_, rest)| rest.split(' ').next() == Some(c))));
     }
     let title = args.title.clone().unwrap_or_else(|| args.trace.display().to_string());
-    draw_svg(&args.output, &title, &lanes, &args.marks, (first.t, last.t)).with_context(|| format!("timeline of {}", args.trace.display()))?;
+    draw_picture(&args.output, Format::of_path(&args.output), &title, &lanes, &args.marks, (first.t, last.t)).with_context(|| format!("timeline of {}", args.trace.display()))?;
     let summary = format!("{}: {} tasks, {} periods, {:.1} s", args.output.display(), lanes.len(), trace.len(), last.t - first.t);
     if xsched::files::is_standard_stream(&args.output) {
         eprintln!("{summary}");

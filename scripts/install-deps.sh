@@ -9,7 +9,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export DEBIAN_FRONTEND=noninteractive
 
-packages="qemu-system-x86 busybox-static gdb cpio gcc libclang-dev libxen-dev zstd xz-utils python3 python3-venv fonts-dejavu-core"
+packages="qemu-system-x86 busybox-static gdb cpio gcc libclang-dev libxen-dev zstd xz-utils python3 python3-venv fonts-dejavu-core systemd"
 missing=""
 for p in $packages; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -232,3 +232,22 @@ fn conventions_an_admin_expects() {
     assert!(std::fs::read(s.path("t.png")).expect("png").starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     refused(cwd, &["timeline", &s.arg("trace.jsonl"), "-o", &s.arg("u.png")], &[("XSCHED_FONT", "/nonexistent.ttf")], &["font", "/nonexistent.ttf", "fonts-dejavu-core"]);
 }
+
+#[test]
+fn the_service_files_in_dist_are_valid() {
+    let s = Scratch::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The example settings parse: what stops the run is the domain list it leaves to the admin.
+    let example = root.join("dist/xsched.toml");
+    refused(s.dir.path(), &["run", "--config-file", &example.display().to_string()], &[], &["no domain to schedule", "xsched.toml"]);
+    // A settings file's mistakes name the file and the line.
+    std::fs::write(s.path("bad.toml"), "plugin = \"libpriority.so\"\nperiod-ms = 0\n").expect("write");
+    refused(s.dir.path(), &["run", "--config-file", &s.arg("bad.toml")], &[], &["bad.toml", "line 2", "period-ms"]);
+    // systemd accepts the unit: every key known, every command there (the binary under test
+    // standing in for /usr/bin/xsched).
+    let unit = std::fs::read_to_string(root.join("dist/xsched.service")).expect("unit");
+    std::fs::write(s.path("xsched.service"), unit.replace("/usr/bin/xsched", env!("CARGO_BIN_EXE_xsched"))).expect("write");
+    let out = Command::new("systemd-analyze").arg("verify").arg(s.path("xsched.service")).output().expect("systemd-analyze (package systemd)");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}

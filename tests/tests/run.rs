@@ -1,7 +1,8 @@
 //! `xsched run` with the bundled policies on two lab guests, measured by the guests' own
 //! accounting: the kernel's `se.sum_exec_runtime` of each task (what `/proc/PID/schedstat`
-//! shows), from the views the guests print and, per period, from xsched's trace; and its
-//! metrics, scraped while it runs, against the guests' own task counts and parked tasks.
+//! shows), from the views the guests print and, per period, from xsched's trace; and a run set
+//! up by a settings file, its metrics scraped while it runs and checked against the guests' own
+//! task counts and parked tasks.
 
 mod common;
 
@@ -257,19 +258,31 @@ fn guest_task_count(g: &Guest) -> f64 {
 }
 
 #[test]
-fn metrics_scraped_during_a_run_agree_with_the_guests() {
+fn a_run_from_a_settings_file_serves_metrics_that_agree_with_the_guests() {
     let _serial = serial();
     let (g1, g2) = (&lab()[0], &lab()[1]);
     let hog = g1.start_workload(&Workload::cpu("victim")).expect("hog");
     let other = g2.start_workload(&Workload::cpu("victim")).expect("hog");
     let dir = g1.dir();
-    let (config, journal) = (dir.join("metrics.conf"), dir.join("metrics.journal"));
+    let (config, journal, settings) = (dir.join("metrics.conf"), dir.join("metrics.journal"), dir.join("xsched.toml"));
     std::fs::write(&config, "after=1000000 victim").expect("config");
-    let lib = plugin("testing-panic");
+    // Everything from a settings file, as the service runs it.
+    let toml_string = |p: &std::path::Path| format!("{:?}", p.to_str().expect("utf-8"));
+    std::fs::write(
+        &settings,
+        format!(
+            "plugin = {}\npolicy-config = {}\ndomains = [{:?}, {:?}]\ncpus = 1\nmetrics = \"127.0.0.1:0\"\njournal = {}\nkernels = {}\n",
+            toml_string(&plugin("testing-panic")),
+            toml_string(&config),
+            domain_arg(g1),
+            domain_arg(g2),
+            toml_string(&journal),
+            toml_string(&kernels_dir()),
+        ),
+    )
+    .expect("settings");
     let mut child = Command::new(common::xsched_bin())
-        .args(["run", "--plugin", lib.to_str().expect("utf-8"), "--config", config.to_str().expect("utf-8")])
-        .args(["--domain", &domain_arg(g1), "--domain", &domain_arg(g2), "--cpus", "1", "--metrics", "127.0.0.1:0"])
-        .args(["--journal", journal.to_str().expect("utf-8"), "--kernels", kernels_dir().to_str().expect("utf-8")])
+        .args(["run", "--config-file", settings.to_str().expect("utf-8")])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start xsched run");

@@ -5,6 +5,7 @@ mod probe;
 mod profile;
 mod ps;
 mod run;
+mod settings;
 mod timeline;
 
 use std::path::PathBuf;

@@ -30,6 +30,12 @@ pub struct JournalArgs {
 }
 
 impl JournalArgs {
+    /// These flags, with `journal` and `kernels` where a flag was not given (from a settings
+    /// file: the command line wins).
+    pub fn or(&self, journal: Option<PathBuf>, kernels: Option<PathBuf>) -> Self {
+        Self { journal: self.journal.clone().or(journal), kernels: self.kernels.clone().or(kernels) }
+    }
+
     /// The `--kernels` directory, if given.
     pub fn kernels(&self) -> Option<PathBuf> {
         self.kernels.clone()

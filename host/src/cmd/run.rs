@@ -17,22 +17,30 @@ use xsched::run::trace::TraceLine;
 use xsched::run::{Scheduler, Signals};
 
 use super::park::JournalArgs;
+use super::settings::{SettingsFile, PERIOD_MS};
+
+/// The period when neither a flag nor a settings file gives one, milliseconds.
+const DEFAULT_PERIOD_MS: u64 = 10;
 
 /// Arguments of `xsched run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// The loop's settings as a TOML file (e.g. /etc/xsched/xsched.toml: plugin, policy-config,
+    /// domains, period-ms, cpus, journal, kernels, metrics); flags given win over it.
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
     /// The policy plugin: a path, or a file name looked up on $XSCHED_PLUGIN_PATH, beside the
     /// xsched binary, then in /usr/lib/xsched/plugins.
     #[arg(long)]
-    plugin: PathBuf,
+    plugin: Option<PathBuf>,
     /// The policy's configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    #[arg(long = "domain", required = true, help = concat!("A domain (not a core dump: it cannot be changed), as ", super::domain_forms!(), " (repeatable; each name and each guest once)."))]
+    #[arg(long = "domain", help = concat!("A domain (not a core dump: it cannot be changed), as ", super::domain_forms!(), " (repeatable; each name and each guest once)."))]
     domains: Vec<DomainSpec>,
-    /// The period, milliseconds (1 to 60000).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    period: u64,
+    /// The period, milliseconds (1 to 60000) [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    period: Option<u64>,
     /// The host CPU budget: how many tasks may run at once machine-wide, at least 1 [default: the
     /// host's CPUs].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -52,9 +60,50 @@ pub struct RunArgs {
     common: JournalArgs,
 }
 
+/// What the loop runs with: the flags, over the settings file's values, over the defaults.
+#[derive(Debug)]
+struct Settings {
+    plugin: PathBuf,
+    policy_config: Option<PathBuf>,
+    domains: Vec<DomainSpec>,
+    period_ms: u64,
+    cpus: Option<u32>,
+    periods: Option<u64>,
+    trace: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
+    common: JournalArgs,
+}
+
+impl Settings {
+    fn of(args: &RunArgs) -> anyhow::Result<Self> {
+        let file = args.config_file.as_deref().map(SettingsFile::read).transpose()?.unwrap_or_default();
+        let from = args.config_file.as_ref().map_or(String::new(), |p| format!(" or `plugin` in {}", p.display()));
+        let plugin = args.plugin.clone().or(file.plugin).with_context(|| format!("no policy plugin: give --plugin{from}"))?;
+        let domains = if args.domains.is_empty() { file.domains } else { args.domains.clone() };
+        if domains.is_empty() {
+            let from = args.config_file.as_ref().map_or(String::new(), |p| format!(" or `domains` in {}", p.display()));
+            anyhow::bail!("no domain to schedule: give --domain{from}");
+        }
+        let period_ms = args.period.or(file.period_ms).unwrap_or(DEFAULT_PERIOD_MS);
+        debug_assert!(PERIOD_MS.contains(&period_ms));
+        Ok(Self {
+            plugin,
+            policy_config: args.config.clone().or(file.policy_config),
+            domains,
+            period_ms,
+            cpus: args.cpus.or(file.cpus),
+            periods: args.periods,
+            trace: args.trace.clone(),
+            metrics: args.metrics.or(file.metrics),
+            common: args.common.or(file.journal, file.kernels),
+        })
+    }
+}
+
 /// Runs the loop until a signal, a period limit or an error; everything parked is released
 /// before it returns — by the loop, or, if the loop dies, by its supervisor.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let args = &Settings::of(args)?;
     validate(args)?;
     let mut trace = args
         .trace
@@ -75,10 +124,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let signals = Signals::default();
     signal_hook::flag::register(signal_hook::consts::SIGHUP, signals.reload.clone()).context("installing a signal handler")?;
-    let period = Duration::from_millis(args.period);
+    let period = Duration::from_millis(args.period_ms);
     // Before anything is parked, and before the policy runs any code of its own.
     let (domains, supervisor) = xsched::supervise::start(domains, args.common.path(), period)?;
-    let policy = plugin.instantiate(args.config.as_deref())?;
+    let policy = plugin.instantiate(args.policy_config.as_deref())?;
     // A thread: only after the fork.
     let mut metrics = args.metrics.map(Metrics::serve).transpose()?;
     let domain_names: Vec<String> = args.domains.iter().map(|spec| spec.name.clone()).collect();
@@ -93,7 +142,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         "xsched: policy {} on {} domain(s), period {} ms, {host_cpus} host CPU(s), supervised by pid {}",
         plugin.name(),
         args.domains.len(),
-        args.period,
+        args.period_ms,
         supervisor.supervisor_pid()
     );
     if let Some(metrics) = &metrics {
@@ -138,9 +187,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 /// Refuses, before anything is attached, what the arguments' parser cannot: a domain named
 /// twice (the journal keys parks by name) or given twice, and a config or trace path that is
 /// not a regular file (a FIFO would block the loop's start forever).
-fn validate(args: &RunArgs) -> anyhow::Result<()> {
+fn validate(args: &Settings) -> anyhow::Result<()> {
     DomainSpec::check_distinct(&args.domains).map_err(anyhow::Error::msg)?;
-    if let Some(path) = &args.config {
+    if let Some(path) = &args.policy_config {
         xsched::files::refuse_special(path).with_context(|| format!("--config {}", path.display()))?;
     }
     Ok(())

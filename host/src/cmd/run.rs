@@ -189,6 +189,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 /// not a regular file (a FIFO would block the loop's start forever).
 fn validate(args: &Settings) -> anyhow::Result<()> {
     DomainSpec::check_distinct(&args.domains).map_err(anyhow::Error::msg)?;
+    xsched::run::share::check_floors(args.domains.iter().map(|d| (d.name.as_str(), d.share))).map_err(anyhow::Error::msg)?;
     if let Some(path) = &args.policy_config {
         xsched::files::refuse_special(path).with_context(|| format!("--config {}", path.display()))?;
     }

@@ -14,7 +14,7 @@ use crate::linux::{Kernel, LinuxError};
 use crate::memory::{MemoryError, Pause, PauseMark, Paused};
 use crate::profile::Profile;
 
-pub use spec::{Backend, DomainSpec};
+pub use spec::{Backend, DomainSpec, Share};
 
 /// How many times an idle vCPU with queued tasks is kicked before giving up for this round.
 const KICK_ATTEMPTS: u32 = 10;

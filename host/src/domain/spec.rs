@@ -4,6 +4,9 @@
 //!   its QMP socket (without `qmp=` the guest can be read but not paused);
 //! - `old=core:/var/crash/u1.core`: an ELF core dump (read-only);
 //! - `u2=xen:12`: Xen domain 12 (needs the `xen` feature).
+//!
+//! Any kind also takes `floor=P%` and `cap=P%`: the share of the host CPU budget the scheduling
+//! loop guarantees the domain when it wants it, and the most it lets it have ([`Share`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -37,6 +40,22 @@ pub enum Backend {
     },
 }
 
+/// A domain's share of the host CPU budget, set by the host and never by what its guests say:
+/// a floor it gets whenever it wants it, a cap it never exceeds (percent of the budget).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// At least this much when the domain has tasks that want to run.
+    pub floor_percent: u8,
+    /// At most this much.
+    pub cap_percent: u8,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Self { floor_percent: 0, cap_percent: 100 }
+    }
+}
+
 /// A named domain as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainSpec {
@@ -44,6 +63,17 @@ pub struct DomainSpec {
     pub name: String,
     /// Where its memory comes from.
     pub backend: Backend,
+    /// Its share of the host CPU budget.
+    pub share: Share,
+}
+
+/// `P%` with P from 0 to 100.
+fn percent(spec: &str, key: &str, value: &str) -> Result<u8, String> {
+    value
+        .strip_suffix('%')
+        .and_then(|n| n.parse::<u8>().ok())
+        .filter(|n| *n <= 100)
+        .ok_or_else(|| format!("domain {spec:?}: {key}={value}: expected a percentage from 0% to 100%"))
 }
 
 impl FromStr for DomainSpec {
@@ -57,9 +87,21 @@ impl FromStr for DomainSpec {
         let (kind, args) = rest.split_once(':').ok_or_else(|| format!("domain {s:?}: expected KIND:ARGS after '='"))?;
         let mut parts = args.split(',');
         let target = parts.next().filter(|t| !t.is_empty()).ok_or_else(|| format!("domain {s:?}: missing {kind} target"))?;
-        let options: Vec<(&str, &str)> = parts
+        let mut options: Vec<(&str, &str)> = parts
             .map(|p| p.split_once('=').ok_or_else(|| format!("domain {s:?}: option {p:?} is not KEY=VALUE")))
             .collect::<Result<_, _>>()?;
+        let mut share = Share::default();
+        for (key, value) in &options {
+            match *key {
+                "floor" => share.floor_percent = percent(s, key, value)?,
+                "cap" => share.cap_percent = percent(s, key, value)?,
+                _ => {}
+            }
+        }
+        if share.floor_percent > share.cap_percent {
+            return Err(format!("domain {s:?}: its floor ({}%) is above its cap ({}%)", share.floor_percent, share.cap_percent));
+        }
+        options.retain(|(key, _)| !matches!(*key, "floor" | "cap"));
         let backend = match kind {
             "qemu" => {
                 let mut qmp = None;
@@ -78,7 +120,7 @@ impl FromStr for DomainSpec {
             "xen" => Backend::Xen { domid: target.parse().map_err(|_| format!("domain {s:?}: {target:?} is not a Xen domain id"))? },
             other => return Err(format!("domain {s:?}: unknown kind {other:?} (known: qemu, core, xen)")),
         };
-        Ok(Self { name: name.to_string(), backend })
+        Ok(Self { name: name.to_string(), backend, share })
     }
 }
 
@@ -99,7 +141,14 @@ impl fmt::Display for DomainSpec {
             }
             Backend::Core { path } => write!(f, "core:{}", path.display()),
             Backend::Xen { domid } => write!(f, "xen:{domid}"),
+        }?;
+        if self.share.floor_percent != Share::default().floor_percent {
+            write!(f, ",floor={}%", self.share.floor_percent)?;
         }
+        if self.share.cap_percent != Share::default().cap_percent {
+            write!(f, ",cap={}%", self.share.cap_percent)?;
+        }
+        Ok(())
     }
 }
 
@@ -143,12 +192,15 @@ mod tests {
             spec,
             DomainSpec {
                 name: "u1".into(),
-                backend: Backend::Qemu { ram_file: "/dev/shm/r".into(), qmp: Some("/tmp/q".into()), machine: MachineType::Pc }
+                backend: Backend::Qemu { ram_file: "/dev/shm/r".into(), qmp: Some("/tmp/q".into()), machine: MachineType::Pc },
+                share: Share::default(),
             }
         );
+        let shared: DomainSpec = "u2=xen:3,floor=25%,cap=75%".parse().expect("xen with a share");
+        assert_eq!(shared.share, Share { floor_percent: 25, cap_percent: 75 });
         assert_eq!("old=core:/x".parse::<DomainSpec>().expect("core").backend, Backend::Core { path: "/x".into() });
         assert_eq!("u2=xen:12".parse::<DomainSpec>().expect("xen").backend, Backend::Xen { domid: 12 });
-        for text in ["u1=qemu:/dev/shm/r,qmp=/tmp/q,machine=pc", "u1=qemu:/r", "old=core:/x", "u2=xen:12"] {
+        for text in ["u1=qemu:/dev/shm/r,qmp=/tmp/q,machine=pc", "u1=qemu:/r", "old=core:/x", "u2=xen:12", "u2=xen:12,floor=10%", "u1=qemu:/r,qmp=/q,floor=20%,cap=50%"] {
             assert_eq!(text.parse::<DomainSpec>().expect("parse").to_string(), text);
         }
     }
@@ -174,6 +226,9 @@ mod tests {
             ("u1=qemu:/r,machine=virt", "unknown QEMU machine"),
             ("u1=xen:abc", "not a Xen domain id"),
             ("u1=vmware:/r", "unknown kind"),
+            ("u1=xen:1,floor=25", "floor=25: expected a percentage"),
+            ("u1=xen:1,cap=101%", "cap=101%"),
+            ("u1=xen:1,floor=60%,cap=50%", "above its cap"),
         ] {
             let err = spec.parse::<DomainSpec>().expect_err(spec);
             assert!(err.contains(why), "{spec}: {err}");

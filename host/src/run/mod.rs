@@ -10,6 +10,7 @@
 pub mod admit;
 pub mod holdings;
 pub mod metrics;
+pub mod share;
 pub mod trace;
 
 use std::collections::HashSet;
@@ -23,7 +24,7 @@ use crate::domain::{Domain, DomainError};
 use crate::interrupt::{self, Critical};
 use crate::table::{TaskKey, TaskTable};
 
-pub use admit::{admit, Plan, Ranked};
+pub use admit::{admit, admit_within, Plan, Ranked};
 pub use holdings::Holdings;
 
 /// What ranks tasks each period: a policy plugin, seen from the loop.
@@ -78,6 +79,7 @@ pub struct Signals {
 /// The loop's state: what it holds, its policy, and its counters.
 pub struct Scheduler<R> {
     holdings: Holdings,
+    shares: share::Shares,
     ranker: R,
     period: Duration,
     host_cpus: u32,
@@ -86,9 +88,11 @@ pub struct Scheduler<R> {
 }
 
 impl<R: Ranker> Scheduler<R> {
-    /// A scheduler over `domains` (ids must be their positions), journaling to `journal`.
+    /// A scheduler over `domains` (ids must be their positions), journaling to `journal`; each
+    /// domain's floor and cap come from its spec.
     pub fn new(domains: Vec<Domain>, journal: Journal, ranker: R, period: Duration, host_cpus: u32) -> Result<Self, DomainError> {
-        Ok(Self { holdings: Holdings::new(domains, journal)?, ranker, period, host_cpus, stats: RunStats::default(), heartbeat: None })
+        let shares = share::Shares::of(domains.iter().map(|d| (d.id, d.spec.share)));
+        Ok(Self { holdings: Holdings::new(domains, journal)?, shares, ranker, period, host_cpus, stats: RunStats::default(), heartbeat: None })
     }
 
     /// Counts every period and every round of releasing in `counter`, for a supervisor that
@@ -144,7 +148,7 @@ impl<R: Ranker> Scheduler<R> {
             self.read_into(&mut table, previous_start.map(|at| started - at))?;
             let parked: HashSet<TaskKey> = self.holdings.parked.iter().map(|(k, _)| *k).collect();
             let ranking = self.ranker.rank(&table, &parked, self.period, self.host_cpus).map_err(|e| anyhow::anyhow!("policy failed: {e}"))?;
-            let plan = admit(&table, &ranking, &parked, self.host_cpus);
+            let plan = admit_within(&table, &ranking, &parked, self.host_cpus, &mut self.shares);
             self.apply(&table, &plan, &parked)?;
             self.stats.periods += 1;
             if started.elapsed() > self.period {

@@ -330,3 +330,51 @@ fn a_run_from_a_settings_file_serves_metrics_that_agree_with_the_guests() {
     }
     assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0, "everything was released");
 }
+
+/// `web`'s share of its vCPU in guest2 while `xsched run --plugin priority` runs on one host
+/// CPU, guest2 given `guest2_share` (e.g. `,floor=30%`); guest1 lies: it names its batch jobs
+/// `db`, which an unscoped rule puts in the top class. From guest2's own `/proc`: web's runtime
+/// over guest2's uptime between two views taken while the loop runs.
+fn web_share_against_a_liar(guest2_share: &str, tag: &str) -> f64 {
+    let (g1, g2) = (&lab()[0], &lab()[1]);
+    let dir = g1.dir();
+    let (config, journal) = (dir.join(format!("{tag}.toml")), dir.join(format!("{tag}.journal")));
+    // The top class matched by comm alone: any guest may claim it.
+    std::fs::write(&config, "[[rule]]\nclass = 0\nmatch = { comm = \"db\" }\n[[rule]]\nclass = 1\nmatch = { domain = \"guest2\", comm = \"web\" }\n").expect("config");
+    let lies = g1.start_workload(&Workload::cpu("db").count(4)).expect("the liar's batch jobs");
+    let web = g2.start_workload(&Workload::cpu("web")).expect("web");
+    let mut child = Command::new(common::xsched_bin())
+        .args(["run", "--plugin", plugin("priority").to_str().expect("utf-8"), "--config", config.to_str().expect("utf-8")])
+        .args(["--domain", &domain_arg(g1), "--domain", &format!("{}{guest2_share}", domain_arg(g2)), "--cpus", "1"])
+        .args(["--journal", journal.to_str().expect("utf-8"), "--kernels", kernels_dir().to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start xsched run");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")), &mut first).expect("first line");
+    assert!(first.contains("supervised by"), "xsched run did not start: {first}");
+    std::thread::sleep(Duration::from_secs(1));
+    let before = g2.next_view(WAIT).expect("view");
+    std::thread::sleep(Duration::from_secs(4));
+    let after = g2.next_view(WAIT).expect("view");
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGTERM) };
+    assert!(child.wait().expect("reap").success(), "xsched run stopped by SIGTERM exits 0");
+    stop(g1, &lies);
+    stop(g2, &web);
+    assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0, "everything was released");
+    let ran = after.get(web[0]).expect("web").run_ns - before.get(web[0]).expect("web").run_ns;
+    let wall = after.uptime.saturating_sub(before.uptime).as_nanos() as f64;
+    100.0 * ran as f64 / wall
+}
+
+#[test]
+fn a_floor_keeps_a_guest_its_share_against_a_guest_that_lies() {
+    let _serial = serial();
+    let starved = web_share_against_a_liar("", "liar-no-floor");
+    let floored = web_share_against_a_liar(",floor=30%", "liar-floor");
+    eprintln!("web in guest2 against a guest naming its batch jobs db: {starved:.1}% of its vCPU without a floor, {floored:.1}% with floor=30%");
+    assert!(starved < 10.0, "without a floor the lie should starve web: {starved:.1}%");
+    assert!(floored > 20.0, "with a 30% floor web keeps its share: {floored:.1}%");
+    assert!(lab().iter().all(|g| g.console_problems().is_empty()));
+}

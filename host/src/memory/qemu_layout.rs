@@ -57,6 +57,16 @@ pub enum LayoutError {
         /// Its total (maximal) length.
         total: u64,
     },
+    /// The flat view's ranges do not fit the block (past its end, overlapping).
+    #[error("RAM block {block:?} ({size:#x} bytes): {reason}")]
+    BadSegments {
+        /// The block's name.
+        block: String,
+        /// Its size.
+        size: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// No anonymous read-write mapping of the block's size.
     #[error("no anonymous read-write mapping of {size:#x} bytes (the RAM block's size) in /proc/PID/maps: is guest RAM file-backed (use qemu:FILE) or in huge pages?")]
     NoMapping {

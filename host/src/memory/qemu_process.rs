@@ -58,11 +58,10 @@ impl QemuProcessMemory {
         let size = qemu_layout::block_size(&qmp.human_command("info ramblock")?, &ram.block).map_err(layout)?;
         let maps = std::fs::read_to_string(proc_path(pid, "maps")).map_err(|e| proc_error(pid, "read /proc/PID/maps", e))?;
         let base = qemu_layout::anonymous_mapping(&maps, size).map_err(layout)?;
-        let segments = SegmentMap::new(ram.segments, size).map_err(|reason| {
-            MemoryError::NotQemu { pid, reason: format!("RAM block {} ({size:#x} bytes): {reason}", ram.block) }
-        })?;
-        // The mapping must fit the address space: a sanity check of what /proc said.
-        base.checked_add(size).ok_or(layout(LayoutError::NoMapping { size }))?;
+        // In bounds from here on: every segment lies inside the block, and the block's mapping
+        // (`base + size`) ends where /proc said it does.
+        let segments = SegmentMap::new(ram.segments, size)
+            .map_err(|reason| layout(LayoutError::BadSegments { block: ram.block.clone(), size, reason }))?;
         log::info!("qemu-process:{pid}: RAM block {} ({} MiB) at {base:#x}, {} range(s)", ram.block, size >> 20, segments.ranges().len());
         let description = format!("qemu-process:{} (pid {pid}, {} MiB)", qmp_socket.display(), size >> 20);
         Ok(Self { pid, start_time, description, base, segments, monitor: QemuMonitor::new(Some(qmp)) })

@@ -83,7 +83,6 @@ impl QemuMemory {
         let description = format!("qemu:{} ({} MiB)", ram_file.display(), size >> 20);
         Ok(Self { ram, segments, description, monitor: QemuMonitor::new(qmp) })
     }
-
 }
 
 impl GuestMemory for QemuMemory {

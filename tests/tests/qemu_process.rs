@@ -123,8 +123,11 @@ fn a_parked_hog_stops_and_resumes() {
 }
 
 #[test]
-fn a_pid_that_is_not_the_qemu_behind_the_socket_is_refused() {
+fn a_pid_given_must_be_the_qemu_behind_the_socket() {
     let g = &lab()[0];
+    let right = format!("x=qemu-process:{},pid={}", g.qmp_socket().display(), g.qemu_pid());
+    let table: Value = serde_json::from_str(&xsched_ok(&["ps", "--json", "--domain", &right])).expect("ps --json");
+    assert!(table["tasks"].as_array().is_some_and(|t| !t.is_empty()), "{table}");
     let out = xsched(&["ps", "--domain", &format!("x=qemu-process:{},pid=1", g.qmp_socket().display())]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -1,7 +1,8 @@
 //! The `qemu-process:` backend against an unmodified QEMU: a lab guest started with `-m SIZE`
 //! and a QMP socket only (anonymous RAM, no shared file). `xsched probe` finds its kernel where
 //! the guest says it is, `xsched ps` lists its processes as its own `/proc` does, and park/unpark
-//! stop and restart a CPU hog, measured by the guest. Bare QEMUs (`-S`, no kernel, so nothing
+//! stop and restart a CPU hog, measured by the guest, and `xsched run` (fairshare on one host CPU)
+//! parks and unparks the guest's hogs in turn and leaves nothing parked. Bare QEMUs (`-S`, no kernel, so nothing
 //! runs) show that writes reach what QEMU itself sees, that a pause someone else holds is left
 //! alone, that a QEMU that exits is a clean error, and that a QEMU with file-backed RAM or a pid
 //! that is not a QEMU are refused in one line.
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{domain_arg, kernels_dir, xsched, xsched_ok};
+use common::{domain_arg, kernels_dir, plugin, xsched, xsched_ok};
 use serde_json::Value;
 use xsched::memory::qemu_process::QemuProcessMemory;
 use xsched::memory::qmp::QmpClient;
@@ -119,6 +120,32 @@ fn a_parked_hog_stops_and_resumes() {
     let (d, state) = runtime(pid);
     assert_eq!(state, 'R', "pid {pid} runs again");
     assert!(d > c, "pid {pid} accumulates runtime after unpark ({c} then {d})");
+    assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
+}
+
+#[test]
+fn the_loop_takes_turns_between_the_hogs_and_leaves_nothing_parked() {
+    let _serial = serial();
+    let g = &lab()[0];
+    let config = g.dir().join("qemu-process-fairshare.toml");
+    std::fs::write(&config, "half_life_ms = 200\n[[group]]\nname = \"hogs\"\nweight = 1\nmatch = { comm = \"hog\" }\n").expect("config");
+    let (trace, journal) = (g.dir().join("qemu-process.trace"), g.dir().join("qemu-process.journal"));
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    let lib = plugin("fairshare");
+    xsched_ok(&[
+        "run", "--plugin", &path(&lib), "--config", &path(&config), "--domain", &domain_arg(g), "--cpus", "1",
+        "--period", "10", "--periods", "300", "--trace", &path(&trace), "--journal", &path(&journal), "--kernels", &kernels(),
+    ]);
+    assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0, "everything was released");
+    let view = g.next_view(WAIT).expect("view after the run");
+    assert!(view.procs.iter().all(|p| p.state != 'P'), "parked tasks left after the run");
+    let lines: Vec<Value> = std::fs::read_to_string(&trace).expect("trace").lines().map(|l| serde_json::from_str(l).expect("trace line")).collect();
+    let decisions = |pid: u32, decision: &str| {
+        lines.iter().flat_map(|l| l["tasks"].as_array().cloned().unwrap_or_default()).filter(|t| t["pid"].as_u64() == Some(u64::from(pid)) && t["decision"] == decision).count()
+    };
+    for pid in g.pids_of("hog") {
+        assert!(decisions(pid, "park") > 0 && decisions(pid, "unpark") > 0, "hog {pid} was never parked and unparked in {} trace lines", lines.len());
+    }
     assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
 }
 

@@ -65,7 +65,7 @@ impl JournalArgs {
 /// Arguments of `xsched park` and `xsched unpark`.
 #[derive(Debug, Args)]
 pub struct TaskArgs {
-    /// The domain, as NAME=qemu:RAMFILE,qmp=SOCK[,machine=q35|pc] | NAME=xen:DOMID.
+    /// The domain, as NAME=qemu:RAMFILE,qmp=SOCK[,machine=q35|pc] | NAME=qemu-process:QMP_SOCKET[,pid=N] | NAME=xen:DOMID.
     domain: DomainSpec,
     /// The task's pid (a thread id) inside the guest.
     pid: i32,

@@ -15,7 +15,7 @@ use xsched::profile::Profile;
 /// Arguments of `xsched probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// The domain, as NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] | NAME=core:FILE | NAME=xen:DOMID.
+    /// The domain, as NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] | NAME=qemu-process:QMP_SOCKET[,pid=N] | NAME=core:FILE | NAME=xen:DOMID.
     #[arg(long)]
     domain: DomainSpec,
     /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else

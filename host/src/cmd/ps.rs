@@ -15,7 +15,7 @@ use xsched::text::printable;
 /// Arguments of `xsched ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
-    /// A domain, as NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] | NAME=core:FILE | NAME=xen:DOMID
+    /// A domain, as NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] | NAME=qemu-process:QMP_SOCKET[,pid=N] | NAME=core:FILE | NAME=xen:DOMID
     /// (repeatable; each name and each guest once).
     #[arg(long = "domain", required = true)]
     domains: Vec<DomainSpec>,

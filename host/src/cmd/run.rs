@@ -26,7 +26,7 @@ pub struct RunArgs {
     /// The policy's configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A domain, as NAME=qemu:RAMFILE,qmp=SOCK[,machine=q35|pc] | NAME=xen:DOMID (repeatable;
+    /// A domain, as NAME=qemu:RAMFILE,qmp=SOCK[,machine=q35|pc] | NAME=qemu-process:QMP_SOCKET[,pid=N] | NAME=xen:DOMID (repeatable;
     /// each name and each guest once).
     #[arg(long = "domain", required = true)]
     domains: Vec<DomainSpec>,

@@ -432,6 +432,7 @@ mod tests {
             spec.lab_workloads(),
             "db cpu 1 - 0 0\nweb phases 1 - 200 300\nbkup cpu 2 g1/a 0 0\nz sleep 1 - 0 0\ns steered 1 - 0 0\n"
         );
+        assert_eq!("u2:anon".parse::<GuestSpec>()?, GuestSpec::new("u2").anonymous_ram(true));
         Ok(())
     }
 

@@ -150,7 +150,8 @@ impl Guest {
         &self.dir
     }
 
-    /// The file backing guest RAM (shared with QEMU: mapping it shows guest-physical memory).
+    /// The file backing guest RAM (shared with QEMU: mapping it shows guest-physical memory);
+    /// absent for a guest with anonymous RAM ([`GuestSpec::anonymous_ram`]).
     pub fn ram_file(&self) -> &Path {
         &self.ram_file
     }
@@ -447,15 +448,21 @@ fn qemu_args(spec: &GuestSpec, kernel: &KernelFiles, dir: &Path) -> Vec<String> 
         format!("guest={},debug-threads=on", spec.name),
         "-accel".into(),
         "tcg".into(),
-        "-machine".into(),
-        "q35,memory-backend=mem".into(),
-        "-object".into(),
-        format!("memory-backend-file,id=mem,size={mib}M,mem-path={d}/ram,share=on"),
         "-m".into(),
         format!("{mib}M"),
         "-smp".into(),
         spec.vcpus.to_string(),
     ];
+    if spec.anonymous_ram {
+        args.extend(["-machine".into(), "q35".into()]);
+    } else {
+        args.extend([
+            "-machine".into(),
+            "q35,memory-backend=mem".into(),
+            "-object".into(),
+            format!("memory-backend-file,id=mem,size={mib}M,mem-path={d}/ram,share=on"),
+        ]);
+    }
     if spec.la57 {
         args.extend(["-cpu".into(), "max".into()]);
     }

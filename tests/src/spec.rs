@@ -189,6 +189,9 @@ pub struct GuestSpec {
     pub view_kthreads: bool,
     /// Boot on QEMU's `max` CPU model so the kernel runs 5-level paging (LA57).
     pub la57: bool,
+    /// Start QEMU the ordinary way, guest RAM anonymous memory of the QEMU process (`-m SIZE`
+    /// only), instead of the shared RAM file: a guest for the `qemu-process:` backend.
+    pub anonymous_ram: bool,
     /// Extra words for the kernel command line.
     pub kernel_args: Vec<String>,
     /// How long [`crate::Lab::boot`] waits for the ready line; `None` picks a default from the size.
@@ -208,6 +211,7 @@ impl GuestSpec {
             view_interval_ms: 1000,
             view_kthreads: true,
             la57: false,
+            anonymous_ram: false,
             kernel_args: Vec::new(),
             boot_timeout: None,
         }
@@ -263,6 +267,12 @@ impl GuestSpec {
     /// Chooses 5-level paging (`-cpu max`) or the default 4-level CPU model.
     pub fn la57(mut self, on: bool) -> Self {
         self.la57 = on;
+        self
+    }
+
+    /// Gives the guest anonymous RAM (no shared RAM file), or the shared file (the default).
+    pub fn anonymous_ram(mut self, on: bool) -> Self {
+        self.anonymous_ram = on;
         self
     }
 
@@ -330,7 +340,7 @@ impl GuestSpec {
 /// Parses `NAME[:ITEM,ITEM...]`, where each ITEM is a guest option or a workload:
 ///
 /// - `kernel=PIN` (`6.1`, `6.12`), `vcpus=N`, `mem=MIB`, `sleepers=N`, `view=MS`, `kthreads=0|1`,
-///   `la57`, `arg=KERNEL_WORD`;
+///   `la57`, `anon` (anonymous RAM), `arg=KERNEL_WORD`;
 /// - `COMM=KIND[*COUNT][@CGROUP]` with KIND `cpu`, `sleep`, `steered` or `phases:BUSY_MS:IDLE_MS`.
 ///
 /// Example: `u1:kernel=6.12,vcpus=2,db=cpu,web=phases:200:300,bkup=cpu*2@g1`.
@@ -354,6 +364,7 @@ impl FromStr for GuestSpec {
                 "view" => spec.view_interval_ms = number(key, value)?,
                 "kthreads" => spec.view_kthreads = number(key, value)? != 0,
                 "la57" if value.is_empty() => spec.la57 = true,
+                "anon" if value.is_empty() => spec.anonymous_ram = true,
                 "arg" => spec.kernel_args.push(value.to_owned()),
                 _ if value.is_empty() => return Err(fail(format!("{item:?}: want KEY=VALUE"))),
                 comm => spec.workloads.push(parse_workload(comm, value).map_err(fail)?),
@@ -421,6 +432,7 @@ mod tests {
             spec.lab_workloads(),
             "db cpu 1 - 0 0\nweb phases 1 - 200 300\nbkup cpu 2 g1/a 0 0\nz sleep 1 - 0 0\ns steered 1 - 0 0\n"
         );
+        assert_eq!("u2:anon".parse::<GuestSpec>()?, GuestSpec::new("u2").anonymous_ram(true));
         Ok(())
     }
 

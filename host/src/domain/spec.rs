@@ -2,6 +2,9 @@
 //!
 //! - `u1=qemu:/dev/shm/u1.ram,qmp=/run/u1.qmp[,machine=q35|pc]`: a QEMU guest's shared RAM file and
 //!   its QMP socket (without `qmp=` the guest can be read but not paused);
+//! - `u3=qemu-process:/run/u3.qmp[,pid=1234]`: an unmodified QEMU guest (anonymous RAM, only a QMP
+//!   socket): RAM is read and written in the QEMU process's memory, found from the socket's peer
+//!   (`pid=` when the QEMU is in another pid namespace, or to check it is the one meant);
 //! - `old=core:/var/crash/u1.core`: an ELF core dump (read-only);
 //! - `u2=xen:12`: Xen domain 12 (needs the `xen` feature).
 //!
@@ -14,6 +17,7 @@ use std::str::FromStr;
 
 use crate::memory::core::CoreMemory;
 use crate::memory::qemu::{MachineType, QemuMemory};
+use crate::memory::qemu_process::QemuProcessMemory;
 use crate::memory::{GuestMemory, MemoryError};
 
 /// Where a domain's memory comes from.
@@ -27,6 +31,13 @@ pub enum Backend {
         qmp: Option<PathBuf>,
         /// The machine type (RAM layout around the PCI hole).
         machine: MachineType,
+    },
+    /// An unmodified QEMU guest, reached through its process's memory.
+    QemuProcess {
+        /// The QMP socket.
+        qmp: PathBuf,
+        /// The QEMU's pid, when given.
+        pid: Option<u32>,
     },
     /// An ELF core dump.
     Core {
@@ -115,10 +126,20 @@ impl FromStr for DomainSpec {
                 }
                 Backend::Qemu { ram_file: PathBuf::from(target), qmp, machine }
             }
+            "qemu-process" => {
+                let mut pid = None;
+                for (key, value) in options {
+                    match key {
+                        "pid" => pid = Some(value.parse().map_err(|_| format!("domain {s:?}: pid {value:?} is not a process id"))?),
+                        _ => return Err(format!("domain {s:?}: unknown qemu-process option {key:?} (known: pid)")),
+                    }
+                }
+                Backend::QemuProcess { qmp: PathBuf::from(target), pid }
+            }
             "core" | "xen" if !options.is_empty() => return Err(format!("domain {s:?}: {kind} takes no options")),
             "core" => Backend::Core { path: PathBuf::from(target) },
             "xen" => Backend::Xen { domid: target.parse().map_err(|_| format!("domain {s:?}: {target:?} is not a Xen domain id"))? },
-            other => return Err(format!("domain {s:?}: unknown kind {other:?} (known: qemu, core, xen)")),
+            other => return Err(format!("domain {s:?}: unknown kind {other:?} (known: qemu, qemu-process, core, xen)")),
         };
         Ok(Self { name: name.to_string(), backend, share })
     }
@@ -138,6 +159,13 @@ impl fmt::Display for DomainSpec {
                     write!(f, ",machine=pc")?;
                 }
                 Ok(())
+            }
+            Backend::QemuProcess { qmp, pid } => {
+                write!(f, "qemu-process:{}", qmp.display())?;
+                match pid {
+                    Some(pid) => write!(f, ",pid={pid}"),
+                    None => Ok(()),
+                }
             }
             Backend::Core { path } => write!(f, "core:{}", path.display()),
             Backend::Xen { domid } => write!(f, "xen:{domid}"),
@@ -170,6 +198,7 @@ impl DomainSpec {
     pub fn open(&self) -> Result<Box<dyn GuestMemory>, MemoryError> {
         Ok(match &self.backend {
             Backend::Qemu { ram_file, qmp, machine } => Box::new(QemuMemory::open(ram_file, qmp.as_deref(), *machine)?),
+            Backend::QemuProcess { qmp, pid } => Box::new(QemuProcessMemory::open(qmp, *pid)?),
             Backend::Core { path } => Box::new(CoreMemory::open(path)?),
             #[cfg(feature = "xen")]
             Backend::Xen { domid } => Box::new(crate::memory::xen::XenMemory::open(*domid)?),
@@ -200,7 +229,11 @@ mod tests {
         assert_eq!(shared.share, Share { floor_percent: 25, cap_percent: 75 });
         assert_eq!("old=core:/x".parse::<DomainSpec>().expect("core").backend, Backend::Core { path: "/x".into() });
         assert_eq!("u2=xen:12".parse::<DomainSpec>().expect("xen").backend, Backend::Xen { domid: 12 });
-        for text in ["u1=qemu:/dev/shm/r,qmp=/tmp/q,machine=pc", "u1=qemu:/r", "old=core:/x", "u2=xen:12", "u2=xen:12,floor=10%", "u1=qemu:/r,qmp=/q,floor=20%,cap=50%"] {
+        assert_eq!(
+            "u3=qemu-process:/run/q,pid=77".parse::<DomainSpec>().expect("qemu-process").backend,
+            Backend::QemuProcess { qmp: "/run/q".into(), pid: Some(77) }
+        );
+        for text in ["u1=qemu:/dev/shm/r,qmp=/tmp/q,machine=pc", "u1=qemu:/r", "u3=qemu-process:/q", "u3=qemu-process:/q,pid=9", "old=core:/x", "u2=xen:12", "u2=xen:12,floor=10%", "u1=qemu:/r,qmp=/q,floor=20%,cap=50%", "u3=qemu-process:/q,cap=40%"] {
             assert_eq!(text.parse::<DomainSpec>().expect("parse").to_string(), text);
         }
     }
@@ -225,6 +258,8 @@ mod tests {
             ("u1=qemu:/r,bogus=1", "unknown qemu option"),
             ("u1=qemu:/r,machine=virt", "unknown QEMU machine"),
             ("u1=xen:abc", "not a Xen domain id"),
+            ("u1=qemu-process:/q,pid=x", "not a process id"),
+            ("u1=qemu-process:/q,qmp=/q", "unknown qemu-process option"),
             ("u1=vmware:/r", "unknown kind"),
             ("u1=xen:1,floor=25", "floor=25: expected a percentage"),
             ("u1=xen:1,cap=101%", "cap=101%"),

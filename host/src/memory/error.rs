@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::qemu_layout::LayoutError;
 use super::qmp::QmpError;
 use super::Gpa;
 
@@ -74,6 +75,38 @@ pub enum MemoryError {
         socket: PathBuf,
         /// What happened.
         source: QmpError,
+    },
+    /// The process behind a QMP socket, or given by pid, is not a QEMU xsched can attach to.
+    #[error("pid {pid} is not a QEMU to attach to: {reason}")]
+    NotQemu {
+        /// The process id.
+        pid: u32,
+        /// Why not.
+        reason: String,
+    },
+    /// The QEMU process exited (or its pid now names another process).
+    #[error("QEMU process {pid} has exited")]
+    ProcessGone {
+        /// The process id.
+        pid: u32,
+    },
+    /// Reading or writing the QEMU process's memory, or its `/proc` files, failed.
+    #[error("QEMU process {pid}: {action}: {source}")]
+    Process {
+        /// The process id.
+        pid: u32,
+        /// What was being done.
+        action: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Where the QEMU process keeps guest RAM could not be worked out.
+    #[error("QEMU process {pid}: {source}")]
+    RamLayout {
+        /// The process id.
+        pid: u32,
+        /// What is wrong.
+        source: LayoutError,
     },
     /// A Xen control call failed.
     #[error("Xen domain {domid}: {call} failed: {source}")]

@@ -6,6 +6,8 @@
 //! the two raw ones. Backends:
 //!
 //! - [`qemu::QemuMemory`]: QEMU's shared RAM file, mapped once, plus QMP `stop`/`cont`;
+//! - [`qemu_process::QemuProcessMemory`]: an unmodified QEMU's anonymous RAM, copied in and out
+//!   of its process (`process_vm_readv`/`process_vm_writev`), the same QMP pause (`qemu_monitor`);
 //! - [`core::CoreMemory`]: an ELF core file from QEMU's `dump-guest-memory`, read-only;
 //! - `xen::XenMemory` (cargo feature `xen`): Xen foreign mapping and domain pause/unpause.
 //!
@@ -21,6 +23,9 @@ mod mapped;
 mod pause;
 mod segments;
 pub mod qemu;
+mod qemu_layout;
+mod qemu_monitor;
+pub mod qemu_process;
 pub mod qmp;
 mod sigbus;
 mod unix_socket;

@@ -9,14 +9,13 @@ use std::path::Path;
 use std::str::FromStr;
 
 use super::mapped::{Access, MappedFile};
+use super::qemu_monitor::QemuMonitor;
 use super::qmp::QmpClient;
 use super::segments::{Segment, SegmentMap};
 use super::{Gpa, GuestMemory, MemoryError, Pause, PhysRange, VcpuPaging};
 
 /// Start of RAM above the PCI hole.
 const FOUR_GIB: u64 = 1 << 32;
-/// `CR4.LA57`: five-level paging.
-const CR4_LA57: u64 = 1 << 12;
 
 /// The QEMU machine type, which decides where RAM is split around the PCI hole.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,9 +59,9 @@ impl FromStr for MachineType {
 pub struct QemuMemory {
     ram: MappedFile,
     segments: SegmentMap,
-    qmp: Option<QmpClient>,
-    /// Whether this handle stopped the VM (and so must be the one to let it run).
-    stopped_it: bool,
+    /// What [`GuestMemory::describe`] says: `qemu:FILE (N MiB)`.
+    description: String,
+    monitor: QemuMonitor,
 }
 
 impl QemuMemory {
@@ -81,18 +80,14 @@ impl QemuMemory {
         }
         let segments = SegmentMap::new(segments, size).map_err(bad)?;
         let qmp = qmp_socket.map(QmpClient::connect).transpose()?;
-        Ok(Self { ram, segments, qmp, stopped_it: false })
-    }
-
-    fn qmp(&mut self, action: &'static str) -> Result<&mut QmpClient, MemoryError> {
-        let backend = self.describe();
-        self.qmp.as_mut().ok_or(MemoryError::Unsupported { backend, action })
+        let description = format!("qemu:{} ({} MiB)", ram_file.display(), size >> 20);
+        Ok(Self { ram, segments, description, monitor: QemuMonitor::new(qmp) })
     }
 }
 
 impl GuestMemory for QemuMemory {
     fn describe(&self) -> String {
-        format!("qemu:{} ({} MiB)", self.ram.path().display(), self.ram.len() >> 20)
+        self.description.clone()
     }
 
     fn ranges(&self) -> &[PhysRange] {
@@ -117,51 +112,27 @@ impl GuestMemory for QemuMemory {
     }
 
     fn pause(&mut self) -> Result<Pause, MemoryError> {
-        if self.stopped_it {
-            return Ok(Pause::Taken);
-        }
-        self.stopped_it = self.qmp("pause")?.stop()?;
-        Ok(if self.stopped_it { Pause::Taken } else { Pause::HeldByOthers })
+        self.monitor.pause(&self.description)
     }
 
     fn resume(&mut self) -> Result<(), MemoryError> {
-        if self.stopped_it {
-            self.qmp("resume")?.cont()?;
-            self.stopped_it = false;
-        }
-        Ok(())
+        self.monitor.resume(&self.description)
     }
 
     fn resume_abandoned(&mut self) -> Result<(), MemoryError> {
-        self.qmp("resume")?.cont()
+        self.monitor.resume_abandoned(&self.description)
     }
 
     fn is_paused(&mut self) -> Result<bool, MemoryError> {
-        match self.qmp.as_mut() {
-            Some(qmp) => qmp.is_paused(),
-            None => Ok(false),
-        }
+        self.monitor.is_paused()
     }
 
-    /// CPU 0's `CR3` and `CR4` from the monitor's `info registers` (HMP through QMP): QEMU
-    /// answers while the guest runs.
     fn vcpu_paging(&mut self) -> Result<Option<VcpuPaging>, MemoryError> {
-        let Some(qmp) = self.qmp.as_mut() else { return Ok(None) };
-        let text = qmp.execute("human-monitor-command", Some(serde_json::json!({ "command-line": "info registers" })))?;
-        let text = text.as_str().unwrap_or_default();
-        let register = |name: &str| {
-            text.split_whitespace()
-                .find_map(|word| word.strip_prefix(name))
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        };
-        Ok(match (register("CR3="), register("CR4=")) {
-            (Some(cr3), Some(cr4)) => Some(VcpuPaging { cr3, la57: cr4 & CR4_LA57 != 0 }),
-            _ => None,
-        })
+        self.monitor.vcpu_paging()
     }
 
     fn kick(&mut self) -> Result<(), MemoryError> {
-        self.qmp("kick vCPUs")?.execute("inject-nmi", None).map(drop)
+        self.monitor.kick(&self.description)
     }
 }
 

@@ -221,6 +221,9 @@ pub enum QmpError {
         /// QEMU's description of the error.
         desc: String,
     },
+    /// The kernel would not say who the peer is (`SO_PEERCRED`).
+    #[error("asking the kernel for the peer's pid (SO_PEERCRED): {0}")]
+    PeerCred(#[source] io::Error),
     /// An earlier failure left the session in an unknown state.
     #[error("session unusable after an earlier failure ({reason}): connect again")]
     Unusable {
@@ -316,6 +319,20 @@ impl QmpClient {
     pub fn is_paused(&mut self) -> Result<bool, MemoryError> {
         let status = self.execute("query-status", None)?;
         Ok(status.get("status").and_then(Value::as_str) == Some("paused"))
+    }
+
+    /// Runs a human-monitor (HMP) command line through QMP (`human-monitor-command`) and returns
+    /// its text output; a reply that is not text reads as empty.
+    pub fn human_command(&mut self, command_line: &str) -> Result<String, MemoryError> {
+        let reply = self.execute("human-monitor-command", Some(json!({ "command-line": command_line })))?;
+        Ok(reply.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The process id of the QEMU at the other end of the socket, as the kernel recorded it when
+    /// the connection was made (`SO_PEERCRED`); `None` when it is not visible from this process's
+    /// pid namespace (the kernel then reports 0).
+    pub fn peer_pid(&self) -> Result<Option<u32>, MemoryError> {
+        unix_socket::peer_pid(&self.stream).map_err(|e| MemoryError::Qmp { socket: self.socket.clone(), source: QmpError::PeerCred(e) })
     }
 
     /// Writes an ELF core of guest memory to `path` (`dump-guest-memory`, synchronous, no paging),

@@ -49,6 +49,22 @@ pub(crate) fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> 
     }
 }
 
+/// The process id of the peer of a connected Unix stream socket, as the kernel recorded it at
+/// connect time (`SO_PEERCRED`); `None` when the peer is outside this pid namespace (pid 0).
+pub(crate) fn peer_pid(stream: &UnixStream) -> io::Result<Option<u32>> {
+    // SAFETY: all-zero bytes are a valid `ucred`.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = socklen(size_of::<libc::ucred>());
+    // SAFETY: `cred` is a writable `ucred` and `len` its size; the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, std::ptr::from_mut(&mut cred).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(cred.pid).ok().filter(|&pid| pid != 0))
+}
+
 /// The `sockaddr_un` for `path`, or an error naming the limit when the path does not fit in one.
 fn socket_address(path: &Path) -> io::Result<libc::sockaddr_un> {
     // SAFETY: all-zero bytes are a valid `sockaddr_un` (an empty, NUL-terminated path).
@@ -94,6 +110,12 @@ mod tests {
         let error = connect(&path, Duration::from_millis(100)).expect_err("queue full");
         assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
         assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn the_peer_of_a_socket_is_this_process() {
+        let (a, _b) = UnixStream::pair().expect("pair");
+        assert_eq!(peer_pid(&a).expect("peercred"), Some(std::process::id()));
     }
 
     #[test]

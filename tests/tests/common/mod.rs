@@ -70,8 +70,12 @@ pub fn xsched_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The `--domain` argument for a lab guest.
+/// The `--domain` argument for a lab guest: its RAM file, or for a guest with anonymous RAM its
+/// QEMU process (`qemu-process:`).
 pub fn domain_arg(guest: &Guest) -> String {
+    if guest.spec().anonymous_ram {
+        return format!("{}=qemu-process:{}", guest.name(), guest.qmp_socket().display());
+    }
     format!("{}=qemu:{},qmp={}", guest.name(), guest.ram_file().display(), guest.qmp_socket().display())
 }
 

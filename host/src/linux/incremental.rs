@@ -112,6 +112,9 @@ pub(super) struct Known {
     flagged: Vec<usize>,
     /// Per known task, the last read that probed it.
     probed: Vec<u64>,
+    /// The known tasks (indices) the last probe re-read, each once: the only ones that may
+    /// differ from the read before.
+    changed: Vec<usize>,
 }
 
 /// What a read starts from: the time and the counters, read before anything else.
@@ -137,6 +140,7 @@ impl Known {
             active: Vec::new(),
             flagged: Vec::new(),
             probed: Vec::new(),
+            changed: Vec::new(),
         }
     }
 
@@ -156,6 +160,19 @@ impl Known {
         self.walks
     }
 
+    /// Reads started so far: the number of the current one.
+    pub(super) fn reads(&self) -> u64 {
+        self.reads
+    }
+
+    /// The tasks (indices) the last probe re-read, each once, emptied: after a probe that
+    /// succeeded, every task that may differ from the previous read's (a probe re-reads every
+    /// task on a runqueue now or at the last read, so the `queued` and `running` flags that
+    /// [`Self::mark_runqueues`] changes are among them).
+    pub(super) fn take_changed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.changed)
+    }
+
     /// Reads the counters; the first thing a read does after the runqueues.
     pub(super) fn start<K: KernelMemory + ?Sized>(&mut self, mem: &K) -> ReadStart {
         self.reads += 1;
@@ -167,9 +184,10 @@ impl Known {
     /// module's docs), `runqueues` being this read's; fails with `refresh`'s reason to walk.
     /// Only those tasks are touched: a steady read costs what runs, not what exists.
     pub(super) fn probe(&mut self, runqueues: &[RunqueueSnapshot], mut refresh: impl FnMut(&mut GuestTask) -> Result<(), &'static str>) -> Result<(), &'static str> {
-        let Self { tasks, by_addr, reads, active, flagged, probed, .. } = self;
+        let Self { tasks, by_addr, reads, active, flagged, probed, changed, .. } = self;
         let tasks = Arc::make_mut(tasks);
         let read = *reads;
+        changed.clear();
         let known = probed.len();
         let mut now_active = Vec::with_capacity(active.len());
         let mut probe = |i: usize| -> Result<(), &'static str> {
@@ -177,6 +195,7 @@ impl Known {
             if std::mem::replace(stamp, read) == read {
                 return Ok(());
             }
+            changed.push(i);
             refresh(task)?;
             if task.state == 'R' || task.parked {
                 now_active.push(i);

@@ -177,7 +177,7 @@ pub(crate) fn check_access(ranges: &[PhysRange], gpa: Gpa, len: usize) -> Result
     ranges
         .iter()
         .find(|r| r.contains(gpa, len64))
-        .ok_or_else(|| MemoryError::OutOfRange { gpa, len: len64 })
+        .ok_or(MemoryError::OutOfRange { gpa, len: len64 })
 }
 
 #[cfg(test)]

@@ -26,21 +26,7 @@ pub fn snapshot_of(table: &TaskTable, parked: impl Fn(&TaskKey) -> bool, time_ns
 /// Makes `snapshot` what [`snapshot_of`] returns for the same arguments, reusing what it holds:
 /// a task at the same place with the same names costs no allocation.
 pub fn update_snapshot(snapshot: &mut Snapshot, table: &TaskTable, parked: impl Fn(&TaskKey) -> bool, time_ns: u64, period_ns: u64, host_cpus: u32) {
-    snapshot.time_ns = time_ns;
-    snapshot.period_ns = period_ns;
-    snapshot.host_cpus = host_cpus;
-    let domains = &mut snapshot.domains;
-    domains.truncate(table.domains.len());
-    for (i, d) in table.domains.iter().enumerate() {
-        match domains.get_mut(i) {
-            Some(info) => {
-                info.id = d.id.0;
-                info.vcpus = d.vcpus;
-                set_text(&mut info.name, &d.name);
-            }
-            None => domains.push(DomainInfo { id: d.id.0, name: d.name.as_str().into(), vcpus: d.vcpus }),
-        }
-    }
+    set_header(snapshot, table, time_ns, period_ns, host_cpus);
     let tasks = &mut snapshot.tasks;
     tasks.truncate(table.tasks.len());
     for (i, t) in table.tasks.iter().enumerate() {
@@ -69,6 +55,44 @@ pub fn update_snapshot(snapshot: &mut Snapshot, table: &TaskTable, parked: impl 
                 set_view(&mut view, t, parked);
                 tasks.push(view);
             }
+        }
+    }
+}
+
+/// [`update_snapshot`] with nothing parked, for a `snapshot` that holds the table numbered
+/// `table.changes.base` with nothing parked (the caller knows): rewrites only the views of the
+/// entries the rebuild that made `table` set ([`TableChanges`](crate::table::TableChanges)),
+/// the others being what rewriting them would make. Returns false, having changed nothing,
+/// when the table does not tell which entries were set; call [`update_snapshot`] then.
+pub fn update_snapshot_changes(snapshot: &mut Snapshot, table: &TaskTable, time_ns: u64, period_ns: u64, host_cpus: u32) -> bool {
+    let Some(updated) = table.changes.updated.as_deref() else { return false };
+    if snapshot.tasks.len() != table.tasks.len() {
+        return false;
+    }
+    set_header(snapshot, table, time_ns, period_ns, host_cpus);
+    for &i in updated {
+        if let (Some(view), Some(t)) = (snapshot.tasks.get_mut(i), table.tasks.get(i)) {
+            set_view(view, t, false);
+        }
+    }
+    true
+}
+
+/// Sets the snapshot's times, CPU budget and domains.
+fn set_header(snapshot: &mut Snapshot, table: &TaskTable, time_ns: u64, period_ns: u64, host_cpus: u32) {
+    snapshot.time_ns = time_ns;
+    snapshot.period_ns = period_ns;
+    snapshot.host_cpus = host_cpus;
+    let domains = &mut snapshot.domains;
+    domains.truncate(table.domains.len());
+    for (i, d) in table.domains.iter().enumerate() {
+        match domains.get_mut(i) {
+            Some(info) => {
+                info.id = d.id.0;
+                info.vcpus = d.vcpus;
+                set_text(&mut info.name, &d.name);
+            }
+            None => domains.push(DomainInfo { id: d.id.0, name: d.name.as_str().into(), vcpus: d.vcpus }),
         }
     }
 }
@@ -179,7 +203,7 @@ mod tests {
             paused_by_others: false,
             problems: vec![],
         };
-        TaskTable { interval_ms: None, domains: vec![domain(0), domain(1)], tasks: vec![entry(0, 10, 'R'), entry(1, 20, 'S'), entry(1, 21, 'P')] }
+        TaskTable { interval_ms: None, domains: vec![domain(0), domain(1)], tasks: vec![entry(0, 10, 'R'), entry(1, 20, 'S'), entry(1, 21, 'P')], ..TaskTable::default() }
     }
 
     #[test]
@@ -194,6 +218,24 @@ mod tests {
         assert_eq!((view.uid(), view.cgroup(), view.state, view.nice, view.weight), (Some(1000), Some("/batch"), b'R', -5, 3121));
         assert_eq!((view.runtime_ns, view.runtime_delta_ns), (900, 90));
         assert_eq!(snap.tasks.iter().map(|v| (v.runnable, v.parked)).collect::<Vec<_>>(), [(true, false), (false, false), (true, true)]);
+    }
+
+    #[test]
+    fn a_snapshot_rewritten_for_the_changes_is_the_snapshot_of_the_table() {
+        let before = table();
+        let mut snap = snapshot_of(&before, |_| false, 5, 10_000_000, 3);
+        let mut after = before.clone();
+        after.tasks[1] = TaskEntry { comm: "renamed".into(), runtime_ns: 950, runtime_delta_ns: 50, state: 'R', ..after.tasks[1].clone() };
+        after.changes.updated = Some(vec![1]);
+        assert!(update_snapshot_changes(&mut snap, &after, 6, 10_000_000, 3));
+        assert_eq!(snap, snapshot_of(&after, |_| false, 6, 10_000_000, 3));
+        // A table that does not say what changed, or has another number of tasks, is refused.
+        after.changes.updated = None;
+        assert!(!update_snapshot_changes(&mut snap, &after, 7, 10_000_000, 3));
+        after.changes.updated = Some(vec![0]);
+        after.tasks.pop();
+        assert!(!update_snapshot_changes(&mut snap, &after, 7, 10_000_000, 3));
+        assert_eq!(snap.time_ns, 6, "a refused update changes nothing");
     }
 
     #[test]

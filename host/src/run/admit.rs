@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn the_budget_goes_by_rank_across_domains() {
         let (db, web, bkup) = (task(1, 10, 'R'), task(2, 20, 'R'), task(1, 30, 'R'));
-        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 1), domain(2, 1)], tasks: vec![db.clone(), web.clone(), bkup.clone()] };
+        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 1), domain(2, 1)], tasks: vec![db.clone(), web.clone(), bkup.clone()], ..TaskTable::default() };
         let ranking = [rank(&db, 0), rank(&web, 1), rank(&bkup, 2)];
         let plan = admit(&table, &ranking, &HashSet::new(), 1);
         assert_eq!(plan.admitted, vec![db.key]);
@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn a_domain_never_gets_more_than_its_vcpus_and_unmanaged_tasks_are_left_alone() {
         let tasks: Vec<TaskEntry> = (0..4).map(|i| task(1, i, 'R')).collect();
-        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 2)], tasks: tasks.clone() };
+        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 2)], tasks: tasks.clone(), ..TaskTable::default() };
         let ranking: Vec<Ranked> = tasks[..3].iter().map(|t| rank(t, 0)).collect();
         let plan = admit(&table, &ranking, &HashSet::new(), 8);
         assert_eq!(plan.admitted, vec![tasks[0].key, tasks[1].key]);

@@ -5,14 +5,12 @@
 //! copied only when they changed), and [`ranking_of`] checks the decisions against the table by
 //! walking both in order (a policy that decides in snapshot order needs no index).
 
-use std::collections::HashMap;
-
 use abi_stable::std_types::{RNone, RSome, RString};
 use xsched_plugin_api::{Decision, DomainInfo, Snapshot, TaskView};
 
 use crate::domain::DomainId;
 use crate::run::Ranked;
-use crate::table::{TaskEntry, TaskKey, TaskTable};
+use crate::table::{Finder, TaskEntry, TaskKey, TaskTable};
 
 /// The snapshot handed to a plugin: every domain and task of `table`; `parked` tells the tasks
 /// xsched holds parked, which count as runnable (they were when parked, and the policy must rank
@@ -139,29 +137,14 @@ fn set_text(text: &mut RString, value: &str) {
 /// Each decision's task is looked for after the previous one's in the table, at most one pass
 /// over the table for all decisions; past that (decisions out of table order), in an index.
 pub fn ranking_of(decisions: &[Decision], table: &TaskTable) -> Vec<Ranked> {
-    let tasks = &table.tasks;
-    let mut decided = vec![false; tasks.len()];
-    let mut next = 0usize;
-    let mut scan_budget = tasks.len();
-    let mut index: Option<HashMap<TaskKey, usize>> = None;
+    let mut decided = vec![false; table.tasks.len()];
+    let mut finder = Finder::new(table);
     let mut ranked = Vec::with_capacity(decisions.len());
     for d in decisions {
         let key = TaskKey { domain: DomainId(d.domain), pid: d.pid, start_time: d.start_time };
-        let ahead = tasks.get(next..).unwrap_or_default().iter().take(scan_budget).position(|t| t.key == key);
-        let at = match ahead {
-            Some(offset) => {
-                scan_budget -= offset;
-                Some(next + offset)
-            }
-            None => {
-                scan_budget = 0;
-                index.get_or_insert_with(|| tasks.iter().enumerate().map(|(i, t)| (t.key, i)).collect()).get(&key).copied()
-            }
-        };
         // A second decision about the same task misses.
-        if let Some(seen) = at.and_then(|i| decided.get_mut(i)).filter(|seen| !**seen) {
+        if let Some(seen) = finder.find(&key).and_then(|i| decided.get_mut(i)).filter(|seen| !**seen) {
             *seen = true;
-            next = at.map_or(next, |i| i + 1);
             ranked.push(Ranked { key, class: d.class, order: d.order });
         }
     }

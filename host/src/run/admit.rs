@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::DomainId;
-use crate::table::{TaskKey, TaskTable};
+use crate::table::{Finder, TaskKey, TaskTable};
 
 /// One task's place in the policy's global ranking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,12 +41,16 @@ pub struct Plan {
 
 /// Plans the period: `ranking` from the policy, `parked` the tasks xsched holds parked,
 /// `host_cpus` the host CPU budget.
+///
+/// Only the ranked tasks are looked at: each is found in the table after the one before (see
+/// [`Finder`]), not through a set of every runnable task.
 pub fn admit(table: &TaskTable, ranking: &[Ranked], parked: &HashSet<TaskKey>, host_cpus: u32) -> Plan {
-    let runnable: HashSet<TaskKey> = table.tasks.iter().filter(|t| t.state == 'R').map(|t| t.key).collect();
+    let mut finder = Finder::new(table);
+    let mut runnable = |key: &TaskKey| finder.find(key).and_then(|i| table.tasks.get(i)).is_some_and(|t| t.state == 'R');
     let mut free: HashMap<DomainId, u32> = table.domains.iter().map(|d| (d.id, d.vcpus)).collect();
     let mut budget = host_cpus;
     let (mut order, idle): (Vec<&Ranked>, Vec<&Ranked>) =
-        ranking.iter().partition(|r| runnable.contains(&r.key) || parked.contains(&r.key));
+        ranking.iter().partition(|r| runnable(&r.key) || (!parked.is_empty() && parked.contains(&r.key)));
     order.sort_by_key(|r| (r.class, r.order, r.key.domain, r.key.pid, r.key.start_time));
     order.dedup_by_key(|r| r.key);
     let mut plan = Plan { idle: idle.iter().map(|r| r.key).collect(), ..Plan::default() };

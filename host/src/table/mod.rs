@@ -492,6 +492,44 @@ impl Source {
     }
 }
 
+/// Finds tasks of a table by key, asked for in about table order (as policies decide): each
+/// after the last one found, all of them within one pass over the table; past that (keys out of
+/// order), in an index built the first time one is needed.
+#[derive(Debug)]
+pub struct Finder<'a> {
+    tasks: &'a [TaskEntry],
+    next: usize,
+    budget: usize,
+    index: Option<HashMap<TaskKey, usize>>,
+}
+
+impl<'a> Finder<'a> {
+    /// A finder over `table`'s tasks.
+    pub fn new(table: &'a TaskTable) -> Self {
+        Self { tasks: &table.tasks, next: 0, budget: table.tasks.len(), index: None }
+    }
+
+    /// The index in the table of `key`'s task, if it has one.
+    pub fn find(&mut self, key: &TaskKey) -> Option<usize> {
+        let tasks = self.tasks;
+        let ahead = tasks.get(self.next..).unwrap_or_default().iter().take(self.budget).position(|t| t.key == *key);
+        let at = match ahead {
+            Some(offset) => {
+                self.budget -= offset;
+                Some(self.next + offset)
+            }
+            None => {
+                self.budget = 0;
+                self.index.get_or_insert_with(|| tasks.iter().enumerate().map(|(i, t)| (t.key, i)).collect()).get(key).copied()
+            }
+        };
+        if let Some(i) = at {
+            self.next = i + 1;
+        }
+        at
+    }
+}
+
 /// Where a table being filled finds the previous entry of a task.
 enum Previous<'a> {
     /// In another table: only its runtime is taken.

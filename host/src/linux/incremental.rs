@@ -115,6 +115,13 @@ pub(super) struct Known {
     /// The known tasks (indices) the last probe re-read, each once: the only ones that may
     /// differ from the read before.
     changed: Vec<usize>,
+    /// The known tasks on this read's runqueues (index, and whether it is its CPU's current),
+    /// looked up once per read (see [`Self::locate`]).
+    located: Vec<(usize, bool)>,
+    /// This read's runqueues hold a task no walk listed.
+    unlisted: bool,
+    /// The walk count when `located` was made: a walk renumbers the tasks.
+    located_at: Option<u64>,
 }
 
 /// What a read starts from: the time and the counters, read before anything else.
@@ -141,6 +148,9 @@ impl Known {
             flagged: Vec::new(),
             probed: Vec::new(),
             changed: Vec::new(),
+            located: Vec::new(),
+            unlisted: false,
+            located_at: None,
         }
     }
 
@@ -180,11 +190,29 @@ impl Known {
         ReadStart { now: Instant::now(), counts }
     }
 
+    /// Looks the tasks of this read's `runqueues` up among the known ones, once for
+    /// [`Self::reason_to_walk`], [`Self::probe`] and [`Self::mark_runqueues`] (again after a walk).
+    pub(super) fn locate(&mut self, runqueues: &[RunqueueSnapshot]) {
+        let Self { by_addr, located, unlisted, .. } = self;
+        located.clear();
+        *unlisted = false;
+        for r in runqueues {
+            for (addr, running) in r.cfs_queued.iter().chain(&r.rt_queued).map(|a| (a, false)).chain([(&r.curr, true)]) {
+                match by_addr.get(addr) {
+                    Some(&i) => located.push((i, running)),
+                    None if !running || r.curr != r.idle => *unlisted = true,
+                    None => {}
+                }
+            }
+        }
+        self.located_at = Some(self.walks);
+    }
+
     /// Re-reads with `refresh` the known tasks whose reading may change a decision (see the
-    /// module's docs), `runqueues` being this read's; fails with `refresh`'s reason to walk.
+    /// module's docs), `runqueues` being this read's (located: [`Self::locate`]); fails with `refresh`'s reason to walk.
     /// Only those tasks are touched: a steady read costs what runs, not what exists.
-    pub(super) fn probe(&mut self, runqueues: &[RunqueueSnapshot], mut refresh: impl FnMut(&mut GuestTask) -> Result<(), &'static str>) -> Result<(), &'static str> {
-        let Self { tasks, by_addr, reads, active, flagged, probed, changed, .. } = self;
+    pub(super) fn probe(&mut self, mut refresh: impl FnMut(&mut GuestTask) -> Result<(), &'static str>) -> Result<(), &'static str> {
+        let Self { tasks, located, reads, active, flagged, probed, changed, .. } = self;
         let tasks = Arc::make_mut(tasks);
         let read = *reads;
         changed.clear();
@@ -202,7 +230,7 @@ impl Known {
             }
             Ok(())
         };
-        let on_runqueue = runqueues.iter().flat_map(|r| r.cfs_queued.iter().chain(&r.rt_queued).chain([&r.curr])).filter_map(|a| by_addr.get(a).copied());
+        let on_runqueue = located.iter().map(|&(i, _)| i);
         let turn = usize::try_from(read % SWEEP).unwrap_or(0);
         let sweep = (turn..known).step_by(usize::try_from(SWEEP).unwrap_or(1));
         // `active` and `flagged` are still those of the last read: the tasks that may have
@@ -215,7 +243,8 @@ impl Known {
     }
 
     /// Why this read must walk, or `None` when it may probe the known tasks.
-    pub(super) fn reason_to_walk(&self, start: &ReadStart, runqueues: &[RunqueueSnapshot]) -> Option<&'static str> {
+    /// `runqueues` being this read's, located ([`Self::locate`]).
+    pub(super) fn reason_to_walk(&self, start: &ReadStart) -> Option<&'static str> {
         let Some(walked) = self.walked else { return Some("first read") };
         if !self.complete {
             return Some("the last walk was partial");
@@ -229,8 +258,7 @@ impl Known {
         if start.now.saturating_duration_since(walked) >= self.rewalk {
             return Some("the walk interval passed");
         }
-        let unknown = |task: &Gva| !self.by_addr.contains_key(task);
-        if runqueues.iter().any(|r| r.cfs_queued.iter().chain(&r.rt_queued).any(unknown) || (r.curr != r.idle && unknown(&r.curr))) {
+        if self.unlisted {
             return Some("a runqueue holds a task no walk listed");
         }
         None
@@ -254,6 +282,9 @@ impl Known {
     /// Sets each known task's `queued` and `running` from the runqueues (touching only the
     /// tasks flagged before and those flagged now).
     pub(super) fn mark_runqueues(&mut self, runqueues: &[RunqueueSnapshot]) {
+        if self.located_at != Some(self.walks) {
+            self.locate(runqueues);
+        }
         let tasks = Arc::make_mut(&mut self.tasks);
         for i in self.flagged.drain(..) {
             if let Some(t) = tasks.get_mut(i) {
@@ -261,16 +292,14 @@ impl Known {
                 t.running = false;
             }
         }
-        for r in runqueues {
-            for (addr, running) in r.cfs_queued.iter().chain(&r.rt_queued).map(|a| (a, false)).chain([(&r.curr, true)]) {
-                let Some((i, t)) = self.by_addr.get(addr).and_then(|&i| Some((i, tasks.get_mut(i)?))) else { continue };
-                if running {
-                    t.running = true;
-                } else {
-                    t.queued = true;
-                }
-                self.flagged.push(i);
+        for &(i, running) in &self.located {
+            let Some(t) = tasks.get_mut(i) else { continue };
+            if running {
+                t.running = true;
+            } else {
+                t.queued = true;
             }
+            self.flagged.push(i);
         }
     }
 }

@@ -183,7 +183,8 @@ impl SnapshotReader {
             }
         }
         let start = self.known.start(mem);
-        let reason = self.known.reason_to_walk(&start, &snap.runqueues).or_else(|| self.probe(mem, &snap.runqueues).err());
+        self.known.locate(&snap.runqueues);
+        let reason = self.known.reason_to_walk(&start).or_else(|| self.probe(mem).err());
         let changed = self.known.take_changed();
         snap.changes = Changes { reader: self.id, read: self.known.reads(), tasks: reason.is_none().then_some(changed) };
         if let Some(reason) = reason {
@@ -197,9 +198,9 @@ impl SnapshotReader {
 
     /// Re-reads in place the known tasks that may have changed (see [`Known::probe`]); fails
     /// with the reason to walk instead.
-    fn probe<K: KernelMemory + ?Sized>(&mut self, mem: &K, runqueues: &[RunqueueSnapshot]) -> Result<(), &'static str> {
+    fn probe<K: KernelMemory + ?Sized>(&mut self, mem: &K) -> Result<(), &'static str> {
         let Self { tasks: l, states, cred_uid, cgroup, cgroups, probe_buf: buf, known, .. } = self;
-        known.probe(runqueues, |task| {
+        known.probe(|task| {
             let r = &mut task.record;
             let (cred, css_set) = (r.cred, r.css_set);
             buf.refill_extents(mem, r.addr, l.probe_extents()).map_err(|_| "a known task cannot be read")?;

@@ -28,6 +28,10 @@
 //! - a probe fails: a known task is gone (its memory freed, or reused by another task) or
 //!   cannot be read.
 //!
+//! A read that probes says which tasks it re-read ([`Changes`](super::snapshot::Changes)): the
+//! others are as the previous read left them, so what is made from the snapshot (the task table,
+//! a plugin's snapshot) need set only those. A read that walks says nothing of the kind.
+//!
 //! The counters are read before the walk, so that a fork or exit during the walk shows as a
 //! change at the next read. Everything here is checked as hostile input like the walks are: a
 //! probe reads only addresses a bounded walk listed, and a lie in the counters costs at most the

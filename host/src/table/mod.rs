@@ -5,6 +5,12 @@
 //! growth of its `sum_exec_runtime`. A task is identified by domain, pid and start time, so a
 //! pid reused by a new task never inherits its predecessor's history.
 //! [`TaskTable::build_from`] does the same from plain parts ([`DomainFacts`]), with no live guest.
+//!
+//! [`TaskTable::rebuild`] updates a table in place; when a domain's snapshot says which tasks
+//! changed since its reader's previous one, and that previous one made the domain's entries,
+//! only those entries (and those with CPU time in the last interval, whose delta falls to zero)
+//! are set: a steady period costs what changed, not what exists. [`TableChanges`] says which
+//! entries a rebuild set, for the plugin snapshot to do the same.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -116,8 +116,8 @@ pub(super) struct Known {
     flagged: Vec<usize>,
     /// Per known task, the last read that probed it.
     probed: Vec<u64>,
-    /// The known tasks (indices) the last probe re-read, each once: the only ones that may
-    /// differ from the read before.
+    /// The known tasks (indices) whose reading changed at this read: the only ones that differ
+    /// from the read before.
     changed: Vec<usize>,
     /// The known tasks on this read's runqueues (index, and whether it is its CPU's current),
     /// looked up once per read (see [`Self::locate`]).
@@ -179,10 +179,9 @@ impl Known {
         self.reads
     }
 
-    /// The tasks (indices) the last probe re-read, each once, emptied: after a probe that
-    /// succeeded, every task that may differ from the previous read's (a probe re-reads every
-    /// task on a runqueue now or at the last read, so the `queued` and `running` flags that
-    /// [`Self::mark_runqueues`] changes are among them).
+    /// The tasks (indices) whose reading changed at this read (in the last probe, or in their
+    /// `queued` and `running` flags), each once, emptied: after a probe that succeeded, every
+    /// task that differs from the previous read's.
     pub(super) fn take_changed(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.changed)
     }
@@ -215,7 +214,8 @@ impl Known {
     /// Re-reads with `refresh` the known tasks whose reading may change a decision (see the
     /// module's docs), `runqueues` being this read's (located: [`Self::locate`]); fails with `refresh`'s reason to walk.
     /// Only those tasks are touched: a steady read costs what runs, not what exists.
-    pub(super) fn probe(&mut self, mut refresh: impl FnMut(&mut GuestTask) -> Result<(), &'static str>) -> Result<(), &'static str> {
+    /// `refresh` says whether the task changed.
+    pub(super) fn probe(&mut self, mut refresh: impl FnMut(&mut GuestTask) -> Result<bool, &'static str>) -> Result<(), &'static str> {
         let Self { tasks, located, reads, active, flagged, probed, changed, .. } = self;
         let tasks = Arc::make_mut(tasks);
         let read = *reads;
@@ -227,8 +227,9 @@ impl Known {
             if std::mem::replace(stamp, read) == read {
                 return Ok(());
             }
-            changed.push(i);
-            refresh(task)?;
+            if refresh(task)? {
+                changed.push(i);
+            }
             if task.state == 'R' || task.parked {
                 now_active.push(i);
             }
@@ -290,8 +291,11 @@ impl Known {
             self.locate(runqueues);
         }
         let tasks = Arc::make_mut(&mut self.tasks);
+        // The flags before, of the tasks flagged before (the others had none).
+        let mut before: Vec<(usize, (bool, bool))> = Vec::with_capacity(self.flagged.len());
         for i in self.flagged.drain(..) {
             if let Some(t) = tasks.get_mut(i) {
+                before.push((i, (t.queued, t.running)));
                 t.queued = false;
                 t.running = false;
             }
@@ -305,6 +309,13 @@ impl Known {
             }
             self.flagged.push(i);
         }
+        before.sort_unstable();
+        let was = |i: usize| before.binary_search_by_key(&i, |&(j, _)| j).ok().and_then(|at| before.get(at)).map_or((false, false), |&(_, flags)| flags);
+        let mut moved: Vec<usize> = before.iter().map(|&(i, _)| i).chain(self.flagged.iter().copied()).filter(|&i| tasks.get(i).is_some_and(|t| (t.queued, t.running) != was(i))).collect();
+        moved.sort_unstable();
+        moved.dedup();
+        self.changed.retain(|i| moved.binary_search(i).is_err());
+        self.changed.extend(moved);
     }
 }
 
@@ -360,6 +371,7 @@ mod tests {
             assert_eq!(*reader.read(&g.memory).tasks, g.truth.tasks);
         }
         assert_eq!(reader.walks(), 1, "nothing changed: one walk, then probes");
+        assert_eq!(reader.read(&g.memory).changes.tasks, Some(vec![]), "and no task changed");
         // Without fork counters every read walks.
         let mut blind = SnapshotReader::new(&p, g.init_task, g.runqueues.clone()).expect("reader");
         for _ in 0..3 {
@@ -448,8 +460,11 @@ mod tests {
         g.write_u64(Gva(runner.addr.raw() + runtime), runner.sum_exec_runtime + 5_000).expect("write");
         g.write_bytes(comm.at(sleeper.addr).expect("va"), b"renamed\0").expect("write");
         let of = |snap: &GuestSnapshot, addr: Gva| snap.tasks.iter().find(|t| t.record.addr == addr).expect("task").clone();
-        // The running task at the next read; the sleeper at its turn.
-        assert_eq!(of(&reader.read(&g.memory), runner.addr).record.sum_exec_runtime, runner.sum_exec_runtime + 5_000);
+        // The running task at the next read, which says it changed; the sleeper at its turn.
+        let snap = reader.read(&g.memory);
+        assert_eq!(of(&snap, runner.addr).record.sum_exec_runtime, runner.sum_exec_runtime + 5_000);
+        let at = snap.tasks.iter().position(|t| t.record.addr == runner.addr);
+        assert_eq!(snap.changes.tasks.as_ref().map(|c| c.iter().copied().filter(|&i| Some(i) == at).count()), Some(1));
         let renamed = (0..SWEEP).any(|_| &*of(&reader.read(&g.memory), sleeper.addr).record.comm == "renamed");
         assert!(renamed, "the rename shows within {SWEEP} reads");
         assert_eq!(reader.walks(), 1);

@@ -61,9 +61,8 @@ pub struct Changes {
     pub reader: u64,
     /// That reader's number of the read (from 1).
     pub read: u64,
-    /// The indices in `tasks` of those that may differ from read `read - 1`'s, each once, in no
-    /// particular order; `None`: any may (the read walked the task list), or the task list
-    /// itself changed.
+    /// The indices in `tasks` of those that differ from read `read - 1`'s, each once, in no
+    /// particular order; `None`: any may (the read walked the task list).
     pub tasks: Option<Vec<usize>>,
 }
 
@@ -185,28 +184,28 @@ impl SnapshotReader {
         let start = self.known.start(mem);
         self.known.locate(&snap.runqueues);
         let reason = self.known.reason_to_walk(&start).or_else(|| self.probe(mem).err());
-        let changed = self.known.take_changed();
-        snap.changes = Changes { reader: self.id, read: self.known.reads(), tasks: reason.is_none().then_some(changed) };
         if let Some(reason) = reason {
             log::debug!("walking the task list: {reason}");
             self.walk(mem, &start, &mut snap.problems);
         }
         self.known.mark_runqueues(&snap.runqueues);
+        let changed = self.known.take_changed();
+        snap.changes = Changes { reader: self.id, read: self.known.reads(), tasks: reason.is_none().then_some(changed) };
         snap.tasks = Arc::clone(&self.known.tasks);
         snap
     }
 
-    /// Re-reads in place the known tasks that may have changed (see [`Known::probe`]); fails
-    /// with the reason to walk instead.
+    /// Re-reads in place the known tasks that may have changed (see [`Known::probe`]), noting
+    /// those that did; fails with the reason to walk instead.
     fn probe<K: KernelMemory + ?Sized>(&mut self, mem: &K) -> Result<(), &'static str> {
         let Self { tasks: l, states, cred_uid, cgroup, cgroups, probe_buf: buf, known, .. } = self;
         known.probe(|task| {
             let r = &mut task.record;
             let (cred, css_set) = (r.cred, r.css_set);
             buf.refill_extents(mem, r.addr, l.probe_extents()).map_err(|_| "a known task cannot be read")?;
-            if !r.refresh(buf, l).map_err(|_| "a known task cannot be decoded")? {
+            let Some(changed) = r.refresh(buf, l).map_err(|_| "a known task cannot be decoded")? else {
                 return Err("a known task is gone");
-            }
+            };
             if r.cred != cred {
                 task.uid = Some(cred_uid.at(r.cred).and_then(|uid| mem.read_u32(uid)).map_err(|_| "a task's new cred cannot be read")?);
             }
@@ -215,7 +214,7 @@ impl SnapshotReader {
             }
             task.state = states.letter(r.state, r.exit_state);
             task.parked = r.state == states.xsched_parked;
-            Ok(())
+            Ok(changed)
         })
     }
 

@@ -126,6 +126,10 @@ pub(super) struct Known {
     unlisted: bool,
     /// The walk count when `located` was made: a walk renumbers the tasks.
     located_at: Option<u64>,
+    /// Every runqueue address `located` was made from, in order, with what it was found as.
+    looked_up: Vec<(Gva, Option<usize>)>,
+    /// The same of the locate before (a buffer kept for its allocation).
+    looked_up_before: Vec<(Gva, Option<usize>)>,
 }
 
 /// What a read starts from: the time and the counters, read before anything else.
@@ -155,6 +159,8 @@ impl Known {
             located: Vec::new(),
             unlisted: false,
             located_at: None,
+            looked_up: Vec::new(),
+            looked_up_before: Vec::new(),
         }
     }
 
@@ -196,13 +202,23 @@ impl Known {
     /// Looks the tasks of this read's `runqueues` up among the known ones, once for
     /// [`Self::reason_to_walk`], [`Self::probe`] and [`Self::mark_runqueues`] (again after a walk).
     pub(super) fn locate(&mut self, runqueues: &[RunqueueSnapshot]) {
-        let Self { by_addr, located, unlisted, .. } = self;
+        let Self { by_addr, located, unlisted, looked_up, looked_up_before, .. } = self;
+        // The last read's look-ups hold while no walk renumbered the tasks: a runqueue that
+        // lists the same tasks in the same order costs no hashing.
+        let reuse = self.located_at == Some(self.walks);
+        std::mem::swap(looked_up, looked_up_before);
+        looked_up.clear();
         located.clear();
         *unlisted = false;
         for r in runqueues {
-            for (addr, running) in r.cfs_queued.iter().chain(&r.rt_queued).map(|a| (a, false)).chain([(&r.curr, true)]) {
-                match by_addr.get(addr) {
-                    Some(&i) => located.push((i, running)),
+            for (addr, running) in r.cfs_queued.iter().chain(&r.rt_queued).map(|a| (*a, false)).chain([(r.curr, true)]) {
+                let found = match looked_up_before.get(looked_up.len()) {
+                    Some(&(before, found)) if reuse && before == addr => found,
+                    _ => by_addr.get(&addr).copied(),
+                };
+                looked_up.push((addr, found));
+                match found {
+                    Some(i) => located.push((i, running)),
                     None if !running || r.curr != r.idle => *unlisted = true,
                     None => {}
                 }
@@ -212,9 +228,10 @@ impl Known {
     }
 
     /// Re-reads with `refresh` the known tasks whose reading may change a decision (see the
-    /// module's docs), `runqueues` being this read's (located: [`Self::locate`]); fails with `refresh`'s reason to walk.
-    /// Only those tasks are touched: a steady read costs what runs, not what exists.
-    /// `refresh` says whether the task changed.
+    /// module's docs), those on this read's runqueues as [`Self::locate`] found them; `refresh`
+    /// says whether the task changed (noted for [`Self::take_changed`]), or fails with its
+    /// reason to walk. Only those tasks are touched: a steady read costs what runs, not what
+    /// exists.
     pub(super) fn probe(&mut self, mut refresh: impl FnMut(&mut GuestTask) -> Result<bool, &'static str>) -> Result<(), &'static str> {
         let Self { tasks, located, reads, active, flagged, probed, changed, .. } = self;
         let tasks = Arc::make_mut(tasks);
@@ -247,8 +264,8 @@ impl Known {
         Ok(())
     }
 
-    /// Why this read must walk, or `None` when it may probe the known tasks.
-    /// `runqueues` being this read's, located ([`Self::locate`]).
+    /// Why this read must walk, or `None` when it may probe the known tasks; this read's
+    /// runqueues located first ([`Self::locate`]).
     pub(super) fn reason_to_walk(&self, start: &ReadStart) -> Option<&'static str> {
         let Some(walked) = self.walked else { return Some("first read") };
         if !self.complete {

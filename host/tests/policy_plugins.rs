@@ -98,6 +98,7 @@ fn paper_table() -> TaskTable {
             entry(1, 20, "webd", 'R'),
             entry(1, 21, "webd", 'S'),
         ],
+        ..TaskTable::default()
     }
 }
 
@@ -162,6 +163,7 @@ fn fairshare_puts_the_group_furthest_below_its_share_first() {
             TaskEntry { runtime_delta_ns: delta_b, ..entry(0, 20, "hogB1", 'R') },
             TaskEntry { runtime_delta_ns: delta_b, ..entry(1, 21, "hogB2", 'R') },
         ],
+        ..TaskTable::default()
     };
     // batch used 10 ms per task, interactive 10 ms per task: per unit of weight interactive used
     // half as much, so its tasks go first.

@@ -28,6 +28,10 @@
 //! - a probe fails: a known task is gone (its memory freed, or reused by another task) or
 //!   cannot be read.
 //!
+//! A read that probes says which tasks it re-read ([`Changes`](super::snapshot::Changes)): the
+//! others are as the previous read left them, so what is made from the snapshot (the task table,
+//! a plugin's snapshot) need set only those. A read that walks says nothing of the kind.
+//!
 //! The counters are read before the walk, so that a fork or exit during the walk shows as a
 //! change at the next read. Everything here is checked as hostile input like the walks are: a
 //! probe reads only addresses a bounded walk listed, and a lie in the counters costs at most the
@@ -112,6 +116,20 @@ pub(super) struct Known {
     flagged: Vec<usize>,
     /// Per known task, the last read that probed it.
     probed: Vec<u64>,
+    /// The known tasks (indices) whose reading changed at this read: the only ones that differ
+    /// from the read before.
+    changed: Vec<usize>,
+    /// The known tasks on this read's runqueues (index, and whether it is its CPU's current),
+    /// looked up once per read (see [`Self::locate`]).
+    located: Vec<(usize, bool)>,
+    /// This read's runqueues hold a task no walk listed.
+    unlisted: bool,
+    /// The walk count when `located` was made: a walk renumbers the tasks.
+    located_at: Option<u64>,
+    /// Every runqueue address `located` was made from, in order, with what it was found as.
+    looked_up: Vec<(Gva, Option<usize>)>,
+    /// The same of the locate before (a buffer kept for its allocation).
+    looked_up_before: Vec<(Gva, Option<usize>)>,
 }
 
 /// What a read starts from: the time and the counters, read before anything else.
@@ -137,6 +155,12 @@ impl Known {
             active: Vec::new(),
             flagged: Vec::new(),
             probed: Vec::new(),
+            changed: Vec::new(),
+            located: Vec::new(),
+            unlisted: false,
+            located_at: None,
+            looked_up: Vec::new(),
+            looked_up_before: Vec::new(),
         }
     }
 
@@ -156,6 +180,18 @@ impl Known {
         self.walks
     }
 
+    /// Reads started so far: the number of the current one.
+    pub(super) fn reads(&self) -> u64 {
+        self.reads
+    }
+
+    /// The tasks (indices) whose reading changed at this read (in the last probe, or in their
+    /// `queued` and `running` flags), each once, emptied: after a probe that succeeded, every
+    /// task that differs from the previous read's.
+    pub(super) fn take_changed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.changed)
+    }
+
     /// Reads the counters; the first thing a read does after the runqueues.
     pub(super) fn start<K: KernelMemory + ?Sized>(&mut self, mem: &K) -> ReadStart {
         self.reads += 1;
@@ -163,13 +199,44 @@ impl Known {
         ReadStart { now: Instant::now(), counts }
     }
 
+    /// Looks the tasks of this read's `runqueues` up among the known ones, once for
+    /// [`Self::reason_to_walk`], [`Self::probe`] and [`Self::mark_runqueues`] (again after a walk).
+    pub(super) fn locate(&mut self, runqueues: &[RunqueueSnapshot]) {
+        let Self { by_addr, located, unlisted, looked_up, looked_up_before, .. } = self;
+        // The last read's look-ups hold while no walk renumbered the tasks: a runqueue that
+        // lists the same tasks in the same order costs no hashing.
+        let reuse = self.located_at == Some(self.walks);
+        std::mem::swap(looked_up, looked_up_before);
+        looked_up.clear();
+        located.clear();
+        *unlisted = false;
+        for r in runqueues {
+            for (addr, running) in r.cfs_queued.iter().chain(&r.rt_queued).map(|a| (*a, false)).chain([(r.curr, true)]) {
+                let found = match looked_up_before.get(looked_up.len()) {
+                    Some(&(before, found)) if reuse && before == addr => found,
+                    _ => by_addr.get(&addr).copied(),
+                };
+                looked_up.push((addr, found));
+                match found {
+                    Some(i) => located.push((i, running)),
+                    None if !running || r.curr != r.idle => *unlisted = true,
+                    None => {}
+                }
+            }
+        }
+        self.located_at = Some(self.walks);
+    }
+
     /// Re-reads with `refresh` the known tasks whose reading may change a decision (see the
-    /// module's docs), `runqueues` being this read's; fails with `refresh`'s reason to walk.
-    /// Only those tasks are touched: a steady read costs what runs, not what exists.
-    pub(super) fn probe(&mut self, runqueues: &[RunqueueSnapshot], mut refresh: impl FnMut(&mut GuestTask) -> Result<(), &'static str>) -> Result<(), &'static str> {
-        let Self { tasks, by_addr, reads, active, flagged, probed, .. } = self;
+    /// module's docs), those on this read's runqueues as [`Self::locate`] found them; `refresh`
+    /// says whether the task changed (noted for [`Self::take_changed`]), or fails with its
+    /// reason to walk. Only those tasks are touched: a steady read costs what runs, not what
+    /// exists.
+    pub(super) fn probe(&mut self, mut refresh: impl FnMut(&mut GuestTask) -> Result<bool, &'static str>) -> Result<(), &'static str> {
+        let Self { tasks, located, reads, active, flagged, probed, changed, .. } = self;
         let tasks = Arc::make_mut(tasks);
         let read = *reads;
+        changed.clear();
         let known = probed.len();
         let mut now_active = Vec::with_capacity(active.len());
         let mut probe = |i: usize| -> Result<(), &'static str> {
@@ -177,13 +244,15 @@ impl Known {
             if std::mem::replace(stamp, read) == read {
                 return Ok(());
             }
-            refresh(task)?;
+            if refresh(task)? {
+                changed.push(i);
+            }
             if task.state == 'R' || task.parked {
                 now_active.push(i);
             }
             Ok(())
         };
-        let on_runqueue = runqueues.iter().flat_map(|r| r.cfs_queued.iter().chain(&r.rt_queued).chain([&r.curr])).filter_map(|a| by_addr.get(a).copied());
+        let on_runqueue = located.iter().map(|&(i, _)| i);
         let turn = usize::try_from(read % SWEEP).unwrap_or(0);
         let sweep = (turn..known).step_by(usize::try_from(SWEEP).unwrap_or(1));
         // `active` and `flagged` are still those of the last read: the tasks that may have
@@ -195,8 +264,9 @@ impl Known {
         Ok(())
     }
 
-    /// Why this read must walk, or `None` when it may probe the known tasks.
-    pub(super) fn reason_to_walk(&self, start: &ReadStart, runqueues: &[RunqueueSnapshot]) -> Option<&'static str> {
+    /// Why this read must walk, or `None` when it may probe the known tasks; this read's
+    /// runqueues located first ([`Self::locate`]).
+    pub(super) fn reason_to_walk(&self, start: &ReadStart) -> Option<&'static str> {
         let Some(walked) = self.walked else { return Some("first read") };
         if !self.complete {
             return Some("the last walk was partial");
@@ -210,8 +280,7 @@ impl Known {
         if start.now.saturating_duration_since(walked) >= self.rewalk {
             return Some("the walk interval passed");
         }
-        let unknown = |task: &Gva| !self.by_addr.contains_key(task);
-        if runqueues.iter().any(|r| r.cfs_queued.iter().chain(&r.rt_queued).any(unknown) || (r.curr != r.idle && unknown(&r.curr))) {
+        if self.unlisted {
             return Some("a runqueue holds a task no walk listed");
         }
         None
@@ -235,24 +304,35 @@ impl Known {
     /// Sets each known task's `queued` and `running` from the runqueues (touching only the
     /// tasks flagged before and those flagged now).
     pub(super) fn mark_runqueues(&mut self, runqueues: &[RunqueueSnapshot]) {
+        if self.located_at != Some(self.walks) {
+            self.locate(runqueues);
+        }
         let tasks = Arc::make_mut(&mut self.tasks);
+        // The flags before, of the tasks flagged before (the others had none).
+        let mut before: Vec<(usize, (bool, bool))> = Vec::with_capacity(self.flagged.len());
         for i in self.flagged.drain(..) {
             if let Some(t) = tasks.get_mut(i) {
+                before.push((i, (t.queued, t.running)));
                 t.queued = false;
                 t.running = false;
             }
         }
-        for r in runqueues {
-            for (addr, running) in r.cfs_queued.iter().chain(&r.rt_queued).map(|a| (a, false)).chain([(&r.curr, true)]) {
-                let Some((i, t)) = self.by_addr.get(addr).and_then(|&i| Some((i, tasks.get_mut(i)?))) else { continue };
-                if running {
-                    t.running = true;
-                } else {
-                    t.queued = true;
-                }
-                self.flagged.push(i);
+        for &(i, running) in &self.located {
+            let Some(t) = tasks.get_mut(i) else { continue };
+            if running {
+                t.running = true;
+            } else {
+                t.queued = true;
             }
+            self.flagged.push(i);
         }
+        before.sort_unstable();
+        let was = |i: usize| before.binary_search_by_key(&i, |&(j, _)| j).ok().and_then(|at| before.get(at)).map_or((false, false), |&(_, flags)| flags);
+        let mut moved: Vec<usize> = before.iter().map(|&(i, _)| i).chain(self.flagged.iter().copied()).filter(|&i| tasks.get(i).is_some_and(|t| (t.queued, t.running) != was(i))).collect();
+        moved.sort_unstable();
+        moved.dedup();
+        self.changed.retain(|i| moved.binary_search(i).is_err());
+        self.changed.extend(moved);
     }
 }
 
@@ -308,6 +388,7 @@ mod tests {
             assert_eq!(*reader.read(&g.memory).tasks, g.truth.tasks);
         }
         assert_eq!(reader.walks(), 1, "nothing changed: one walk, then probes");
+        assert_eq!(reader.read(&g.memory).changes.tasks, Some(vec![]), "and no task changed");
         // Without fork counters every read walks.
         let mut blind = SnapshotReader::new(&p, g.init_task, g.runqueues.clone()).expect("reader");
         for _ in 0..3 {
@@ -396,8 +477,11 @@ mod tests {
         g.write_u64(Gva(runner.addr.raw() + runtime), runner.sum_exec_runtime + 5_000).expect("write");
         g.write_bytes(comm.at(sleeper.addr).expect("va"), b"renamed\0").expect("write");
         let of = |snap: &GuestSnapshot, addr: Gva| snap.tasks.iter().find(|t| t.record.addr == addr).expect("task").clone();
-        // The running task at the next read; the sleeper at its turn.
-        assert_eq!(of(&reader.read(&g.memory), runner.addr).record.sum_exec_runtime, runner.sum_exec_runtime + 5_000);
+        // The running task at the next read, which says it changed; the sleeper at its turn.
+        let snap = reader.read(&g.memory);
+        assert_eq!(of(&snap, runner.addr).record.sum_exec_runtime, runner.sum_exec_runtime + 5_000);
+        let at = snap.tasks.iter().position(|t| t.record.addr == runner.addr);
+        assert_eq!(snap.changes.tasks.as_ref().map(|c| c.iter().copied().filter(|&i| Some(i) == at).count()), Some(1));
         let renamed = (0..SWEEP).any(|_| &*of(&reader.read(&g.memory), sleeper.addr).record.comm == "renamed");
         assert!(renamed, "the rename shows within {SWEEP} reads");
         assert_eq!(reader.walks(), 1);

@@ -3,6 +3,7 @@
 //! A reader walks the task list only when it may have changed and otherwise re-reads the tasks
 //! it knows (see [`super::incremental`]); either way a read returns every task.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +49,25 @@ pub struct GuestSnapshot {
     pub runqueues: Vec<RunqueueSnapshot>,
     /// What could not be read (the snapshot is partial when this is not empty).
     pub problems: Vec<String>,
+    /// Which tasks may differ from those of the same reader's previous snapshot.
+    pub changes: Changes,
 }
+
+/// Which tasks of a snapshot may differ from those of the same reader's previous snapshot: what
+/// lets the task table set only those entries (see `TaskTable::rebuild`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The reader that made the snapshot (unique in the process; 0: none, nothing is known).
+    pub reader: u64,
+    /// That reader's number of the read (from 1).
+    pub read: u64,
+    /// The indices in `tasks` of those that differ from read `read - 1`'s, each once, in no
+    /// particular order; `None`: any may (the read walked the task list).
+    pub tasks: Option<Vec<usize>>,
+}
+
+/// The next reader's id (0 is no reader's).
+static NEXT_READER: AtomicU64 = AtomicU64::new(1);
 
 /// Reads snapshots of one kernel: its layouts, resolved from its profile once, and what the
 /// last reads found (so that the next one walks the task list only when it may have changed).
@@ -68,6 +87,8 @@ pub struct SnapshotReader {
     cgroups: CgroupResolver,
     /// The copy a probe reads a task into.
     probe_buf: StructBuf,
+    /// This reader's id in its snapshots' [`Changes`].
+    id: u64,
 }
 
 impl SnapshotReader {
@@ -106,6 +127,7 @@ impl SnapshotReader {
             known: Known::new(None),
             cgroups: CgroupResolver::default(),
             probe_buf,
+            id: NEXT_READER.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -160,27 +182,30 @@ impl SnapshotReader {
             }
         }
         let start = self.known.start(mem);
-        let reason = self.known.reason_to_walk(&start, &snap.runqueues).or_else(|| self.probe(mem, &snap.runqueues).err());
+        self.known.locate(&snap.runqueues);
+        let reason = self.known.reason_to_walk(&start).or_else(|| self.probe(mem).err());
         if let Some(reason) = reason {
             log::debug!("walking the task list: {reason}");
             self.walk(mem, &start, &mut snap.problems);
         }
         self.known.mark_runqueues(&snap.runqueues);
+        let changed = self.known.take_changed();
+        snap.changes = Changes { reader: self.id, read: self.known.reads(), tasks: reason.is_none().then_some(changed) };
         snap.tasks = Arc::clone(&self.known.tasks);
         snap
     }
 
-    /// Re-reads in place the known tasks that may have changed (see [`Known::probe`]); fails
-    /// with the reason to walk instead.
-    fn probe<K: KernelMemory + ?Sized>(&mut self, mem: &K, runqueues: &[RunqueueSnapshot]) -> Result<(), &'static str> {
+    /// Re-reads in place the known tasks that may have changed (see [`Known::probe`]), noting
+    /// those that did; fails with the reason to walk instead.
+    fn probe<K: KernelMemory + ?Sized>(&mut self, mem: &K) -> Result<(), &'static str> {
         let Self { tasks: l, states, cred_uid, cgroup, cgroups, probe_buf: buf, known, .. } = self;
-        known.probe(runqueues, |task| {
+        known.probe(|task| {
             let r = &mut task.record;
             let (cred, css_set) = (r.cred, r.css_set);
             buf.refill_extents(mem, r.addr, l.probe_extents()).map_err(|_| "a known task cannot be read")?;
-            if !r.refresh(buf, l).map_err(|_| "a known task cannot be decoded")? {
+            let Some(changed) = r.refresh(buf, l).map_err(|_| "a known task cannot be decoded")? else {
                 return Err("a known task is gone");
-            }
+            };
             if r.cred != cred {
                 task.uid = Some(cred_uid.at(r.cred).and_then(|uid| mem.read_u32(uid)).map_err(|_| "a task's new cred cannot be read")?);
             }
@@ -189,7 +214,7 @@ impl SnapshotReader {
             }
             task.state = states.letter(r.state, r.exit_state);
             task.parked = r.state == states.xsched_parked;
-            Ok(())
+            Ok(changed)
         })
     }
 

@@ -384,7 +384,7 @@ impl SyntheticGuest {
     pub fn write_bytes(&mut self, va: Gva, data: &[u8]) -> Result<(), LinuxError> {
         let gpa = va
             .checked_offset_from(DIRECT_MAP_BASE)
-            .ok_or(MemoryError::OutOfRange { gpa: Gpa(va.raw()), len: data.len() as u64 })?;
+            .ok_or_else(|| MemoryError::OutOfRange { gpa: Gpa(va.raw()), len: data.len() as u64 })?;
         Ok(self.memory.memory_mut().write_phys(Gpa(gpa), data)?)
     }
 }

@@ -277,39 +277,55 @@ impl TaskRecord {
 
     /// Re-decodes from a probe's copy (see [`TaskLayout::probe_extents`]) what a probe reads,
     /// if the copy still holds this task: the same pid and start time at the same address.
-    /// Returns whether it did; when it did not (the task exited and its memory holds another,
-    /// or garbage), `self` is unchanged. `comm` is decoded again only when its bytes changed.
-    pub fn refresh(&mut self, buf: &StructBuf, l: &TaskLayout) -> Result<bool, LinuxError> {
+    /// Returns `None` when it does not (the task exited and its memory holds another, or
+    /// garbage; `self` is unchanged), else whether any field changed. `comm` is decoded again
+    /// only when its bytes changed.
+    pub fn refresh(&mut self, buf: &StructBuf, l: &TaskLayout) -> Result<Option<bool>, LinuxError> {
         if !buf.covers(l.probe.span()) || buf.base() != self.addr {
             return Err(LinuxError::Walk(format!("task at {}: the probe's copy does not hold its fields", self.addr)));
         }
         if buf.i32_or_zero(l.pid) != self.pid || buf.uint_or_zero(l.start_time) != self.start_time || buf.i32_or_zero(l.tgid) != self.tgid {
-            return Ok(false);
+            return Ok(None);
         }
         let u = |f: Field| buf.uint_or_zero(f);
         let comm = comm_of(buf, l)?;
+        let mut changed = false;
         if comm != self.comm_bytes.as_deref().unwrap_or(self.comm.as_bytes()) {
             (self.comm, self.comm_bytes) = decode_comm(comm);
+            changed = true;
         }
-        self.state = buf.u32_or_zero(l.state);
-        self.exit_state = buf.u32_or_zero(l.exit_state);
-        self.flags = buf.u32_or_zero(l.flags);
-        self.ti_flags = u(l.ti_flags);
-        self.cpu = buf.u32_or_zero(l.cpu);
-        self.on_cpu = u(l.on_cpu) != 0;
-        self.on_rq = buf.u32_or_zero(l.on_rq);
-        self.prio = buf.i32_or_zero(l.prio);
-        self.static_prio = buf.i32_or_zero(l.static_prio);
-        self.rt_priority = buf.u32_or_zero(l.rt_priority);
-        self.weight = u(l.se_weight);
-        self.se_on_rq = u(l.se_on_rq) != 0;
-        self.sum_exec_runtime = u(l.se_sum_exec_runtime);
-        self.vruntime = u(l.se_vruntime);
-        self.cfs_rq = Gva(u(l.se_cfs_rq));
-        self.sched_delayed = l.se_sched_delayed.is_some_and(|f| u(f) != 0);
-        self.cred = Gva(u(l.cred));
-        self.css_set = Gva(u(l.cgroups));
-        Ok(true)
+        let mut set = |field: &mut u64, value: u64| {
+            changed |= *field != value;
+            *field = value;
+        };
+        let (mut on_cpu, mut se_on_rq, mut delayed) = (u64::from(self.on_cpu), u64::from(self.se_on_rq), u64::from(self.sched_delayed));
+        let (mut cfs_rq, mut cred, mut css_set) = (self.cfs_rq.raw(), self.cred.raw(), self.css_set.raw());
+        set(&mut on_cpu, u64::from(u(l.on_cpu) != 0));
+        set(&mut se_on_rq, u64::from(u(l.se_on_rq) != 0));
+        set(&mut delayed, u64::from(l.se_sched_delayed.is_some_and(|f| u(f) != 0)));
+        set(&mut cfs_rq, u(l.se_cfs_rq));
+        set(&mut cred, u(l.cred));
+        set(&mut css_set, u(l.cgroups));
+        set(&mut self.ti_flags, u(l.ti_flags));
+        set(&mut self.weight, u(l.se_weight));
+        set(&mut self.sum_exec_runtime, u(l.se_sum_exec_runtime));
+        set(&mut self.vruntime, u(l.se_vruntime));
+        (self.on_cpu, self.se_on_rq, self.sched_delayed) = (on_cpu != 0, se_on_rq != 0, delayed != 0);
+        (self.cfs_rq, self.cred, self.css_set) = (Gva(cfs_rq), Gva(cred), Gva(css_set));
+        let narrow = (
+            buf.u32_or_zero(l.state),
+            buf.u32_or_zero(l.exit_state),
+            buf.u32_or_zero(l.flags),
+            buf.u32_or_zero(l.cpu),
+            buf.u32_or_zero(l.on_rq),
+            buf.i32_or_zero(l.prio),
+            buf.i32_or_zero(l.static_prio),
+            buf.u32_or_zero(l.rt_priority),
+        );
+        let before = (self.state, self.exit_state, self.flags, self.cpu, self.on_rq, self.prio, self.static_prio, self.rt_priority);
+        changed |= narrow != before;
+        (self.state, self.exit_state, self.flags, self.cpu, self.on_rq, self.prio, self.static_prio, self.rt_priority) = narrow;
+        Ok(Some(changed))
     }
 }
 

@@ -77,7 +77,7 @@ impl<M: GuestMemory> DirectMapped<M> {
 
 impl<M: GuestMemory> KernelMemory for DirectMapped<M> {
     fn read_virt(&self, va: Gva, buf: &mut [u8]) -> Result<(), LinuxError> {
-        let gpa = va.checked_offset_from(self.base).ok_or(crate::memory::MemoryError::OutOfRange {
+        let gpa = va.checked_offset_from(self.base).ok_or_else(|| crate::memory::MemoryError::OutOfRange {
             gpa: Gpa(va.raw()),
             len: buf.len() as u64,
         })?;
@@ -87,7 +87,7 @@ impl<M: GuestMemory> KernelMemory for DirectMapped<M> {
 
 impl<M: GuestMemory> KernelMemoryMut for DirectMapped<M> {
     fn write_virt(&mut self, va: Gva, data: &[u8]) -> Result<(), LinuxError> {
-        let gpa = va.checked_offset_from(self.base).ok_or(crate::memory::MemoryError::OutOfRange {
+        let gpa = va.checked_offset_from(self.base).ok_or_else(|| crate::memory::MemoryError::OutOfRange {
             gpa: Gpa(va.raw()),
             len: data.len() as u64,
         })?;

@@ -179,10 +179,11 @@ pub(crate) const fn to_usize(value: u64) -> usize {
 /// Checks that `[gpa, gpa + len)` lies inside one of `ranges`.
 pub(crate) fn check_access(ranges: &[PhysRange], gpa: Gpa, len: usize) -> Result<&PhysRange, MemoryError> {
     let len64 = len as u64;
-    ranges
-        .iter()
-        .find(|r| r.contains(gpa, len64))
-        .ok_or(MemoryError::OutOfRange { gpa, len: len64 })
+    // Not `ok_or`: that builds the error (and drops it, a call) on every access that is fine.
+    match ranges.iter().find(|r| r.contains(gpa, len64)) {
+        Some(range) => Ok(range),
+        None => Err(MemoryError::OutOfRange { gpa, len: len64 }),
+    }
 }
 
 #[cfg(test)]

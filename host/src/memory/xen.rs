@@ -658,7 +658,7 @@ impl ForeignMap {
             .ok()
             .filter(|&offset| offset.checked_add(len).is_some_and(|end| end <= window))
             .map(|offset| self.base.as_ptr().wrapping_add(offset))
-            .ok_or(MemoryError::OutOfRange {
+            .ok_or_else(|| MemoryError::OutOfRange {
                 gpa,
                 len: len as u64,
             })

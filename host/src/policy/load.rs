@@ -30,7 +30,7 @@ use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::RStr;
 use xsched_plugin_api::{accept, Decision, PolicyBox, PolicyModRef, Refusal, Snapshot, INTERFACE_VERSION};
 
-use super::{ranking_of, update_snapshot, PolicyError};
+use super::{ranking_of, update_snapshot, update_snapshot_changes, PolicyError};
 use crate::run::{Ranked, Ranker};
 use crate::table::{TaskKey, TaskTable};
 
@@ -180,7 +180,7 @@ impl PolicyPlugin {
             config: config.map(Path::to_path_buf).unwrap_or_default(),
             message: message.into(),
         })?;
-        Ok(PolicyInstance { plugin: self.clone(), config: config.map(Path::to_path_buf), object, started: Instant::now(), snapshot: Snapshot::default() })
+        Ok(PolicyInstance { plugin: self.clone(), config: config.map(Path::to_path_buf), object, started: Instant::now(), snapshot: Snapshot::default(), synced: 0 })
     }
 }
 
@@ -229,6 +229,9 @@ pub struct PolicyInstance {
     started: Instant,
     /// The last snapshot handed over, rewritten in place for the next.
     snapshot: Snapshot,
+    /// The generation of the table `snapshot` holds, when it holds one with nothing parked
+    /// (0: otherwise): then the next may rewrite only what that table's rebuild changed.
+    synced: u64,
 }
 
 impl PolicyInstance {
@@ -255,8 +258,14 @@ impl PolicyInstance {
     pub fn rank_table(&mut self, table: &TaskTable, parked: &HashSet<TaskKey>, period: Duration, host_cpus: u32) -> Result<Vec<Ranked>, PolicyError> {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let now = nanos(self.started.elapsed());
-        // Most periods nothing is parked: no look-up per task then.
-        update_snapshot(&mut self.snapshot, table, |k| !parked.is_empty() && parked.contains(k), now, nanos(period), host_cpus);
+        // Most periods nothing is parked: no look-up per task then, and only the tasks that
+        // changed are rewritten when the snapshot holds the table this one was rebuilt from.
+        let quiet = parked.is_empty();
+        let changed_only = quiet && self.synced != 0 && table.changes.base == self.synced;
+        if !(changed_only && update_snapshot_changes(&mut self.snapshot, table, now, nanos(period), host_cpus)) {
+            update_snapshot(&mut self.snapshot, table, |k| !quiet && parked.contains(k), now, nanos(period), host_cpus);
+        }
+        self.synced = if quiet { table.changes.generation } else { 0 };
         let decisions = match self.object.rank(&self.snapshot).into_result() {
             Ok(decisions) => decisions,
             Err(message) => return Err(self.error(message)),

@@ -22,7 +22,7 @@ mod snapshot;
 use std::path::PathBuf;
 
 pub use load::{resolve, search_path, PolicyInstance, PolicyPlugin, PLUGIN_PATH_VAR, SYSTEM_PLUGIN_DIR};
-pub use snapshot::{ranking_of, snapshot_of, update_snapshot};
+pub use snapshot::{ranking_of, snapshot_of, update_snapshot, update_snapshot_changes};
 
 /// Why a policy plugin could not be loaded or used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

@@ -5,14 +5,12 @@
 //! copied only when they changed), and [`ranking_of`] checks the decisions against the table by
 //! walking both in order (a policy that decides in snapshot order needs no index).
 
-use std::collections::HashMap;
-
 use abi_stable::std_types::{RNone, RSome, RString};
 use xsched_plugin_api::{Decision, DomainInfo, Snapshot, TaskView};
 
 use crate::domain::DomainId;
 use crate::run::Ranked;
-use crate::table::{TaskEntry, TaskKey, TaskTable};
+use crate::table::{Finder, TaskEntry, TaskKey, TaskTable};
 
 /// The snapshot handed to a plugin: every domain and task of `table`; `parked` tells the tasks
 /// xsched holds parked, which count as runnable (they were when parked, and the policy must rank
@@ -26,21 +24,7 @@ pub fn snapshot_of(table: &TaskTable, parked: impl Fn(&TaskKey) -> bool, time_ns
 /// Makes `snapshot` what [`snapshot_of`] returns for the same arguments, reusing what it holds:
 /// a task at the same place with the same names costs no allocation.
 pub fn update_snapshot(snapshot: &mut Snapshot, table: &TaskTable, parked: impl Fn(&TaskKey) -> bool, time_ns: u64, period_ns: u64, host_cpus: u32) {
-    snapshot.time_ns = time_ns;
-    snapshot.period_ns = period_ns;
-    snapshot.host_cpus = host_cpus;
-    let domains = &mut snapshot.domains;
-    domains.truncate(table.domains.len());
-    for (i, d) in table.domains.iter().enumerate() {
-        match domains.get_mut(i) {
-            Some(info) => {
-                info.id = d.id.0;
-                info.vcpus = d.vcpus;
-                set_text(&mut info.name, &d.name);
-            }
-            None => domains.push(DomainInfo { id: d.id.0, name: d.name.as_str().into(), vcpus: d.vcpus }),
-        }
-    }
+    set_header(snapshot, table, time_ns, period_ns, host_cpus);
     let tasks = &mut snapshot.tasks;
     tasks.truncate(table.tasks.len());
     for (i, t) in table.tasks.iter().enumerate() {
@@ -69,6 +53,44 @@ pub fn update_snapshot(snapshot: &mut Snapshot, table: &TaskTable, parked: impl 
                 set_view(&mut view, t, parked);
                 tasks.push(view);
             }
+        }
+    }
+}
+
+/// [`update_snapshot`] with nothing parked, for a `snapshot` that holds the table numbered
+/// `table.changes.base` with nothing parked (the caller knows): rewrites only the views of the
+/// entries the rebuild that made `table` set ([`TableChanges`](crate::table::TableChanges)),
+/// the others being what rewriting them would make. Returns false, having changed nothing,
+/// when the table does not tell which entries were set; call [`update_snapshot`] then.
+pub fn update_snapshot_changes(snapshot: &mut Snapshot, table: &TaskTable, time_ns: u64, period_ns: u64, host_cpus: u32) -> bool {
+    let Some(updated) = table.changes.updated.as_deref() else { return false };
+    if snapshot.tasks.len() != table.tasks.len() {
+        return false;
+    }
+    set_header(snapshot, table, time_ns, period_ns, host_cpus);
+    for &i in updated {
+        if let (Some(view), Some(t)) = (snapshot.tasks.get_mut(i), table.tasks.get(i)) {
+            set_view(view, t, false);
+        }
+    }
+    true
+}
+
+/// Sets the snapshot's times, CPU budget and domains.
+fn set_header(snapshot: &mut Snapshot, table: &TaskTable, time_ns: u64, period_ns: u64, host_cpus: u32) {
+    snapshot.time_ns = time_ns;
+    snapshot.period_ns = period_ns;
+    snapshot.host_cpus = host_cpus;
+    let domains = &mut snapshot.domains;
+    domains.truncate(table.domains.len());
+    for (i, d) in table.domains.iter().enumerate() {
+        match domains.get_mut(i) {
+            Some(info) => {
+                info.id = d.id.0;
+                info.vcpus = d.vcpus;
+                set_text(&mut info.name, &d.name);
+            }
+            None => domains.push(DomainInfo { id: d.id.0, name: d.name.as_str().into(), vcpus: d.vcpus }),
         }
     }
 }
@@ -115,29 +137,14 @@ fn set_text(text: &mut RString, value: &str) {
 /// Each decision's task is looked for after the previous one's in the table, at most one pass
 /// over the table for all decisions; past that (decisions out of table order), in an index.
 pub fn ranking_of(decisions: &[Decision], table: &TaskTable) -> Vec<Ranked> {
-    let tasks = &table.tasks;
-    let mut decided = vec![false; tasks.len()];
-    let mut next = 0usize;
-    let mut scan_budget = tasks.len();
-    let mut index: Option<HashMap<TaskKey, usize>> = None;
+    let mut decided = vec![false; table.tasks.len()];
+    let mut finder = Finder::new(table);
     let mut ranked = Vec::with_capacity(decisions.len());
     for d in decisions {
         let key = TaskKey { domain: DomainId(d.domain), pid: d.pid, start_time: d.start_time };
-        let ahead = tasks.get(next..).unwrap_or_default().iter().take(scan_budget).position(|t| t.key == key);
-        let at = match ahead {
-            Some(offset) => {
-                scan_budget -= offset;
-                Some(next + offset)
-            }
-            None => {
-                scan_budget = 0;
-                index.get_or_insert_with(|| tasks.iter().enumerate().map(|(i, t)| (t.key, i)).collect()).get(&key).copied()
-            }
-        };
         // A second decision about the same task misses.
-        if let Some(seen) = at.and_then(|i| decided.get_mut(i)).filter(|seen| !**seen) {
+        if let Some(seen) = finder.find(&key).and_then(|i| decided.get_mut(i)).filter(|seen| !**seen) {
             *seen = true;
-            next = at.map_or(next, |i| i + 1);
             ranked.push(Ranked { key, class: d.class, order: d.order });
         }
     }
@@ -179,7 +186,7 @@ mod tests {
             paused_by_others: false,
             problems: vec![],
         };
-        TaskTable { interval_ms: None, domains: vec![domain(0), domain(1)], tasks: vec![entry(0, 10, 'R'), entry(1, 20, 'S'), entry(1, 21, 'P')] }
+        TaskTable { interval_ms: None, domains: vec![domain(0), domain(1)], tasks: vec![entry(0, 10, 'R'), entry(1, 20, 'S'), entry(1, 21, 'P')], ..TaskTable::default() }
     }
 
     #[test]
@@ -194,6 +201,24 @@ mod tests {
         assert_eq!((view.uid(), view.cgroup(), view.state, view.nice, view.weight), (Some(1000), Some("/batch"), b'R', -5, 3121));
         assert_eq!((view.runtime_ns, view.runtime_delta_ns), (900, 90));
         assert_eq!(snap.tasks.iter().map(|v| (v.runnable, v.parked)).collect::<Vec<_>>(), [(true, false), (false, false), (true, true)]);
+    }
+
+    #[test]
+    fn a_snapshot_rewritten_for_the_changes_is_the_snapshot_of_the_table() {
+        let before = table();
+        let mut snap = snapshot_of(&before, |_| false, 5, 10_000_000, 3);
+        let mut after = before.clone();
+        after.tasks[1] = TaskEntry { comm: "renamed".into(), runtime_ns: 950, runtime_delta_ns: 50, state: 'R', ..after.tasks[1].clone() };
+        after.changes.updated = Some(vec![1]);
+        assert!(update_snapshot_changes(&mut snap, &after, 6, 10_000_000, 3));
+        assert_eq!(snap, snapshot_of(&after, |_| false, 6, 10_000_000, 3));
+        // A table that does not say what changed, or has another number of tasks, is refused.
+        after.changes.updated = None;
+        assert!(!update_snapshot_changes(&mut snap, &after, 7, 10_000_000, 3));
+        after.changes.updated = Some(vec![0]);
+        after.tasks.pop();
+        assert!(!update_snapshot_changes(&mut snap, &after, 7, 10_000_000, 3));
+        assert_eq!(snap.time_ns, 6, "a refused update changes nothing");
     }
 
     #[test]

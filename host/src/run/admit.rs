@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::DomainId;
-use crate::table::{TaskKey, TaskTable};
+use crate::table::{Finder, TaskKey, TaskTable};
 
 use super::share::Shares;
 
@@ -52,12 +52,16 @@ pub fn admit(table: &TaskTable, ranking: &[Ranked], parked: &HashSet<TaskKey>, h
 }
 
 /// [`admit`] within the domains' floors and caps, `shares` (their accounts move on a period).
+///
+/// Only the ranked tasks are looked at: each is found in the table after the one before (see
+/// [`Finder`]), not through a set of every runnable task.
 pub fn admit_within(table: &TaskTable, ranking: &[Ranked], parked: &HashSet<TaskKey>, host_cpus: u32, shares: &mut Shares) -> Plan {
-    let runnable: HashSet<TaskKey> = table.tasks.iter().filter(|t| t.state == 'R').map(|t| t.key).collect();
+    let mut finder = Finder::new(table);
+    let mut runnable = |key: &TaskKey| finder.find(key).and_then(|i| table.tasks.get(i)).is_some_and(|t| t.state == 'R');
     let mut free: HashMap<DomainId, u32> = table.domains.iter().map(|d| (d.id, d.vcpus)).collect();
     let mut budget = host_cpus;
     let (mut order, idle): (Vec<&Ranked>, Vec<&Ranked>) =
-        ranking.iter().partition(|r| runnable.contains(&r.key) || parked.contains(&r.key));
+        ranking.iter().partition(|r| runnable(&r.key) || (!parked.is_empty() && parked.contains(&r.key)));
     order.sort_by_key(|r| (r.class, r.order, r.key.domain, r.key.pid, r.key.start_time));
     order.dedup_by_key(|r| r.key);
     let mut plan = Plan { idle: idle.iter().map(|r| r.key).collect(), ..Plan::default() };
@@ -133,7 +137,7 @@ mod tests {
     #[test]
     fn the_budget_goes_by_rank_across_domains() {
         let (db, web, bkup) = (task(1, 10, 'R'), task(2, 20, 'R'), task(1, 30, 'R'));
-        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 1), domain(2, 1)], tasks: vec![db.clone(), web.clone(), bkup.clone()] };
+        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 1), domain(2, 1)], tasks: vec![db.clone(), web.clone(), bkup.clone()], ..TaskTable::default() };
         let ranking = [rank(&db, 0), rank(&web, 1), rank(&bkup, 2)];
         let plan = admit(&table, &ranking, &HashSet::new(), 1);
         assert_eq!(plan.admitted, vec![db.key]);
@@ -156,7 +160,7 @@ mod tests {
     #[test]
     fn a_domain_never_gets_more_than_its_vcpus_and_unmanaged_tasks_are_left_alone() {
         let tasks: Vec<TaskEntry> = (0..4).map(|i| task(1, i, 'R')).collect();
-        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 2)], tasks: tasks.clone() };
+        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 2)], tasks: tasks.clone(), ..TaskTable::default() };
         let ranking: Vec<Ranked> = tasks[..3].iter().map(|t| rank(t, 0)).collect();
         let plan = admit(&table, &ranking, &HashSet::new(), 8);
         assert_eq!(plan.admitted, vec![tasks[0].key, tasks[1].key]);
@@ -168,7 +172,7 @@ mod tests {
     /// periods each got.
     fn periods_won(shares: &[(u32, Share)], periods: u32) -> (u32, u32) {
         let (liar, honest) = (task(1, 10, 'R'), task(2, 20, 'R'));
-        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 1), domain(2, 1)], tasks: vec![liar.clone(), honest.clone()] };
+        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 1), domain(2, 1)], tasks: vec![liar.clone(), honest.clone()], ..TaskTable::default() };
         let ranking = [rank(&liar, 0), rank(&honest, 1)];
         let mut shares = Shares::of(shares.iter().map(|(id, s)| (DomainId(*id), *s)));
         let mut parked: HashSet<TaskKey> = HashSet::new();
@@ -212,7 +216,7 @@ mod tests {
         // Domain 2's task sleeps for 50 periods, then wants the CPU: it gets its 25% from then
         // on, not a burst of what it would have been owed.
         let (liar, honest) = (task(1, 10, 'R'), task(2, 20, 'S'));
-        let mut table = TaskTable { interval_ms: None, domains: vec![domain(1, 1), domain(2, 1)], tasks: vec![liar.clone(), honest.clone()] };
+        let mut table = TaskTable { interval_ms: None, domains: vec![domain(1, 1), domain(2, 1)], tasks: vec![liar.clone(), honest.clone()], ..TaskTable::default() };
         let ranking = [rank(&liar, 0), rank(&honest, 1)];
         let mut shares = Shares::of([(DomainId(2), Share { floor_percent: 25, cap_percent: 100 })]);
         for _ in 0..50 {

@@ -212,7 +212,7 @@ mod tests {
             id: DomainId(0), name: "u1".into(), release: "6.1".into(), vcpus: 1, tasks: 3, cpu_percent: 0.0,
             pause_us: 0, read_us: 0, paused_by_others: false, problems: vec![],
         };
-        let table = TaskTable { interval_ms: None, domains: vec![summary], tasks: (1..=3).map(|pid| TaskEntry::plain(key(pid), "t", 'R')).collect() };
+        let table = TaskTable { interval_ms: None, domains: vec![summary], tasks: (1..=3).map(|pid| TaskEntry::plain(key(pid), "t", 'R')).collect(), ..TaskTable::default() };
         let ranking = [Ranked { key: key(1), class: 0, order: 0 }, Ranked { key: key(2), class: 2, order: 0 }, Ranked { key: key(3), class: 2, order: 1 }];
         let plan = Plan { park: vec![key(2), key(3)], admitted: vec![key(1)], ..Plan::default() };
         let stats = RunStats { periods: 4, overruns: 1, parks: 2, unparks: 0, deferred: 5 };

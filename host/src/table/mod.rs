@@ -5,8 +5,15 @@
 //! growth of its `sum_exec_runtime`. A task is identified by domain, pid and start time, so a
 //! pid reused by a new task never inherits its predecessor's history.
 //! [`TaskTable::build_from`] does the same from plain parts ([`DomainFacts`]), with no live guest.
+//!
+//! [`TaskTable::rebuild`] updates a table in place; when a domain's snapshot says which tasks
+//! changed since its reader's previous one, and that previous one made the domain's entries,
+//! only those entries (and those with CPU time in the last interval, whose delta falls to zero)
+//! are set: a steady period costs what changed, not what exists. [`TableChanges`] says which
+//! entries a rebuild set, for the plugin snapshot to do the same.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -179,7 +186,7 @@ pub struct DomainSummary {
 }
 
 /// The cross-domain task table.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct TaskTable {
     /// Wall time since the previous table, if there was one.
     pub interval_ms: Option<f64>,
@@ -187,7 +194,52 @@ pub struct TaskTable {
     pub domains: Vec<DomainSummary>,
     /// Every task, by domain then in the guest's task-list order.
     pub tasks: Vec<TaskEntry>,
+    /// What the last build or rebuild set: bookkeeping, not content (equal tables may differ
+    /// here). Code that edits `tasks` by hand resets it (`TableChanges::default()`).
+    #[serde(skip)]
+    pub changes: TableChanges,
 }
+
+impl PartialEq for TaskTable {
+    /// The content: interval, domains and tasks.
+    fn eq(&self, other: &Self) -> bool {
+        self.interval_ms == other.interval_ms && self.domains == other.domains && self.tasks == other.tasks
+    }
+}
+
+/// Which entries a [`TaskTable::rebuild`] set, so that what is made from the table (a plugin's
+/// snapshot) can be rewritten for those only; and where each domain's entries came from, so
+/// that the next rebuild can set only the entries of the tasks its snapshots say changed
+/// ([`Changes`](crate::linux::snapshot::Changes)).
+#[derive(Clone, Debug, Default)]
+pub struct TableChanges {
+    /// This table's number, new at every build and rebuild (unique in the process; 0: none).
+    pub generation: u64,
+    /// The number the table had before the rebuild that made this one (0: it was built anew).
+    pub base: u64,
+    /// The entries (indices in `tasks`) set by that rebuild, each once, when only they may
+    /// differ from the table numbered `base` (which had as many); `None`: any may.
+    pub updated: Option<Vec<usize>>,
+    /// Per domain, where its entries came from.
+    sources: Vec<Source>,
+}
+
+/// Where one domain's entries of a table came from.
+#[derive(Clone, Debug)]
+struct Source {
+    id: DomainId,
+    /// The snapshot's reader and read number.
+    read: (u64, u64),
+    /// Its first entry, and how many it has.
+    start: usize,
+    len: usize,
+    /// Its entries (relative to `start`) with CPU time in the interval: set again at the next
+    /// rebuild even when their task did not change, for their delta to fall to zero.
+    busy: Vec<usize>,
+}
+
+/// The next table generation (0 is none's).
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// What the table needs to know of a domain besides its snapshot: plain parts, so that a table
 /// can be built without a live guest (benchmarks, tests). [`DomainFacts::of`] takes them from a
@@ -323,26 +375,37 @@ impl TaskTable {
         let elapsed_ns = elapsed.map(|d| d.as_nanos() as f64).filter(|&ns| ns > 0.0);
         self.interval_ms = elapsed_ns.map(|ns| ns / 1e6);
         self.domains.truncate(pass.len());
+        let old_sources = std::mem::take(&mut self.changes.sources);
+        let mut updated = Some(Vec::new());
+        let mut sources = Vec::with_capacity(pass.len());
         for (i, (domain, snap)) in pass.iter().enumerate() {
             let decoding = Decoding::of(domain.profile);
-            let mut domain_delta = 0u64;
-            for task in snap.guest.tasks.iter() {
-                let key = TaskKey { domain: domain.id, pid: task.record.pid, start_time: task.record.start_time };
-                // A task seen for the first time has no delta; a runtime that went backwards
-                // (impossible for one task) counts as none.
-                let delta = |before: Option<u64>| before.map_or(0, |old| task.record.sum_exec_runtime.saturating_sub(old));
-                if let Some(entry) = previous.in_place(&mut self.tasks, &key) {
-                    let delta = delta(Some(entry.runtime_ns));
-                    entry.set(key, task, &decoding, delta, elapsed_ns);
-                    domain_delta += delta;
-                    continue;
+            let start = self.tasks.len().min(match &previous {
+                Previous::InPlace { kept, moved: None } => *kept,
+                _ => usize::MAX,
+            });
+            let changes = &snap.guest.changes;
+            let read = (changes.reader, changes.read);
+            let domain_delta = match (old_sources.get(i), &mut previous) {
+                (Some(old), Previous::InPlace { kept, moved: None }) if old.continued_by(domain.id, read, *kept, snap.guest.tasks.len()) && changes.tasks.is_some() => {
+                    let (delta, source) = self.fill_changed(old, domain.id, snap, &decoding, elapsed_ns, updated.as_mut());
+                    *kept += source.len;
+                    sources.push(source);
+                    delta
                 }
-                let (mut entry, before) = previous.take(&key).map_or((TaskEntry::plain(key, "", 'R'), None), |(e, r)| (e, Some(r)));
-                let delta = delta(before);
-                entry.set(key, task, &decoding, delta, elapsed_ns);
-                domain_delta += delta;
-                self.tasks.push(entry);
-            }
+                _ => {
+                    updated = None;
+                    let delta = self.fill_all(domain.id, snap, &decoding, elapsed_ns, &mut previous);
+                    let end = self.tasks.len().min(match &previous {
+                        Previous::InPlace { kept, moved: None } => *kept,
+                        _ => self.tasks.len(),
+                    });
+                    let entries = self.tasks.get(start..end).unwrap_or_default();
+                    let busy = entries.iter().enumerate().filter(|(_, e)| e.runtime_delta_ns != 0).map(|(j, _)| j).collect();
+                    sources.push(Source { id: domain.id, read, start, len: entries.len(), busy });
+                    delta
+                }
+            };
             if self.domains.len() == i {
                 self.domains.push(DomainSummary {
                     id: domain.id,
@@ -365,6 +428,111 @@ impl TaskTable {
             // Every task kept its place: the entries past the last were tasks that are gone.
             self.tasks.truncate(kept);
         }
+        let base = match previous {
+            Previous::Borrowed(..) => 0,
+            Previous::InPlace { .. } => self.changes.generation,
+        };
+        // A rebuild that moved entries, or a table built anew, says nothing of what changed.
+        let updated = updated.filter(|_| base != 0 && matches!(previous, Previous::InPlace { moved: None, .. }));
+        self.changes = TableChanges { generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed), base, updated, sources };
+    }
+
+    /// Fills one domain's entries from `snap`, every task looked up in `previous`; returns the
+    /// domain's CPU time in the interval.
+    fn fill_all(&mut self, id: DomainId, snap: &DomainSnapshot, decoding: &Decoding, elapsed_ns: Option<f64>, previous: &mut Previous<'_>) -> u64 {
+        let mut domain_delta = 0u64;
+        for task in snap.guest.tasks.iter() {
+            let key = TaskKey { domain: id, pid: task.record.pid, start_time: task.record.start_time };
+            // A task seen for the first time has no delta; a runtime that went backwards
+            // (impossible for one task) counts as none.
+            let delta = |before: Option<u64>| before.map_or(0, |old| task.record.sum_exec_runtime.saturating_sub(old));
+            if let Some(entry) = previous.in_place(&mut self.tasks, &key) {
+                let delta = delta(Some(entry.runtime_ns));
+                entry.set(key, task, decoding, delta, elapsed_ns);
+                domain_delta += delta;
+                continue;
+            }
+            let (mut entry, before) = previous.take(&key).map_or((TaskEntry::plain(key, "", 'R'), None), |(e, r)| (e, Some(r)));
+            let delta = delta(before);
+            entry.set(key, task, decoding, delta, elapsed_ns);
+            domain_delta += delta;
+            self.tasks.push(entry);
+        }
+        domain_delta
+    }
+
+    /// Fills one domain's entries, which lie where `old` says and are those of its reader's
+    /// previous snapshot, by setting only those of the tasks `snap` says may have changed and
+    /// those that were busy (the others' entries are what setting them would make: the same
+    /// task read the same, with no CPU time in the interval). Returns the domain's CPU time in
+    /// the interval and the domain's new source; pushes the entries set to `updated`.
+    fn fill_changed(&mut self, old: &Source, id: DomainId, snap: &DomainSnapshot, decoding: &Decoding, elapsed_ns: Option<f64>, updated: Option<&mut Vec<usize>>) -> (u64, Source) {
+        let changes = &snap.guest.changes;
+        let mut set: Vec<usize> = changes.tasks.iter().flatten().chain(&old.busy).copied().filter(|&j| j < old.len).collect();
+        set.sort_unstable();
+        set.dedup();
+        let mut busy = Vec::new();
+        let mut domain_delta = 0u64;
+        for &j in &set {
+            let (Some(task), Some(entry)) = (snap.guest.tasks.get(j), self.tasks.get_mut(old.start + j)) else { continue };
+            let key = TaskKey { domain: id, pid: task.record.pid, start_time: task.record.start_time };
+            let delta = if entry.key == key { task.record.sum_exec_runtime.saturating_sub(entry.runtime_ns) } else { 0 };
+            entry.set(key, task, decoding, delta, elapsed_ns);
+            domain_delta += delta;
+            if delta != 0 {
+                busy.push(j);
+            }
+        }
+        if let Some(updated) = updated {
+            updated.extend(set.iter().map(|&j| old.start + j));
+        }
+        (domain_delta, Source { id, read: (changes.reader, changes.read), start: old.start, len: old.len, busy })
+    }
+}
+
+impl Source {
+    /// Whether the entries of a domain `id` whose snapshot is `read`, with `len` tasks, lie as
+    /// this source says at `start`, from the same reader's previous read.
+    fn continued_by(&self, id: DomainId, read: (u64, u64), start: usize, len: usize) -> bool {
+        self.id == id && read.0 != 0 && self.read.0 == read.0 && self.read.1.checked_add(1) == Some(read.1) && self.start == start && self.len == len
+    }
+}
+
+/// Finds tasks of a table by key, asked for in about table order (as policies decide): each
+/// after the last one found, all of them within one pass over the table; past that (keys out of
+/// order), in an index built the first time one is needed.
+#[derive(Debug)]
+pub struct Finder<'a> {
+    tasks: &'a [TaskEntry],
+    next: usize,
+    budget: usize,
+    index: Option<HashMap<TaskKey, usize>>,
+}
+
+impl<'a> Finder<'a> {
+    /// A finder over `table`'s tasks.
+    pub fn new(table: &'a TaskTable) -> Self {
+        Self { tasks: &table.tasks, next: 0, budget: table.tasks.len(), index: None }
+    }
+
+    /// The index in the table of `key`'s task, if it has one.
+    pub fn find(&mut self, key: &TaskKey) -> Option<usize> {
+        let tasks = self.tasks;
+        let ahead = tasks.get(self.next..).unwrap_or_default().iter().take(self.budget).position(|t| t.key == *key);
+        let at = match ahead {
+            Some(offset) => {
+                self.budget -= offset;
+                Some(self.next + offset)
+            }
+            None => {
+                self.budget = 0;
+                self.index.get_or_insert_with(|| tasks.iter().enumerate().map(|(i, t)| (t.key, i)).collect()).get(key).copied()
+            }
+        };
+        if let Some(i) = at {
+            self.next = i + 1;
+        }
+        at
     }
 }
 
@@ -538,5 +706,43 @@ mod tests {
         let (built, rebuilt) = both(&profile, &[changed.clone(), b.clone()], &[changed[..20].to_vec()]);
         assert_eq!(built, rebuilt);
         assert_eq!((built.domains.len(), built.tasks.len()), (1, 20));
+    }
+
+    #[test]
+    fn a_rebuild_from_the_changes_is_a_build_from_every_task() {
+        use crate::linux::incremental::SWEEP;
+        use crate::linux::layout::Field;
+        use crate::memory::Gva;
+        let profile = synthetic::lab_profile().expect("profile");
+        let mut g = synthetic::build(&profile, &GuestSpec::typical(40, 2, 3)).expect("build");
+        let mut reader = g.reader(&profile).expect("reader");
+        let runtime = Field::of(&profile, "task_struct", "se").expect("se").offset + Field::of(&profile, "sched_entity", "sum_exec_runtime").expect("field").offset;
+        let comm = Field::of(&profile, "task_struct", "comm").expect("comm");
+        let running = g.truth.tasks.iter().find(|t| t.running).expect("a running task").record.clone();
+        let sleeper = g.truth.tasks.iter().find(|t| t.state == 'S' && !t.running).expect("a sleeper").record.clone();
+        let period = Duration::from_millis(10);
+        let (mut rebuilt, mut built) = (TaskTable::default(), TaskTable::default());
+        let mut partial = 0;
+        for round in 0..4 * SWEEP {
+            // The running task runs every other period; the sleeper ran once, and was renamed.
+            if round % 2 == 1 {
+                g.write_u64(Gva(running.addr.raw() + runtime), running.sum_exec_runtime + round * 1000).expect("write");
+            }
+            if round == 5 {
+                g.write_u64(Gva(sleeper.addr.raw() + runtime), sleeper.sum_exec_runtime + 77).expect("write");
+                g.write_bytes(comm.at(sleeper.addr).expect("va"), b"renamed\0").expect("write");
+            }
+            let snaps = [DomainSnapshot { guest: reader.read(&g.memory), pause: Duration::ZERO, read: Duration::ZERO, held_by_others: false }];
+            let elapsed = (round > 0).then_some(period);
+            rebuilt.rebuild_from(&pass(&profile, &snaps), elapsed);
+            built = TaskTable::build_from(&pass(&profile, &snaps), elapsed.map(|e| (&built, e)));
+            assert_eq!(rebuilt, built, "round {round}");
+            if let Some(updated) = &rebuilt.changes.updated {
+                assert!(updated.len() < built.tasks.len() / 2, "round {round}: {} of {} set", updated.len(), built.tasks.len());
+                partial += 1;
+            }
+        }
+        assert!(partial >= 4 * SWEEP - 2, "only {partial} rebuilds set the changed entries alone");
+        assert!(built.tasks.iter().any(|t| t.comm == "renamed"));
     }
 }

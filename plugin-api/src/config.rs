@@ -92,6 +92,23 @@ impl TaskMatch {
 pub struct AnyOf(pub Vec<TaskMatch>);
 
 impl AnyOf {
+    /// Whether a matcher names no domain: then it matches in every domain, and any guest can
+    /// claim what it gives by the names and ids it chooses (comm, uid, cgroup).
+    pub fn is_unscoped(&self) -> bool {
+        self.0.iter().any(|m| m.domain.is_none())
+    }
+
+    /// Warns on stderr, once at load, when `what` (e.g. "rule 3 (backup)") of `policy` is
+    /// [unscoped](Self::is_unscoped).
+    pub fn warn_if_unscoped(&self, policy: &str, what: &str) {
+        if self.is_unscoped() {
+            eprintln!(
+                "xsched: policy {policy}: warning: {what} names no domain, so any guest can claim it by naming its tasks so; \
+                 scope it with `domain = …` (the README's \"What a guest can and cannot claim\")"
+            );
+        }
+    }
+
     /// Whether `task` of `snapshot` matches any of the matchers.
     pub fn matches(&self, task: &TaskView, snapshot: &Snapshot) -> bool {
         let domain = snapshot.domain_name(task.domain);

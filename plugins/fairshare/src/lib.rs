@@ -94,6 +94,9 @@ impl Config {
         if config.group_by == GroupBy::None && config.groups.is_empty() {
             return Err("fairshare config: group_by = \"none\" and no [[group]]: every task would be unmanaged".into());
         }
+        for g in &config.groups {
+            g.matches.warn_if_unscoped("fairshare", &format!("group {}", g.name.get_ref()));
+        }
         Ok(config)
     }
 

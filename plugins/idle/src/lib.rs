@@ -42,7 +42,12 @@ impl Policy for Idle {
     const NAME: &'static str = "idle";
 
     fn new(config: &str) -> Result<Self, String> {
-        let config = toml::from_str(config).map_err(|e| format!("idle config: {e}"))?;
+        let config: Config = toml::from_str(config).map_err(|e| format!("idle config: {e}"))?;
+        // Claiming the idle set only holds a guest's own tasks back; the foreground outranks.
+        match &config.foreground {
+            Some(foreground) => foreground.warn_if_unscoped("idle", "foreground"),
+            None => eprintln!("xsched: policy idle: warning: no foreground given, so every runnable task of every guest holds the idle tasks back; name the foreground tasks with `domain = …`"),
+        }
         Ok(Self { config })
     }
 

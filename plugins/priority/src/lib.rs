@@ -33,9 +33,8 @@ struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Rule {
-    /// A name for the rule (documentation only).
+    /// A name for the rule (in warnings).
     #[serde(default)]
-    #[allow(dead_code)]
     name: Option<String>,
     /// The class: lower is more important.
     class: u32,
@@ -49,6 +48,13 @@ impl Config {
         let config: Self = toml::from_str(text).map_err(|e| format!("priority config: {e}"))?;
         if config.rules.is_empty() {
             return Err("priority config: no [[rule]]: every task would be unmanaged".into());
+        }
+        for (i, rule) in config.rules.iter().enumerate() {
+            let what = match &rule.name {
+                Some(name) => format!("rule {} ({name})", i + 1),
+                None => format!("rule {}", i + 1),
+            };
+            rule.matches.warn_if_unscoped("priority", &what);
         }
         Ok(config)
     }

@@ -27,9 +27,10 @@ const TICKS: f64 = 100.0;
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after_comm.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    // Fields 14 and 15 of the line are the 12th and 13th after the comm (state is not a number).
-    fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0)
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the comm.
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
 }
 
 /// Counts the STOP events a guest's operator monitor reports until `until`.

@@ -235,4 +235,35 @@ mod tests {
         let error = check_floors([("a", share(60)), ("b", share(50))]).expect_err("110%");
         assert!(error.contains("110%") && error.contains("a 60%") && error.contains("b 50%"), "{error}");
     }
+
+    #[test]
+    fn a_flood_of_runnable_tasks_takes_no_more_than_the_floors_leave() {
+        // Domain 1 forks 500 runnable tasks and ranks them all above everything; domain 2 has
+        // one task and a 50% floor of a 2-CPU budget: it keeps one CPU every period.
+        let flood: Vec<TaskEntry> = (0..500).map(|pid| task(1, pid, 'R')).collect();
+        let honest = task(2, 9000, 'R');
+        let mut tasks = flood.clone();
+        tasks.push(honest.clone());
+        let table = TaskTable { interval_ms: None, domains: vec![domain(1, 4), domain(2, 1)], tasks, ..TaskTable::default() };
+        let mut ranking: Vec<Ranked> = flood.iter().map(|t| rank(t, 0)).collect();
+        ranking.push(rank(&honest, 9));
+        let mut shares = Shares::of([(DomainId(2), Share { floor_percent: 50, cap_percent: 100 })]);
+        let mut parked: HashSet<TaskKey> = HashSet::new();
+        for period in 0..20 {
+            let plan = admit_within(&table, &ranking, &parked, 2, &mut shares);
+            assert_eq!(plan.admitted.len(), 2, "period {period}: the budget");
+            assert!(plan.admitted.contains(&honest.key), "period {period}: the floored task was left out");
+            assert!(!plan.park.contains(&honest.key));
+            for key in &plan.park {
+                parked.insert(*key);
+            }
+            for key in &plan.unpark {
+                parked.remove(key);
+            }
+        }
+        // Without the floor the flood takes both CPUs.
+        let plan = admit(&table, &ranking, &HashSet::new(), 2);
+        assert!(!plan.admitted.contains(&honest.key) && plan.park.contains(&honest.key));
+    }
 }
+

@@ -184,16 +184,19 @@ impl<R: Ranker> Scheduler<R> {
     /// it with the guest paused and releases it whatever it finds.
     fn apply(&mut self, table: &TaskTable, plan: &Plan, parked: &HashSet<TaskKey>) -> anyhow::Result<()> {
         // One pass over the table for what the changes need: the parked tasks it still shows
-        // parked, and the address of each task to park.
+        // parked, and the address of each task to park. None when nothing is parked or to park
+        // (a steady state with nothing held): that period costs nothing here.
         let to_park: HashSet<TaskKey> = plan.park.iter().copied().collect();
         let mut shown_parked: HashSet<TaskKey> = HashSet::new();
         let mut park_addrs: Vec<(TaskKey, u64)> = Vec::with_capacity(plan.park.len());
-        for t in &table.tasks {
-            if t.parked && parked.contains(&t.key) {
-                shown_parked.insert(t.key);
-            }
-            if to_park.contains(&t.key) {
-                park_addrs.push((t.key, t.task_addr));
+        if !parked.is_empty() || !to_park.is_empty() {
+            for t in &table.tasks {
+                if t.parked && parked.contains(&t.key) {
+                    shown_parked.insert(t.key);
+                }
+                if !to_park.is_empty() && to_park.contains(&t.key) {
+                    park_addrs.push((t.key, t.task_addr));
+                }
             }
         }
         let unparking: HashSet<TaskKey> = plan.unpark.iter().copied().collect();

@@ -16,6 +16,12 @@
 //! changed credentials or cgroup, exited into a zombie) shows at its next turn, its CPU time
 //! counted then. A task cannot leave the task list without the fork counters moving.
 //!
+//! A task that waited in a runqueue at the last read and still waits in the same CPU's at this
+//! one is not re-read in full when its entity's weight, runtime and vruntime are what they were
+//! (a few bytes beside the tree node the runqueue walk just read): to change otherwise it must
+//! have run, been reweighted, or moved (which renormalises its vruntime). What another task may
+//! do to it without any of these (rename it through `/proc`) shows at its turn in the sweep.
+//!
 //! A read walks ([`Known::reason_to_walk`]) when
 //! - it is the first, or the last walk was partial (it had problems);
 //! - the kernel's fork counters moved since the last walk ([`ForkCounters`]), or the profile
@@ -51,9 +57,9 @@ use super::{Kernel, LinuxError};
 /// How long a reader trusts the task list of its last walk when nothing says it changed.
 pub const DEFAULT_REWALK: Duration = Duration::from_secs(1);
 
-/// Every known task is re-read at least once in this many reads (80 ms at a 10 ms period),
-/// runnable ones at every read.
-pub const SWEEP: u64 = 8;
+/// Every known task is re-read at least once in this many reads (250 ms at a 10 ms period);
+/// running ones, and runnable ones whose entity moved, at every read.
+pub const SWEEP: u64 = 25;
 
 /// Where kernel/fork.c keeps its counters: `total_forks` (`unsigned long`, grows with every
 /// fork) and `nr_threads` (`int`, falls with every task unhashed). Both change under
@@ -108,6 +114,8 @@ pub(super) struct Known {
     rewalk: Duration,
     /// Walks made.
     walks: u64,
+    /// Tasks re-read in full by probes, over all reads.
+    refreshed: u64,
     /// Reads made: whose turn it is in the sweep of sleeping tasks.
     reads: u64,
     /// The known tasks (indices) that were runnable or parked at their last reading.
@@ -119,9 +127,8 @@ pub(super) struct Known {
     /// The known tasks (indices) whose reading changed at this read: the only ones that differ
     /// from the read before.
     changed: Vec<usize>,
-    /// The known tasks on this read's runqueues (index, and whether it is its CPU's current),
-    /// looked up once per read (see [`Self::locate`]).
-    located: Vec<(usize, bool)>,
+    /// The known tasks on this read's runqueues, looked up once per read (see [`Self::locate`]).
+    located: Vec<Located>,
     /// This read's runqueues hold a task no walk listed.
     unlisted: bool,
     /// The walk count when `located` was made: a walk renumbers the tasks.
@@ -130,6 +137,17 @@ pub(super) struct Known {
     looked_up: Vec<(Gva, Option<usize>)>,
     /// The same of the locate before (a buffer kept for its allocation).
     looked_up_before: Vec<(Gva, Option<usize>)>,
+}
+
+/// A known task found on one of this read's runqueues.
+#[derive(Clone, Copy, Debug)]
+struct Located {
+    /// Its index among the known tasks.
+    index: usize,
+    /// It is its CPU's current task (else it waits in a queue).
+    running: bool,
+    /// The runqueue's CPU.
+    cpu: u32,
 }
 
 /// What a read starts from: the time and the counters, read before anything else.
@@ -151,6 +169,7 @@ impl Known {
             complete: false,
             rewalk: DEFAULT_REWALK,
             walks: 0,
+            refreshed: 0,
             reads: 0,
             active: Vec::new(),
             flagged: Vec::new(),
@@ -178,6 +197,11 @@ impl Known {
     /// Walks made so far.
     pub(super) fn walks(&self) -> u64 {
         self.walks
+    }
+
+    /// Tasks re-read in full by probes so far.
+    pub(super) fn refreshed(&self) -> u64 {
+        self.refreshed
     }
 
     /// Reads started so far: the number of the current one.
@@ -218,7 +242,7 @@ impl Known {
                 };
                 looked_up.push((addr, found));
                 match found {
-                    Some(i) => located.push((i, running)),
+                    Some(index) => located.push(Located { index, running, cpu: r.cpu }),
                     None if !running || r.curr != r.idle => *unlisted = true,
                     None => {}
                 }
@@ -230,35 +254,46 @@ impl Known {
     /// Re-reads with `refresh` the known tasks whose reading may change a decision (see the
     /// module's docs), those on this read's runqueues as [`Self::locate`] found them; `refresh`
     /// says whether the task changed (noted for [`Self::take_changed`]), or fails with its
-    /// reason to walk. Only those tasks are touched: a steady read costs what runs, not what
-    /// exists.
-    pub(super) fn probe(&mut self, mut refresh: impl FnMut(&mut GuestTask) -> Result<bool, &'static str>) -> Result<(), &'static str> {
-        let Self { tasks, located, reads, active, flagged, probed, changed, .. } = self;
+    /// reason to walk. A task that waited in the same CPU's runqueue at the last read is passed
+    /// to `still_waiting` first, which says whether its entity is as that reading left it: then
+    /// it is not refreshed. Only those tasks are touched: a steady read costs what runs, not
+    /// what exists.
+    pub(super) fn probe(&mut self, mut still_waiting: impl FnMut(&GuestTask) -> bool, mut refresh: impl FnMut(&mut GuestTask) -> Result<bool, &'static str>) -> Result<(), &'static str> {
+        let Self { tasks, located, reads, active, flagged, probed, changed, refreshed, .. } = self;
         let tasks = Arc::make_mut(tasks);
         let read = *reads;
         changed.clear();
         let known = probed.len();
         let mut now_active = Vec::with_capacity(active.len());
-        let mut probe = |i: usize| -> Result<(), &'static str> {
+        let mut probe = |i: usize, waits_on: Option<u32>| -> Result<(), &'static str> {
             let (Some(task), Some(stamp)) = (tasks.get_mut(i), probed.get_mut(i)) else { return Ok(()) };
             if std::mem::replace(stamp, read) == read {
                 return Ok(());
             }
-            if refresh(task)? {
-                changed.push(i);
+            let waited = waits_on.is_some_and(|cpu| task.queued && !task.running && task.state == 'R' && task.record.cpu == cpu);
+            if !(waited && still_waiting(task)) {
+                *refreshed += 1;
+                if refresh(task)? {
+                    changed.push(i);
+                }
             }
             if task.state == 'R' || task.parked {
                 now_active.push(i);
             }
             Ok(())
         };
-        let on_runqueue = located.iter().map(|&(i, _)| i);
+        // The sweep's turn first: a task it re-reads in full is not spared as still waiting.
         let turn = usize::try_from(read % SWEEP).unwrap_or(0);
-        let sweep = (turn..known).step_by(usize::try_from(SWEEP).unwrap_or(1));
+        for i in (turn..known).step_by(usize::try_from(SWEEP).unwrap_or(1)) {
+            probe(i, None)?;
+        }
+        for l in located.iter() {
+            probe(l.index, (!l.running).then_some(l.cpu))?;
+        }
         // `active` and `flagged` are still those of the last read: the tasks that may have
         // stopped since.
-        for i in on_runqueue.chain(active.iter().copied()).chain(flagged.iter().copied()).chain(sweep) {
-            probe(i)?;
+        for i in active.iter().chain(flagged.iter()).copied() {
+            probe(i, None)?;
         }
         *active = now_active;
         Ok(())
@@ -317,14 +352,14 @@ impl Known {
                 t.running = false;
             }
         }
-        for &(i, running) in &self.located {
-            let Some(t) = tasks.get_mut(i) else { continue };
-            if running {
+        for l in &self.located {
+            let Some(t) = tasks.get_mut(l.index) else { continue };
+            if l.running {
                 t.running = true;
             } else {
                 t.queued = true;
             }
-            self.flagged.push(i);
+            self.flagged.push(l.index);
         }
         before.sort_unstable();
         let was = |i: usize| before.binary_search_by_key(&i, |&(j, _)| j).ok().and_then(|at| before.get(at)).map_or((false, false), |&(_, flags)| flags);
@@ -389,6 +424,17 @@ mod tests {
         }
         assert_eq!(reader.walks(), 1, "nothing changed: one walk, then probes");
         assert_eq!(reader.read(&g.memory).changes.tasks, Some(vec![]), "and no task changed");
+        // A steady read re-reads in full the running tasks and its turn of the sweep, not the
+        // tasks that wait unchanged in the runqueues.
+        let running = g.truth.tasks.iter().filter(|t| t.running).count() as u64;
+        let waiting = g.truth.tasks.iter().filter(|t| t.queued).count() as u64;
+        assert!(waiting > 0);
+        let before = reader.probes();
+        for _ in 0..SWEEP {
+            reader.read(&g.memory);
+        }
+        let per_sweep = reader.probes() - before;
+        assert!(per_sweep <= SWEEP * running + g.truth.tasks.len() as u64, "{per_sweep} full re-reads in {SWEEP} reads");
         // Without fork counters every read walks.
         let mut blind = SnapshotReader::new(&p, g.init_task, g.runqueues.clone()).expect("reader");
         for _ in 0..3 {
@@ -440,8 +486,8 @@ mod tests {
         let mut reader = g.reader(&p).expect("reader");
         reader.read(&g.memory);
         // Two known tasks' memory now holds other tasks (freed and reused, the counters not yet
-        // moved: a racy or a forged read): one runnable, one asleep.
-        let runnable = g.truth.tasks.iter().find(|t| t.queued).expect("a queued task").record.clone();
+        // moved: a racy or a forged read): one running, one asleep.
+        let runnable = g.truth.tasks.iter().find(|t| t.running && t.record.pid != 0).expect("a running task").record.clone();
         let asleep = g.truth.tasks.iter().find(|t| t.state == 'S' && !t.running).expect("a sleeper").record.clone();
         let (pid, start_time) = (field(&p, "task_struct", "pid"), field(&p, "task_struct", "start_time"));
         for (r, new_pid) in [(&runnable, 9_001u64), (&asleep, 9_002)] {
@@ -449,19 +495,23 @@ mod tests {
             g.write_bytes(pid.at(r.addr).expect("va"), &u32::try_from(new_pid).expect("pid").to_le_bytes()).expect("write");
         }
         let gone = |snap: &GuestSnapshot, r: &crate::linux::tasks::TaskRecord| !snap.tasks.iter().any(|t| t.record.pid == r.pid && t.record.start_time == r.start_time);
-        // The runnable one is probed at the next read, which then walks.
+        // The running one is probed at the next read, which then walks.
         let snap = reader.read(&g.memory);
         assert!(gone(&snap, &runnable));
         assert_same(&snap, &walked(&p, &g));
         assert!(gone(&snap, &asleep), "the walk found the sleeper changed too");
-        // A sleeper alone is caught at its turn, within SWEEP reads.
-        let mut g = build(&p, &spec_with(None));
-        let mut reader = g.reader(&p).expect("reader");
-        reader.read(&g.memory);
-        g.write_u64(start_time.at(asleep.addr).expect("va"), asleep.start_time + 1).expect("write");
-        let reads = (1..=SWEEP).find(|_| gone(&reader.read(&g.memory), &asleep));
-        assert!(reads.is_some(), "still reported after {SWEEP} reads");
-        assert_eq!(reader.walks(), 2);
+        // A sleeper alone, or a task waiting in a runqueue whose entity did not move, is caught
+        // at its turn, within SWEEP reads.
+        let waiting = g.truth.tasks.iter().find(|t| t.queued).expect("a queued task").record.clone();
+        for task in [&asleep, &waiting] {
+            let mut g = build(&p, &spec_with(None));
+            let mut reader = g.reader(&p).expect("reader");
+            reader.read(&g.memory);
+            g.write_u64(start_time.at(task.addr).expect("va"), task.start_time + 1).expect("write");
+            let reads = (1..=SWEEP).find(|_| gone(&reader.read(&g.memory), task));
+            assert!(reads.is_some(), "still reported after {SWEEP} reads");
+            assert_eq!(reader.walks(), 2);
+        }
     }
 
     #[test]
@@ -484,6 +534,16 @@ mod tests {
         assert_eq!(snap.changes.tasks.as_ref().map(|c| c.iter().copied().filter(|&i| Some(i) == at).count()), Some(1));
         let renamed = (0..SWEEP).any(|_| &*of(&reader.read(&g.memory), sleeper.addr).record.comm == "renamed");
         assert!(renamed, "the rename shows within {SWEEP} reads");
+        assert_eq!(reader.walks(), 1);
+        // A waiting task reniced by another (its entity reweighted, its priorities changed) is
+        // re-read at the next read, though it did not run.
+        let waiting = g.truth.tasks.iter().find(|t| t.queued).expect("a queued task").record.clone();
+        let weight = field(&p, "task_struct", "se").offset + field(&p, "sched_entity", "load.weight").offset;
+        let static_prio = field(&p, "task_struct", "static_prio");
+        g.write_u64(Gva(waiting.addr.raw() + weight), 15).expect("write");
+        g.write_bytes(static_prio.at(waiting.addr).expect("va"), &139i32.to_le_bytes()).expect("write");
+        let snap = reader.read(&g.memory);
+        assert_eq!((of(&snap, waiting.addr).record.weight, of(&snap, waiting.addr).record.static_prio), (15, 139));
         assert_eq!(reader.walks(), 1);
     }
 

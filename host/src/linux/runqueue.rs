@@ -7,7 +7,7 @@ use crate::memory::Gva;
 use crate::profile::Profile;
 
 use super::flavour::Flavour;
-use super::layout::{Field, StructBuf};
+use super::layout::{Extents, Field, StructBuf};
 use super::tasks::container_of;
 use super::virt::KernelMemory;
 use super::walk::{list_for_each, rb_for_each, ListHeadLayout, RbNodeLayout};
@@ -40,8 +40,9 @@ pub struct CfsRqLayout {
 /// Offsets of the `struct rq` fields (and what hangs off it) xsched reads.
 #[derive(Clone, Debug)]
 pub struct RqLayout {
-    /// Bytes read per runqueue.
-    span: u64,
+    /// The parts of a `struct rq` read: those holding the fields decoded (a few hundred bytes
+    /// of its first few kilobytes).
+    extents: Extents,
     /// `__lock`.
     pub lock: Field,
     /// `nr_running`.
@@ -101,7 +102,7 @@ impl RqLayout {
             tg: c("tg")?,
         };
         let mut layout = Self {
-            span: 0,
+            extents: Extents::of(&[]),
             lock: Field::of(p, "rq", "__lock")?,
             nr_running: rq("nr_running")?,
             curr: rq("curr")?,
@@ -122,12 +123,8 @@ impl RqLayout {
             cfs_rq: cfs_rq.clone(),
         };
         let cfs_fields = [cfs_rq.nr_running, cfs_rq.h_nr_queued, cfs_rq.load_weight, cfs_rq.vruntime_base, cfs_rq.root, cfs_rq.leftmost, cfs_rq.curr];
-        layout.span = [layout.lock, layout.nr_running, layout.curr, layout.idle, layout.cpu, layout.clock_task, layout.rt_nr_running, layout.rt_bitmap]
-            .iter()
-            .map(|f| f.end())
-            .chain(cfs_fields.iter().map(|f| cfs + f.end()))
-            .max()
-            .unwrap_or(0);
+        let rq_fields = [layout.lock, layout.nr_running, layout.curr, layout.idle, layout.cpu, layout.clock_task, layout.rt_nr_running, layout.rt_bitmap];
+        layout.extents = Extents::of(&rq_fields.into_iter().chain(cfs_fields.iter().map(|&f| Field { offset: cfs + f.offset, ..f })).collect::<Vec<_>>());
         Ok(layout)
     }
 }
@@ -200,7 +197,8 @@ impl Budget {
 
 /// Reads the runqueue at `rq` (CPU `cpu`), following at most `limit` queued entities in all.
 pub fn read_runqueue<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cpu: u32, rq: Gva, limit: usize) -> Result<RunqueueSnapshot, LinuxError> {
-    let buf = StructBuf::read(mem, rq, l.span)?;
+    let mut buf = StructBuf::zeroed(l.extents.span());
+    buf.refill_extents(mem, rq, &l.extents)?;
     let mut snap = RunqueueSnapshot {
         cpu,
         addr: rq,

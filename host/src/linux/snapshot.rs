@@ -87,6 +87,8 @@ pub struct SnapshotReader {
     cgroups: CgroupResolver,
     /// The copy a probe reads a task into.
     probe_buf: StructBuf,
+    /// The copy a waiting task's entity is read into, to tell whether it must be probed.
+    entity_buf: StructBuf,
     /// This reader's id in its snapshots' [`Changes`].
     id: u64,
 }
@@ -116,6 +118,7 @@ impl SnapshotReader {
     pub fn new(p: &Profile, init_task: Gva, runqueues: Vec<(u32, Gva)>) -> Result<Self, LinuxError> {
         let tasks = TaskLayout::from_profile(p)?;
         let probe_buf = StructBuf::zeroed(tasks.probe_extents().span());
+        let entity_buf = StructBuf::zeroed(tasks.entity_extents().span());
         Ok(Self {
             tasks,
             rq: RqLayout::from_profile(p)?,
@@ -127,6 +130,7 @@ impl SnapshotReader {
             known: Known::new(None),
             cgroups: CgroupResolver::default(),
             probe_buf,
+            entity_buf,
             id: NEXT_READER.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -147,6 +151,11 @@ impl SnapshotReader {
     /// How many reads walked the task list so far (the others probed the known tasks).
     pub fn walks(&self) -> u64 {
         self.known.walks()
+    }
+
+    /// How many tasks probes re-read in full so far (see [`super::incremental`]).
+    pub fn probes(&self) -> u64 {
+        self.known.refreshed()
     }
 
     /// The CPUs that sit in their idle task although their runqueue holds tasks: an idle vCPU
@@ -198,8 +207,9 @@ impl SnapshotReader {
     /// Re-reads in place the known tasks that may have changed (see [`Known::probe`]), noting
     /// those that did; fails with the reason to walk instead.
     fn probe<K: KernelMemory + ?Sized>(&mut self, mem: &K) -> Result<(), &'static str> {
-        let Self { tasks: l, states, cred_uid, cgroup, cgroups, probe_buf: buf, known, .. } = self;
-        known.probe(|task| {
+        let Self { tasks: l, states, cred_uid, cgroup, cgroups, probe_buf: buf, entity_buf, known, .. } = self;
+        let still_waiting = |task: &GuestTask| entity_buf.refill_extents(mem, task.record.addr, l.entity_extents()).is_ok() && task.record.entity_unchanged(entity_buf, l);
+        known.probe(still_waiting, |task| {
             let r = &mut task.record;
             let (cred, css_set) = (r.cred, r.css_set);
             buf.refill_extents(mem, r.addr, l.probe_extents()).map_err(|_| "a known task cannot be read")?;

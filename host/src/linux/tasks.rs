@@ -31,6 +31,9 @@ pub struct TaskLayout {
     extents: Extents,
     /// The parts a probe re-reads: those holding the fields [`TaskRecord::refresh`] decodes.
     probe: Extents,
+    /// The parts that tell a waiting task ran, was reweighted or moved: its entity's weight,
+    /// runtime and vruntime ([`TaskRecord::entity_unchanged`]).
+    entity: Extents,
     /// `tasks`: link in the list of processes.
     pub tasks: Field,
     /// `thread_node`: link in `signal->thread_head`.
@@ -105,6 +108,7 @@ impl TaskLayout {
         let mut layout = Self {
             extents: Extents::of(&[]),
             probe: Extents::of(&[]),
+            entity: Extents::of(&[]),
             tasks: Field::of(p, "task_struct", "tasks")?,
             thread_node: Field::of(p, "task_struct", "thread_node")?,
             state: t("__state")?,
@@ -161,6 +165,7 @@ impl TaskLayout {
             .collect::<Vec<_>>(),
             PROBE_MERGE_GAP,
         );
+        layout.entity = Extents::merged(&[layout.se_weight, layout.se_sum_exec_runtime, layout.se_vruntime], PROBE_MERGE_GAP);
         Ok(layout)
     }
 
@@ -168,6 +173,12 @@ impl TaskLayout {
     /// than a walk's.
     pub fn probe_extents(&self) -> &Extents {
         &self.probe
+    }
+
+    /// The parts of a `task_struct` [`TaskRecord::entity_unchanged`] reads: a few bytes of its
+    /// `sched_entity`.
+    pub fn entity_extents(&self) -> &Extents {
+        &self.entity
     }
 }
 
@@ -326,6 +337,17 @@ impl TaskRecord {
         changed |= narrow != before;
         (self.state, self.exit_state, self.flags, self.cpu, self.on_rq, self.prio, self.static_prio, self.rt_priority) = narrow;
         Ok(Some(changed))
+    }
+}
+
+impl TaskRecord {
+    /// Whether a copy of this task's [`TaskLayout::entity_extents`] shows its entity's weight,
+    /// runtime and vruntime as this record has them: a task waiting in a runqueue that shows
+    /// them unchanged has not run, been reweighted or moved since.
+    pub fn entity_unchanged(&self, buf: &StructBuf, l: &TaskLayout) -> bool {
+        buf.base() == self.addr
+            && buf.covers(l.entity.span())
+            && (buf.uint_or_zero(l.se_weight), buf.uint_or_zero(l.se_sum_exec_runtime), buf.uint_or_zero(l.se_vruntime)) == (self.weight, self.sum_exec_runtime, self.vruntime)
     }
 }
 

@@ -35,7 +35,8 @@
 //!
 //! So a 1.x release may only *append*: fields at the end of [`PolicyMod`] (the host reads them
 //! as `Option`), methods with a default body at the end of [`PolicyObject`] (an older plugin's
-//! object runs the default), and new types. [`Snapshot`], [`TaskView`], [`DomainInfo`] and
+//! object runs the default), and new types. 1.1 appended [`PolicyObject::rank_hinted`] and its
+//! [`Hint`]. [`Snapshot`], [`TaskView`], [`DomainInfo`] and
 //! [`Decision`] are plain `repr(C)` structs, frozen for all of 1.x: a richer snapshot would
 //! be a new type passed by a new, appended method. Anything else is 2.0.
 
@@ -60,7 +61,7 @@ mod types;
 
 pub use accept::{accept, Refusal};
 pub use object::{PolicyBox, PolicyObject, PolicyObject_TO};
-pub use types::{Decision, DomainInfo, Snapshot, TaskView};
+pub use types::{Decision, DomainInfo, Hint, Snapshot, TaskView};
 
 #[doc(hidden)]
 pub use abi_stable;
@@ -86,6 +87,14 @@ pub trait Policy: Send + Sized + 'static {
 
     /// Ranks the tasks of one period. Tasks left out are unmanaged: the host never parks them.
     fn rank(&mut self, snapshot: &Snapshot) -> Result<Vec<Decision>, String>;
+
+    /// Ranks the tasks of one period as [`Self::rank`] does, told by the host which tasks are
+    /// runnable and which changed since the last call ([`Hint`]), so that a policy need not
+    /// visit every task (interface 1.x hosts from 1.1 call this one). By default: [`Self::rank`].
+    fn rank_hinted(&mut self, snapshot: &Snapshot, hint: &Hint) -> Result<Vec<Decision>, String> {
+        let _ = hint;
+        self.rank(snapshot)
+    }
 
     /// Takes a new configuration (SIGHUP). On error the policy must keep its old configuration.
     /// By default it is rebuilt from scratch, which drops any state it had.
@@ -203,6 +212,10 @@ impl<P: Policy> PolicyObject for Guarded<P> {
 
     fn reload(&mut self, config: RStr<'_>) -> RResult<(), RString> {
         self.call(|p| p.reload(config.as_str()))
+    }
+
+    fn rank_hinted(&mut self, snapshot: &Snapshot, hint: &Hint) -> RResult<RVec<Decision>, RString> {
+        self.call(|p| p.rank_hinted(snapshot, hint).map(RVec::from))
     }
 }
 

@@ -5,7 +5,8 @@
 //! the task's identity (domain, pid, start time) and computed again only when the task is new,
 //! or when an attribute a rule can match and that can change while a task lives (its `comm`,
 //! uid or cgroup) changed since. The domain, pid and tgid of an identity never change. Entries
-//! of tasks gone from the snapshot are dropped by [`TaskMemo::finish`].
+//! of tasks gone from the snapshot are dropped by [`TaskMemo::finish`] (or
+//! [`TaskMemo::finish_hinted`], which looks only when the host says tasks came or went).
 //!
 //! ```
 //! use xsched_plugin_api::memo::TaskMemo;
@@ -23,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::{Snapshot, TaskView};
+use crate::{Hint, Snapshot, TaskView};
 
 /// A task's identity: domain, pid, start time.
 type Identity = (u32, i32, u64);
@@ -126,6 +127,16 @@ impl<V> TaskMemo<V> {
         self.round += 1;
     }
 
+    /// Ends the current snapshot, told by the host's `hint` whether tasks came or went: only
+    /// then does it look for entries to drop ([`Self::finish`]); otherwise it costs nothing.
+    pub fn finish_hinted(&mut self, snapshot: &Snapshot, hint: &Hint) {
+        if hint.changed.is_some() {
+            self.round += 1;
+        } else {
+            self.finish(snapshot);
+        }
+    }
+
     /// Forgets every value (after a configuration change).
     pub fn clear(&mut self) {
         self.entries.clear();
@@ -139,6 +150,88 @@ impl<V> TaskMemo<V> {
     /// Whether no task has a value.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// A [`TaskMemo`] that also keeps each value by its task's index, for a policy ranking with the
+/// host's [`Hint`]: while the hint says the snapshot holds the same tasks at the same indices,
+/// a task not listed as changed takes its value by index, without a look-up or a comparison of
+/// its attributes. A snapshot then costs what changed, plus a read per runnable task.
+#[derive(Clone, Debug)]
+pub struct HintedMemo<V> {
+    memo: TaskMemo<V>,
+    /// The value of the task at each index, when known for the current snapshot.
+    by_index: Vec<Option<V>>,
+}
+
+impl<V> Default for HintedMemo<V> {
+    fn default() -> Self {
+        Self { memo: TaskMemo::new(), by_index: Vec::new() }
+    }
+}
+
+impl<V: Clone> HintedMemo<V> {
+    /// An empty memo.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a snapshot handed with `hint` (`None`: without one, as [`Policy::rank`](crate::Policy::rank)
+    /// is): forgets the values by index of the tasks that may have changed, all of them unless
+    /// the hint lists them.
+    pub fn begin(&mut self, snapshot: &Snapshot, hint: Option<&Hint>) {
+        let n = snapshot.tasks.len();
+        match hint.and_then(|h| h.changed.as_ref().into_option()) {
+            Some(changed) if self.by_index.len() == n => {
+                for &i in changed.iter() {
+                    if let Some(slot) = usize::try_from(i).ok().and_then(|i| self.by_index.get_mut(i)) {
+                        *slot = None;
+                    }
+                }
+            }
+            _ => {
+                self.by_index.clear();
+                self.by_index.resize(n, None);
+            }
+        }
+    }
+
+    /// The value for `task`, the `index`th task of the current snapshot: by index when it did
+    /// not change, else as [`TaskMemo::get`] finds or computes it.
+    pub fn get(&mut self, index: usize, task: &TaskView, compute: impl FnOnce(&TaskView) -> V) -> V {
+        if let Some(Some(value)) = self.by_index.get(index) {
+            return value.clone();
+        }
+        let value = self.memo.get(index, task, compute).clone();
+        if let Some(slot) = self.by_index.get_mut(index) {
+            *slot = Some(value.clone());
+        }
+        value
+    }
+
+    /// Ends the current snapshot ([`TaskMemo::finish_hinted`], or [`TaskMemo::finish`] without
+    /// a hint).
+    pub fn finish(&mut self, snapshot: &Snapshot, hint: Option<&Hint>) {
+        match hint {
+            Some(hint) => self.memo.finish_hinted(snapshot, hint),
+            None => self.memo.finish(snapshot),
+        }
+    }
+
+    /// Forgets every value (after a configuration change).
+    pub fn clear(&mut self) {
+        self.memo.clear();
+        self.by_index.clear();
+    }
+
+    /// How many tasks have a value.
+    pub fn len(&self) -> usize {
+        self.memo.len()
+    }
+
+    /// Whether no task has a value.
+    pub fn is_empty(&self) -> bool {
+        self.memo.is_empty()
     }
 }
 
@@ -184,6 +277,32 @@ mod tests {
             let snap = snapshot(&[("g1", 1), ("g2", 1)], vec![b.clone(), t]);
             assert_eq!(classify(&mut memo, &snap, &mut computed), [2, n]);
         }
+    }
+
+    #[test]
+    fn a_hinted_memo_computes_only_what_the_hint_lists_as_changed() {
+        use abi_stable::std_types::{RNone, RSome};
+        let mut memo: HintedMemo<u32> = HintedMemo::new();
+        let mut computed = 0;
+        let mut classify = |memo: &mut HintedMemo<u32>, snap: &Snapshot, hint: Option<&Hint>| -> Vec<u32> {
+            memo.begin(snap, hint);
+            let values = snap.tasks.iter().enumerate().map(|(i, t)| memo.get(i, t, |_| { computed += 1; computed })).collect();
+            memo.finish(snap, hint);
+            values
+        };
+        let mut snap = snapshot(&[("g1", 1)], vec![task(0, 10, "a"), task(0, 11, "b")]);
+        let all = Hint { runnable: vec![0, 1].into(), changed: RNone };
+        assert_eq!(classify(&mut memo, &snap, Some(&all)), [1, 2]);
+        // Task 1 renamed, and listed: computed again. Task 0 renamed but not listed (the hint
+        // says it did not change): kept by index.
+        snap.tasks[0].comm = "a2".into();
+        snap.tasks[1].comm = "b2".into();
+        let listed = Hint { runnable: vec![0, 1].into(), changed: RSome(vec![1].into()) };
+        assert_eq!(classify(&mut memo, &snap, Some(&listed)), [1, 3]);
+        // Without a hint, or with one that says any task may have changed, every value is
+        // checked against the task's attributes.
+        assert_eq!(classify(&mut memo, &snap, None), [4, 3]);
+        assert_eq!(classify(&mut memo, &snap, Some(&all)), [4, 3]);
     }
 
     #[test]

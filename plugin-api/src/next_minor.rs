@@ -14,10 +14,10 @@ use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RBox, ROk, RResult, RStr, RString, RVec};
 use abi_stable::{declare_root_module_statics, sabi_trait, StableAbi};
 
-use crate::{Decision, Snapshot, ROOT_MODULE_NAME};
+use crate::{Decision, Hint, Snapshot, ROOT_MODULE_NAME};
 
 /// The version this module stands for: the real one's minor version plus one.
-pub const VERSION: &str = "1.1.0";
+pub const VERSION: &str = "1.2.0";
 
 /// The policy object, with `summary` appended.
 #[sabi_trait]
@@ -26,6 +26,11 @@ pub trait PolicyObject: Send {
 
     #[sabi(last_prefix_field)]
     fn reload(&mut self, config: RStr<'_>) -> RResult<(), RString>;
+
+    fn rank_hinted(&mut self, snapshot: &Snapshot, hint: &Hint) -> RResult<RVec<Decision>, RString> {
+        let _ = hint;
+        self.rank(snapshot)
+    }
 
     fn summary(&self) -> RString {
         RString::from("(no summary: an older plugin)")
@@ -67,7 +72,7 @@ impl PolicyObject for Summarized {
     }
 
     fn summary(&self) -> RString {
-        RString::from("a 1.1 object")
+        RString::from("a 1.2 object")
     }
 }
 
@@ -76,7 +81,7 @@ extern "C" fn new(_: RStr<'_>) -> RResult<PolicyBox, RString> {
 }
 
 extern "C" fn describe() -> RStr<'static> {
-    RStr::from_str("a 1.1 plugin")
+    RStr::from_str("a 1.2 plugin")
 }
 
 /// A root module as a plugin built against this version would export it.

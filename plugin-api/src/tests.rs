@@ -29,6 +29,11 @@ impl Policy for Toy {
         Ok(snapshot.tasks.iter().map(|t| t.decide(0, u64::from(self.reloads))).collect())
     }
 
+    /// Ranks only the hinted runnable tasks, in class 1 (so a test sees which call ran).
+    fn rank_hinted(&mut self, snapshot: &Snapshot, hint: &Hint) -> Result<Vec<Decision>, String> {
+        Ok(hint.runnable.iter().filter_map(|&i| snapshot.tasks.get(i as usize)).map(|t| t.decide(1, 0)).collect())
+    }
+
     fn reload(&mut self, config: &str) -> Result<(), String> {
         if config == "bad" {
             return Err("line 1: bad config".into());
@@ -74,7 +79,7 @@ fn a_panic_becomes_an_error_and_poisons_the_policy() {
     assert!(e.as_str().contains("unusable"), "{e}");
 }
 
-use crate::next_minor as v1_1;
+use crate::next_minor as next;
 
 /// The interface as a hypothetical 2.0 would have it (same layout, new major version).
 #[allow(dead_code, clippy::wrong_self_convention)]
@@ -109,8 +114,8 @@ fn header<M: RootModule>(module: M) -> &'static LibHeader {
 
 #[test]
 fn an_older_minor_plugin_loads_in_a_newer_host() {
-    // A plugin built against this 1.0 interface, loaded by a 1.1 host.
-    let module = accept::<v1_1::PolicyModRef>(header(root_module_of::<Toy>())).expect("1.0 plugin in a 1.1 host");
+    // A plugin built against this interface, loaded by a host of the next minor version.
+    let module = accept::<next::PolicyModRef>(header(root_module_of::<Toy>())).expect("a plugin of this minor version in a host of the next");
     assert_eq!(module.name().as_str(), "toy");
     assert!(module.describe().is_none(), "a field the plugin predates reads as None");
     let mut policy = (module.new())(RStr::from_str("")).into_result().expect("new");
@@ -118,12 +123,82 @@ fn an_older_minor_plugin_loads_in_a_newer_host() {
     assert_eq!(policy.rank(&snapshot(&["a"])).into_result().map(|d| d.len()), Ok(1));
 
     // abi_stable's own check refuses this direction (its issue #118): why `accept` exists.
-    assert!(header(root_module_of::<Toy>()).init_root_module::<v1_1::PolicyModRef>().is_err());
+    assert!(header(root_module_of::<Toy>()).init_root_module::<next::PolicyModRef>().is_err());
+}
+
+/// The interface as 1.0 had it: a policy object without `rank_hinted`.
+#[allow(dead_code, non_local_definitions, clippy::wrong_self_convention)]
+mod v1_0 {
+    use super::*;
+    use abi_stable::sabi_trait;
+    use abi_stable::std_types::RBox;
+
+    #[sabi_trait]
+    pub trait PolicyObject: Send {
+        fn rank(&mut self, snapshot: &Snapshot) -> RResult<RVec<Decision>, RString>;
+
+        #[sabi(last_prefix_field)]
+        fn reload(&mut self, config: RStr<'_>) -> RResult<(), RString>;
+    }
+
+    pub type PolicyBox = PolicyObject_TO<'static, RBox<()>>;
+
+    #[repr(C)]
+    #[derive(StableAbi)]
+    #[sabi(kind(Prefix(prefix_ref = PolicyModRef)))]
+    #[sabi(missing_field(option))]
+    pub struct PolicyMod {
+        pub name: RStr<'static>,
+        #[sabi(last_prefix_field)]
+        pub new: extern "C" fn(config: RStr<'_>) -> RResult<PolicyBox, RString>,
+    }
+
+    impl RootModule for PolicyModRef {
+        declare_root_module_statics! {PolicyModRef}
+        const BASE_NAME: &'static str = ROOT_MODULE_NAME;
+        const NAME: &'static str = ROOT_MODULE_NAME;
+        const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.0.0");
+    }
+
+    /// Ranks every task in class 0.
+    struct Plain;
+
+    impl PolicyObject for Plain {
+        fn rank(&mut self, snapshot: &Snapshot) -> RResult<RVec<Decision>, RString> {
+            ROk(snapshot.tasks.iter().map(|t| t.decide(0, 0)).collect())
+        }
+
+        fn reload(&mut self, _: RStr<'_>) -> RResult<(), RString> {
+            ROk(())
+        }
+    }
+
+    extern "C" fn new(_: RStr<'_>) -> RResult<PolicyBox, RString> {
+        ROk(PolicyObject_TO::from_value(Plain, TD_Opaque))
+    }
+
+    pub fn module() -> PolicyModRef {
+        PolicyMod { name: RStr::from_str("plain-1.0"), new }.leak_into_prefix()
+    }
+}
+
+#[test]
+fn the_hinted_rank_reaches_the_policy_and_a_1_0_plugin_ranks_in_full() {
+    let snap = snapshot(&["a", "b", "c"]);
+    let hint = Hint { runnable: RVec::from(vec![1]), changed: abi_stable::std_types::RNone };
+    let mut policy = (root_module_of::<Toy>().new())(RStr::from_str("")).into_result().expect("new");
+    let got = policy.rank_hinted(&snap, &hint).into_result().expect("rank");
+    assert_eq!(got.iter().map(|d| d.class).collect::<Vec<_>>(), [1], "the policy's own rank_hinted ran");
+    // A plugin built against 1.0 has no rank_hinted: the call runs its rank.
+    let module = accept::<PolicyModRef>(header(v1_0::module())).expect("a 1.0 plugin in this host");
+    let mut old = (module.new())(RStr::from_str("")).into_result().expect("new");
+    let got = old.rank_hinted(&snap, &hint).into_result().expect("rank");
+    assert_eq!(got.iter().map(|d| d.class).collect::<Vec<_>>(), [0, 0, 0], "the 1.0 object's rank ran");
 }
 
 #[test]
 fn a_newer_minor_plugin_loads_in_an_older_host() {
-    let module = accept::<PolicyModRef>(header(v1_1::module())).expect("1.1 plugin in a 1.0 host");
+    let module = accept::<PolicyModRef>(header(next::module())).expect("a plugin of the next minor version in a host of this one");
     assert_eq!(module.name().as_str(), "next-minor");
     let mut policy = (module.new())(RStr::from_str("")).into_result().expect("new");
     assert_eq!(policy.rank(&snapshot(&["a"])).into_result().map(|d| d.len()), Ok(0));
@@ -204,5 +279,5 @@ fn the_interface_version_is_the_package_version() {
     assert!(INTERFACE_VERSION.starts_with("1."));
     assert_eq!(PolicyModRef::VERSION_STRINGS.version.as_str(), INTERFACE_VERSION);
     let minor = |v: &str| v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
-    assert_eq!(minor(v1_1::VERSION), minor(INTERFACE_VERSION).map(|m| m + 1), "next_minor::VERSION must follow the real one");
+    assert_eq!(minor(next::VERSION), minor(INTERFACE_VERSION).map(|m| m + 1), "next_minor::VERSION must follow the real one");
 }

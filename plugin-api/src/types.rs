@@ -21,6 +21,22 @@ pub struct Snapshot {
     pub tasks: RVec<TaskView>,
 }
 
+/// What the host knows about a snapshot that spares a policy a pass over every task: which
+/// tasks are runnable, and which changed since the snapshot before (interface 1.1, handed to
+/// [`Policy::rank_hinted`](crate::Policy::rank_hinted)).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// The indices in [`Snapshot::tasks`] of the runnable tasks ([`TaskView::runnable`]),
+    /// ascending: every one, whatever changed.
+    pub runnable: RVec<u32>,
+    /// The indices of the tasks whose views may differ from those of the snapshot handed to
+    /// the same policy object before, ascending; `RNone` when any may (the first snapshot, or
+    /// tasks came, went or moved). While it is `RSome`, the snapshot holds the same tasks at the
+    /// same indices as the one before.
+    pub changed: ROption<RVec<u32>>,
+}
+
 /// One domain (virtual machine).
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]

@@ -30,6 +30,7 @@ use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::RStr;
 use xsched_plugin_api::{accept, Decision, PolicyBox, PolicyModRef, Refusal, Snapshot, INTERFACE_VERSION};
 
+use super::hint::HintKeeper;
 use super::{ranking_of, update_snapshot, update_snapshot_changes, PolicyError};
 use crate::run::{Ranked, Ranker};
 use crate::table::{TaskKey, TaskTable};
@@ -180,7 +181,7 @@ impl PolicyPlugin {
             config: config.map(Path::to_path_buf).unwrap_or_default(),
             message: message.into(),
         })?;
-        Ok(PolicyInstance { plugin: self.clone(), config: config.map(Path::to_path_buf), object, started: Instant::now(), snapshot: Snapshot::default(), synced: 0 })
+        Ok(PolicyInstance { plugin: self.clone(), config: config.map(Path::to_path_buf), object, started: Instant::now(), snapshot: Snapshot::default(), synced: 0, parked: HashSet::new(), hint: HintKeeper::default() })
     }
 }
 
@@ -229,9 +230,13 @@ pub struct PolicyInstance {
     started: Instant,
     /// The last snapshot handed over, rewritten in place for the next.
     snapshot: Snapshot,
-    /// The generation of the table `snapshot` holds, when it holds one with nothing parked
-    /// (0: otherwise): then the next may rewrite only what that table's rebuild changed.
+    /// The generation of the table `snapshot` holds (0: none): then the next may rewrite only
+    /// what that table's rebuild changed.
     synced: u64,
+    /// The tasks parked when `snapshot` was written.
+    parked: HashSet<TaskKey>,
+    /// The hint handed with `snapshot`.
+    hint: HintKeeper,
 }
 
 impl PolicyInstance {
@@ -253,24 +258,27 @@ impl PolicyInstance {
     }
 
     /// Ranks the tasks of `table`: [`snapshot_of`](super::snapshot_of) in (the previous
-    /// period's snapshot, updated in place), [`ranking_of`] out. The snapshot's time is the time
-    /// since the instance was made.
+    /// period's snapshot, updated in place: only the tasks that changed, when it holds the table
+    /// this one was rebuilt from) with its [`Hint`](xsched_plugin_api::Hint), [`ranking_of`]
+    /// out. The snapshot's time is the time since the instance was made.
     pub fn rank_table(&mut self, table: &TaskTable, parked: &HashSet<TaskKey>, period: Duration, host_cpus: u32) -> Result<Vec<Ranked>, PolicyError> {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let now = nanos(self.started.elapsed());
-        // Most periods nothing is parked: no look-up per task then, and only the tasks that
-        // changed are rewritten when the snapshot holds the table this one was rebuilt from.
-        let quiet = parked.is_empty();
-        let changed_only = quiet && self.synced != 0 && table.changes.base == self.synced;
-        if !(changed_only && update_snapshot_changes(&mut self.snapshot, table, now, nanos(period), host_cpus)) {
-            update_snapshot(&mut self.snapshot, table, |k| !quiet && parked.contains(k), now, nanos(period), host_cpus);
+        let follows = self.synced != 0 && table.changes.base == self.synced;
+        match follows.then(|| update_snapshot_changes(&mut self.snapshot, table, parked, &self.parked, now, nanos(period), host_cpus)).flatten() {
+            Some(changed) => self.hint.updated(&self.snapshot, &changed),
+            None => {
+                update_snapshot(&mut self.snapshot, table, |k| !parked.is_empty() && parked.contains(k), now, nanos(period), host_cpus);
+                self.hint.rewritten(&self.snapshot);
+            }
         }
-        self.synced = if quiet { table.changes.generation } else { 0 };
-        let decisions = match self.object.rank(&self.snapshot).into_result() {
+        self.synced = table.changes.generation;
+        self.parked.clone_from(parked);
+        let decisions = match self.object.rank_hinted(&self.snapshot, self.hint.hint()).into_result() {
             Ok(decisions) => decisions,
             Err(message) => return Err(self.error(message)),
         };
-        Ok(ranking_of(&decisions, table))
+        Ok(ranking_of(&decisions, table, &self.hint.hint().runnable))
     }
 
     /// Re-reads the configuration file and hands it to the policy, which keeps its old

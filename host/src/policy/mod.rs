@@ -16,6 +16,7 @@
 //! (`xsched_plugin_api::export_policy!`) catches it and returns an error, which
 //! [`PolicyInstance::rank`] reports as [`PolicyError::Policy`].
 
+mod hint;
 mod load;
 mod snapshot;
 

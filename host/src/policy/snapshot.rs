@@ -1,9 +1,12 @@
 //! The task table as a plugin sees it, and the plugin's decisions as task keys.
 //!
-//! Both run every period over every task, so neither allocates per task in a steady state:
+//! Both run every period, so neither allocates per task in a steady state:
 //! [`update_snapshot`] rewrites the previous period's snapshot in place (a task's strings are
-//! copied only when they changed), and [`ranking_of`] checks the decisions against the table by
-//! walking both in order (a policy that decides in snapshot order needs no index).
+//! copied only when they changed), [`update_snapshot_changes`] rewrites only the tasks that
+//! changed, and [`ranking_of`] checks the decisions against the table by walking both in order
+//! (a policy that decides in snapshot order needs no index).
+
+use std::collections::HashSet;
 
 use abi_stable::std_types::{RNone, RSome, RString};
 use xsched_plugin_api::{Decision, DomainInfo, Snapshot, TaskView};
@@ -11,6 +14,9 @@ use xsched_plugin_api::{Decision, DomainInfo, Snapshot, TaskView};
 use crate::domain::DomainId;
 use crate::run::Ranked;
 use crate::table::{Finder, TaskEntry, TaskKey, TaskTable};
+
+/// How many of the likely table indices [`ranking_of`] tries for each decision.
+const LIKELY_LOOKAHEAD: usize = 4;
 
 /// The snapshot handed to a plugin: every domain and task of `table`; `parked` tells the tasks
 /// xsched holds parked, which count as runnable (they were when parked, and the policy must rank
@@ -57,26 +63,33 @@ pub fn update_snapshot(snapshot: &mut Snapshot, table: &TaskTable, parked: impl 
     }
 }
 
-/// [`update_snapshot`] with nothing parked, for a `snapshot` that holds the table numbered
-/// `table.changes.base` with nothing parked (the caller knows): rewrites only the views of the
-/// entries the rebuild that made `table` set ([`TableChanges`](crate::table::TableChanges)),
-/// the others being what rewriting them would make. Returns false, having changed nothing,
-/// when the table does not tell which entries were set; call [`update_snapshot`] then.
-pub fn update_snapshot_changes(snapshot: &mut Snapshot, table: &TaskTable, time_ns: u64, period_ns: u64, host_cpus: u32) -> bool {
-    let Some(updated) = table.changes.updated.as_deref() else { return false };
+/// [`update_snapshot`] for a `snapshot` that holds the table numbered `table.changes.base`
+/// with the tasks `parked_before` parked (the caller knows): rewrites only the views of the
+/// entries the rebuild that made `table` set ([`TableChanges`](crate::table::TableChanges)) and
+/// of the tasks parked or unparked since, the others being what rewriting them would make.
+/// Returns the indices rewritten, ascending; `None`, having changed nothing, when the table
+/// does not tell which entries were set (call [`update_snapshot`] then).
+pub fn update_snapshot_changes(snapshot: &mut Snapshot, table: &TaskTable, parked: &HashSet<TaskKey>, parked_before: &HashSet<TaskKey>, time_ns: u64, period_ns: u64, host_cpus: u32) -> Option<Vec<usize>> {
+    let updated = table.changes.updated.as_deref()?;
     if snapshot.tasks.len() != table.tasks.len() {
-        return false;
+        return None;
     }
+    let mut rewritten = updated.to_vec();
+    if parked != parked_before {
+        let mut finder = Finder::new(table);
+        rewritten.extend(parked.symmetric_difference(parked_before).filter_map(|key| finder.find(key)));
+    }
+    rewritten.sort_unstable();
+    rewritten.dedup();
     set_header(snapshot, table, time_ns, period_ns, host_cpus);
-    for &i in updated {
+    for &i in &rewritten {
         if let (Some(view), Some(t)) = (snapshot.tasks.get_mut(i), table.tasks.get(i)) {
-            set_view(view, t, false);
+            set_view(view, t, !parked.is_empty() && parked.contains(&t.key));
         }
     }
-    true
+    Some(rewritten)
 }
 
-/// Sets the snapshot's times, CPU budget and domains.
 fn set_header(snapshot: &mut Snapshot, table: &TaskTable, time_ns: u64, period_ns: u64, host_cpus: u32) {
     snapshot.time_ns = time_ns;
     snapshot.period_ns = period_ns;
@@ -134,16 +147,26 @@ fn set_text(text: &mut RString, value: &str) {
 /// (exited, or their pid reused by a task with another start time) are dropped, and of several
 /// decisions about one task the first counts.
 ///
-/// Each decision's task is looked for after the previous one's in the table, at most one pass
-/// over the table for all decisions; past that (decisions out of table order), in an index.
-pub fn ranking_of(decisions: &[Decision], table: &TaskTable) -> Vec<Ranked> {
+/// Each decision's task is looked for first among the next few of `likely` (table indices,
+/// ascending: the hint's runnable tasks, which policies decide about in that order), then after
+/// the previous one's in the table, at most one pass over the table for all decisions; past
+/// that (decisions out of table order), in an index.
+pub fn ranking_of(decisions: &[Decision], table: &TaskTable, likely: &[u32]) -> Vec<Ranked> {
     let mut decided = vec![false; table.tasks.len()];
     let mut finder = Finder::new(table);
+    let mut next_likely = 0;
     let mut ranked = Vec::with_capacity(decisions.len());
     for d in decisions {
         let key = TaskKey { domain: DomainId(d.domain), pid: d.pid, start_time: d.start_time };
-        // A second decision about the same task misses.
-        if let Some(seen) = finder.find(&key).and_then(|i| decided.get_mut(i)).filter(|seen| !**seen) {
+        let ahead = likely.get(next_likely..).unwrap_or_default().iter().take(LIKELY_LOOKAHEAD);
+        let at = match ahead.enumerate().find(|(_, &i)| table.tasks.get(i as usize).is_some_and(|t| t.key == key)) {
+            Some((offset, &i)) => {
+                next_likely += offset + 1;
+                Some(i as usize)
+            }
+            None => finder.find(&key),
+        };
+        if let Some(seen) = at.and_then(|i| decided.get_mut(i)).filter(|seen| !**seen) {
             *seen = true;
             ranked.push(Ranked { key, class: d.class, order: d.order });
         }
@@ -205,19 +228,28 @@ mod tests {
 
     #[test]
     fn a_snapshot_rewritten_for_the_changes_is_the_snapshot_of_the_table() {
+        let none = HashSet::new();
         let before = table();
         let mut snap = snapshot_of(&before, |_| false, 5, 10_000_000, 3);
         let mut after = before.clone();
         after.tasks[1] = TaskEntry { comm: "renamed".into(), runtime_ns: 950, runtime_delta_ns: 50, state: 'R', ..after.tasks[1].clone() };
         after.changes.updated = Some(vec![1]);
-        assert!(update_snapshot_changes(&mut snap, &after, 6, 10_000_000, 3));
+        assert_eq!(update_snapshot_changes(&mut snap, &after, &none, &none, 6, 10_000_000, 3), Some(vec![1]));
+        assert_eq!(snap, snapshot_of(&after, |_| false, 6, 10_000_000, 3));
+        // Task 0 parked since, though its entry did not change: its view is rewritten too.
+        let parked = HashSet::from([after.tasks[0].key]);
+        after.changes.updated = Some(vec![]);
+        assert_eq!(update_snapshot_changes(&mut snap, &after, &parked, &none, 6, 10_000_000, 3), Some(vec![0]));
+        assert_eq!(snap, snapshot_of(&after, |k| parked.contains(k), 6, 10_000_000, 3));
+        // And unparked again.
+        assert_eq!(update_snapshot_changes(&mut snap, &after, &none, &parked, 6, 10_000_000, 3), Some(vec![0]));
         assert_eq!(snap, snapshot_of(&after, |_| false, 6, 10_000_000, 3));
         // A table that does not say what changed, or has another number of tasks, is refused.
         after.changes.updated = None;
-        assert!(!update_snapshot_changes(&mut snap, &after, 7, 10_000_000, 3));
+        assert_eq!(update_snapshot_changes(&mut snap, &after, &none, &none, 7, 10_000_000, 3), None);
         after.changes.updated = Some(vec![0]);
         after.tasks.pop();
-        assert!(!update_snapshot_changes(&mut snap, &after, 7, 10_000_000, 3));
+        assert_eq!(update_snapshot_changes(&mut snap, &after, &none, &none, 7, 10_000_000, 3), None);
         assert_eq!(snap.time_ns, 6, "a refused update changes nothing");
     }
 
@@ -225,10 +257,14 @@ mod tests {
     fn decisions_about_unknown_tasks_are_dropped() {
         let t = table();
         let d = |domain, pid, start_time, class| Decision { domain, pid, start_time, class, order: 4 };
-        let ranked = ranking_of(&[d(0, 10, 7, 1), d(1, 20, 8, 0), d(5, 10, 7, 0), d(0, 10, 7, 0), d(1, 21, 7, 2)], &t);
-        let keys: Vec<(u32, i32, u32)> = ranked.iter().map(|r| (r.key.domain.0, r.key.pid, r.class)).collect();
-        // pid 20 with another start time is a reused pid; domain 5 does not exist; the second
-        // decision about pid 10 is ignored.
-        assert_eq!(keys, [(0, 10, 1), (1, 21, 2)]);
+        let decisions = [d(0, 10, 7, 1), d(1, 20, 8, 0), d(5, 10, 7, 0), d(0, 10, 7, 0), d(1, 21, 7, 2)];
+        // With no likely indices, right ones, or wrong ones: the same ranking.
+        for likely in [&[][..], &[0, 2], &[1, 2, 0, 0, 1]] {
+            let ranked = ranking_of(&decisions, &t, likely);
+            let keys: Vec<(u32, i32, u32)> = ranked.iter().map(|r| (r.key.domain.0, r.key.pid, r.class)).collect();
+            // pid 20 with another start time is a reused pid; domain 5 does not exist; the
+            // second decision about pid 10 is ignored.
+            assert_eq!(keys, [(0, 10, 1), (1, 21, 2)], "likely {likely:?}");
+        }
     }
 }

@@ -12,8 +12,8 @@
 
 use serde::Deserialize;
 use xsched_plugin_api::config::{AnyOf, Within};
-use xsched_plugin_api::memo::TaskMemo;
-use xsched_plugin_api::{export_policy, Decision, Policy, Snapshot, TaskView};
+use xsched_plugin_api::memo::HintedMemo;
+use xsched_plugin_api::{export_policy, Decision, Hint, Policy, Snapshot, TaskView};
 
 /// The policy file.
 #[derive(Debug, Deserialize)]
@@ -71,27 +71,38 @@ pub struct Priority {
     /// Its configuration.
     config: Config,
     /// Each ranked task's class (`None`: unmanaged).
-    classes: TaskMemo<Option<u32>>,
+    classes: HintedMemo<Option<u32>>,
+}
+
+impl Priority {
+    /// The decisions about the runnable user tasks among `tasks` (index in `snapshot`, view),
+    /// the snapshot handed with `hint`.
+    fn decide<'a>(&mut self, snapshot: &Snapshot, hint: Option<&Hint>, tasks: impl Iterator<Item = (usize, &'a TaskView)>) -> Vec<Decision> {
+        let Self { config, classes } = self;
+        classes.begin(snapshot, hint);
+        let decisions = tasks
+            .filter(|(_, t)| t.runnable && !t.kthread)
+            .filter_map(|(i, t)| classes.get(i, t, |t| config.class_of(t, snapshot)).map(|class| t.decide(class, config.within.order(t))))
+            .collect();
+        classes.finish(snapshot, hint);
+        decisions
+    }
 }
 
 impl Policy for Priority {
     const NAME: &'static str = "priority";
 
     fn new(config: &str) -> Result<Self, String> {
-        Config::parse(config).map(|config| Self { config, classes: TaskMemo::new() })
+        Config::parse(config).map(|config| Self { config, classes: HintedMemo::new() })
     }
 
     fn rank(&mut self, snapshot: &Snapshot) -> Result<Vec<Decision>, String> {
-        let Self { config, classes } = self;
-        let decisions = snapshot
-            .tasks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.runnable && !t.kthread)
-            .filter_map(|(i, t)| classes.get(i, t, |t| config.class_of(t, snapshot)).map(|class| t.decide(class, config.within.order(t))))
-            .collect();
-        classes.finish(snapshot);
-        Ok(decisions)
+        Ok(self.decide(snapshot, None, snapshot.tasks.iter().enumerate()))
+    }
+
+    fn rank_hinted(&mut self, snapshot: &Snapshot, hint: &Hint) -> Result<Vec<Decision>, String> {
+        let runnable = hint.runnable.iter().filter_map(|&i| usize::try_from(i).ok()).filter_map(|i| snapshot.tasks.get(i).map(|t| (i, t)));
+        Ok(self.decide(snapshot, Some(hint), runnable))
     }
 }
 
@@ -149,6 +160,26 @@ mod tests {
         let got = rank(config, tasks);
         assert_eq!([51, 52, 60, 70].map(|p| class_of(&got, p)), [Some(3), Some(1), Some(1), Some(9)]);
         assert_eq!(ranked_pids(&got), vec![52, 60, 51, 70]);
+    }
+
+    #[test]
+    fn the_hinted_rank_decides_as_the_full_one() {
+        let tasks = vec![
+            TaskView { runtime_delta_ns: 5, ..task(0, 30, "bkup") },
+            TaskView { runnable: false, state: b'S', ..task(1, 21, "webd") },
+            task(1, 20, "webd"),
+            TaskView { kthread: true, ..task(0, 2, "kworker/0:1") },
+            task(0, 10, "dbd"),
+        ];
+        let snap = snapshot(&[("guest1", 1), ("guest2", 1)], tasks);
+        let runnable = snap.tasks.iter().enumerate().filter(|(_, t)| t.runnable).filter_map(|(i, _)| u32::try_from(i).ok()).collect::<Vec<_>>();
+        let mut policy = Priority::new(EXAMPLE).expect("config");
+        let full = policy.rank(&snap).expect("rank");
+        for changed in [abi_stable::std_types::RNone, abi_stable::std_types::RSome(vec![2u32].into())] {
+            let hint = Hint { runnable: runnable.clone().into(), changed };
+            assert_eq!(policy.rank_hinted(&snap, &hint).expect("rank"), full);
+        }
+        assert_eq!(ranked_pids(&full), vec![10, 20, 30]);
     }
 
     #[test]

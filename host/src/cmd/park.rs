@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use xsched::actuate::actuator::Actuator;
-use xsched::actuate::journal::{Journal, ParkRecord};
+use xsched::actuate::journal::{Journal, ParkRecord, ReleaseReason};
 use xsched::actuate::park::{Deferred, ParkOutcome, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
@@ -130,12 +130,12 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
                 std::thread::sleep(BETWEEN_ATTEMPTS);
             }
             ParkOutcome::Deferred(other) => {
-                journal.record_release(&record, "not parked")?;
+                journal.record_release(&record, ReleaseReason::NotParked)?;
                 bail!("domain {}: pid {} cannot be parked: {}", domain.name, task.pid, describe(&other));
             }
         }
     }
-    journal.record_release(&record, "not parked")?;
+    journal.record_release(&record, ReleaseReason::NotParked)?;
     bail!("domain {}: pid {} could not be parked in {ATTEMPTS} attempts: {last_retry}", domain.name, task.pid)
 }
 
@@ -166,16 +166,16 @@ fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, 
     for _ in 0..ATTEMPTS {
         let (reason, line) = match actuator.unpark(domain, &task)? {
             UnparkOutcome::Unparked { cpu, cpu_idle } => {
-                ("unparked", format!("{}: unparked pid {} on CPU {cpu}{}", domain.name, task.pid, if cpu_idle { " (idle CPU kicked)" } else { "" }))
+                (ReleaseReason::Unparked, format!("{}: unparked pid {} on CPU {cpu}{}", domain.name, task.pid, if cpu_idle { " (idle CPU kicked)" } else { "" }))
             }
-            UnparkOutcome::NotParked { state } => ("no longer parked", format!("{}: pid {} was no longer parked (state {state:#x})", domain.name, task.pid)),
+            UnparkOutcome::NotParked { state } => (ReleaseReason::NoLongerParked, format!("{}: pid {} was no longer parked (state {state:#x})", domain.name, task.pid)),
             UnparkOutcome::Deferred(Deferred::Retry(why)) => {
                 log::debug!("unpark {}: retry: {why}", task.pid);
                 last_retry = why;
                 std::thread::sleep(BETWEEN_ATTEMPTS);
                 continue;
             }
-            UnparkOutcome::Deferred(Deferred::Gone) => ("gone", format!("{}: pid {} is gone (exited, or the guest rebooted)", domain.name, task.pid)),
+            UnparkOutcome::Deferred(Deferred::Gone) => (ReleaseReason::Gone, format!("{}: pid {} is gone (exited, or the guest rebooted)", domain.name, task.pid)),
             UnparkOutcome::Deferred(other @ Deferred::Refused(_)) => bail!("domain {}: pid {} cannot be unparked: {}", domain.name, task.pid, describe(&other)),
         };
         journal.record_release(record, reason)?;

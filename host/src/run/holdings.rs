@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::actuate::actuator::Actuator;
-use crate::actuate::journal::{Journal, ParkRecord};
+use crate::actuate::journal::{Journal, ParkRecord, ReleaseReason};
 use crate::actuate::park::{Deferred, ParkOutcome, TaskIdentity, UnparkOutcome};
 use crate::domain::{Domain, DomainError};
 use crate::memory::Gva;
@@ -63,16 +63,16 @@ impl Holdings {
             &parks.iter().map(|(k, r)| identity(k, r)).collect::<Vec<_>>(),
         )?;
 
-        let mut releases: Vec<(&ParkRecord, &str)> = Vec::new();
+        let mut releases: Vec<(&ParkRecord, ReleaseReason)> = Vec::new();
         let mut refused = None;
         for ((key, record), outcome) in unparks.iter().zip(&outcomes.unparks) {
             let reason = match outcome {
                 UnparkOutcome::Unparked { .. } => {
                     stats.unparks += 1;
-                    "unparked"
+                    ReleaseReason::Unparked
                 }
-                UnparkOutcome::NotParked { .. } => "no longer parked",
-                UnparkOutcome::Deferred(Deferred::Gone) => "gone",
+                UnparkOutcome::NotParked { .. } => ReleaseReason::NoLongerParked,
+                UnparkOutcome::Deferred(Deferred::Gone) => ReleaseReason::Gone,
                 UnparkOutcome::Deferred(Deferred::Refused(why)) => {
                     refused.get_or_insert_with(|| format!("pid {} cannot be unparked: {why}", key.pid));
                     continue;
@@ -97,7 +97,7 @@ impl Holdings {
                         log::debug!("pid {} not parked: {d:?}", key.pid);
                     }
                     stats.deferred += 1;
-                    releases.push((record, "not parked"));
+                    releases.push((record, ReleaseReason::NotParked));
                 }
             }
         }

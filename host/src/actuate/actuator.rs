@@ -7,7 +7,7 @@
 use crate::domain::{Domain, DomainError};
 use crate::memory::Pause;
 
-use super::park::{park, unpark, Deferred, ParkLayout, ParkOutcome, TaskIdentity, UnparkOutcome};
+use super::park::{park, unpark, Deferred, ParkLayout, ParkOutcome, Retry, TaskIdentity, UnparkOutcome};
 
 /// What [`Actuator::apply`] did, in the order it was asked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,5 +93,5 @@ impl Actuator {
 
 /// Why nothing is written into a domain someone else paused.
 fn held_by_others() -> Deferred {
-    Deferred::Retry("the domain is paused by someone else (a snapshot, a migration, an operator): nothing is written until it runs again".into())
+    Deferred::Retry(Retry::HeldByOthers)
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use xsched::actuate::actuator::Actuator;
 use xsched::actuate::journal::{Journal, ParkRecord, ReleaseReason};
-use xsched::actuate::park::{Deferred, ParkOutcome, TaskIdentity, UnparkOutcome};
+use xsched::actuate::park::{Deferred, ParkOutcome, Retry, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
 
@@ -117,7 +117,7 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
     }
     let record = ParkRecord { domain: args.domain.to_string(), pid: task.pid, start_time: task.start_time, addr: task.addr.raw(), saved_state: state };
     journal.record_park(record.clone())?;
-    let mut last_retry = String::new();
+    let mut last_retry = None;
     for _ in 0..ATTEMPTS {
         match actuator.park(&mut domain, &task)? {
             ParkOutcome::Parked { state, runnable } => {
@@ -126,17 +126,17 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
             }
             ParkOutcome::Deferred(Deferred::Retry(why)) => {
                 log::debug!("park {}: retry: {why}", task.pid);
-                last_retry = why;
+                last_retry = Some(why);
                 std::thread::sleep(BETWEEN_ATTEMPTS);
             }
             ParkOutcome::Deferred(other) => {
                 journal.record_release(&record, ReleaseReason::NotParked)?;
-                bail!("domain {}: pid {} cannot be parked: {}", domain.name, task.pid, describe(&other));
+                bail!("domain {}: pid {} cannot be parked: {}", domain.name, task.pid, other);
             }
         }
     }
     journal.record_release(&record, ReleaseReason::NotParked)?;
-    bail!("domain {}: pid {} could not be parked in {ATTEMPTS} attempts: {last_retry}", domain.name, task.pid)
+    bail!("domain {}: pid {} could not be parked in {ATTEMPTS} attempts{}", domain.name, task.pid, last(last_retry))
 }
 
 /// `xsched unpark`: unparks one task and records its release.
@@ -162,7 +162,7 @@ pub fn unpark(args: &TaskArgs) -> anyhow::Result<()> {
 /// Unparks the task of `record`, retrying while the guest holds a lock; records the release.
 fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, record: &ParkRecord) -> anyhow::Result<String> {
     let task = TaskIdentity { addr: xsched::memory::Gva(record.addr), pid: record.pid, start_time: record.start_time };
-    let mut last_retry = String::new();
+    let mut last_retry = None;
     for _ in 0..ATTEMPTS {
         let (reason, line) = match actuator.unpark(domain, &task)? {
             UnparkOutcome::Unparked { cpu, cpu_idle } => {
@@ -171,17 +171,17 @@ fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, 
             UnparkOutcome::NotParked { state } => (ReleaseReason::NoLongerParked, format!("{}: pid {} was no longer parked (state {state:#x})", domain.name, task.pid)),
             UnparkOutcome::Deferred(Deferred::Retry(why)) => {
                 log::debug!("unpark {}: retry: {why}", task.pid);
-                last_retry = why;
+                last_retry = Some(why);
                 std::thread::sleep(BETWEEN_ATTEMPTS);
                 continue;
             }
             UnparkOutcome::Deferred(Deferred::Gone) => (ReleaseReason::Gone, format!("{}: pid {} is gone (exited, or the guest rebooted)", domain.name, task.pid)),
-            UnparkOutcome::Deferred(other @ Deferred::Refused(_)) => bail!("domain {}: pid {} cannot be unparked: {}", domain.name, task.pid, describe(&other)),
+            UnparkOutcome::Deferred(other @ Deferred::Refused(_)) => bail!("domain {}: pid {} cannot be unparked: {}", domain.name, task.pid, other),
         };
         journal.record_release(record, reason)?;
         return Ok(line);
     }
-    bail!("domain {}: pid {} could not be unparked in {ATTEMPTS} attempts: {last_retry}", domain.name, task.pid)
+    bail!("domain {}: pid {} could not be unparked in {ATTEMPTS} attempts{}", domain.name, task.pid, last(last_retry))
 }
 
 /// `xsched release`: unparks what the journal says is parked (all of it, a domain's, or one task).
@@ -235,9 +235,7 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe(d: &Deferred) -> String {
-    match d {
-        Deferred::Retry(why) | Deferred::Refused(why) => why.clone(),
-        Deferred::Gone => "the task is gone".into(),
-    }
+/// The last reason to retry, after the colon that introduces it.
+fn last(retry: Option<Retry>) -> String {
+    retry.map(|why| format!(": {why}")).unwrap_or_default()
 }

@@ -2,20 +2,14 @@
 //! and release what the journal says is parked.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use xsched::actuate::actuator::Actuator;
+use xsched::actuate::actuator::{release_reason, Actuator, BETWEEN_ROUNDS, RETRY_ROUNDS};
 use xsched::actuate::journal::{Journal, ParkRecord, ReleaseReason};
 use xsched::actuate::park::{Deferred, ParkOutcome, Retry, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
-
-/// How many rounds an operation is retried while the guest holds a lock it needs.
-const ATTEMPTS: u32 = 200;
-/// The guest runs this long between attempts, to release its locks.
-const BETWEEN_ATTEMPTS: Duration = Duration::from_millis(2);
 
 /// Where the journal is: `--journal`, else `$XSCHED_JOURNAL`, else `/var/lib/xsched/journal.jsonl`.
 #[derive(Debug, Args)]
@@ -118,7 +112,7 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
     let record = ParkRecord { domain: args.domain.to_string(), pid: task.pid, start_time: task.start_time, addr: task.addr.raw(), saved_state: state };
     journal.record_park(record.clone())?;
     let mut last_retry = None;
-    for _ in 0..ATTEMPTS {
+    for _ in 0..RETRY_ROUNDS {
         match actuator.park(&mut domain, &task)? {
             ParkOutcome::Parked { state, runnable } => {
                 println!("{}: parked pid {} (was {}, state {state:#x})", domain.name, task.pid, if runnable { "runnable" } else { "sleeping" });
@@ -127,7 +121,7 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
             ParkOutcome::Deferred(Deferred::Retry(why)) => {
                 log::debug!("park {}: retry: {why}", task.pid);
                 last_retry = Some(why);
-                std::thread::sleep(BETWEEN_ATTEMPTS);
+                std::thread::sleep(BETWEEN_ROUNDS);
             }
             ParkOutcome::Deferred(other) => {
                 journal.record_release(&record, ReleaseReason::NotParked)?;
@@ -136,7 +130,7 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
         }
     }
     journal.record_release(&record, ReleaseReason::NotParked)?;
-    bail!("domain {}: pid {} could not be parked in {ATTEMPTS} attempts{}", domain.name, task.pid, last(last_retry))
+    bail!("domain {}: pid {} could not be parked in {RETRY_ROUNDS} attempts{}", domain.name, task.pid, last(last_retry))
 }
 
 /// `xsched unpark`: unparks one task and records its release.
@@ -163,25 +157,26 @@ pub fn unpark(args: &TaskArgs) -> anyhow::Result<()> {
 fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, record: &ParkRecord) -> anyhow::Result<String> {
     let task = TaskIdentity { addr: xsched::memory::Gva(record.addr), pid: record.pid, start_time: record.start_time };
     let mut last_retry = None;
-    for _ in 0..ATTEMPTS {
-        let (reason, line) = match actuator.unpark(domain, &task)? {
-            UnparkOutcome::Unparked { cpu, cpu_idle } => {
-                (ReleaseReason::Unparked, format!("{}: unparked pid {} on CPU {cpu}{}", domain.name, task.pid, if cpu_idle { " (idle CPU kicked)" } else { "" }))
-            }
-            UnparkOutcome::NotParked { state } => (ReleaseReason::NoLongerParked, format!("{}: pid {} was no longer parked (state {state:#x})", domain.name, task.pid)),
-            UnparkOutcome::Deferred(Deferred::Retry(why)) => {
+    for _ in 0..RETRY_ROUNDS {
+        let outcome = actuator.unpark(domain, &task)?;
+        let reason = match release_reason(&outcome) {
+            Ok(reason) => reason,
+            Err(Deferred::Retry(why)) => {
                 log::debug!("unpark {}: retry: {why}", task.pid);
-                last_retry = Some(why);
-                std::thread::sleep(BETWEEN_ATTEMPTS);
+                last_retry = Some(why.clone());
+                std::thread::sleep(BETWEEN_ROUNDS);
                 continue;
             }
-            UnparkOutcome::Deferred(Deferred::Gone) => (ReleaseReason::Gone, format!("{}: pid {} is gone (exited, or the guest rebooted)", domain.name, task.pid)),
-            UnparkOutcome::Deferred(other @ Deferred::Refused(_)) => bail!("domain {}: pid {} cannot be unparked: {}", domain.name, task.pid, other),
+            Err(other) => bail!("domain {}: pid {} cannot be unparked: {}", domain.name, task.pid, other),
         };
         journal.record_release(record, reason)?;
-        return Ok(line);
+        return Ok(match outcome {
+            UnparkOutcome::Unparked { cpu, cpu_idle } => format!("{}: unparked pid {} on CPU {cpu}{}", domain.name, task.pid, if cpu_idle { " (idle CPU kicked)" } else { "" }),
+            UnparkOutcome::NotParked { state } => format!("{}: pid {} was no longer parked (state {state:#x})", domain.name, task.pid),
+            UnparkOutcome::Deferred(_) => format!("{}: pid {} is gone (exited, or the guest rebooted)", domain.name, task.pid),
+        });
     }
-    bail!("domain {}: pid {} could not be unparked in {ATTEMPTS} attempts{}", domain.name, task.pid, last(last_retry))
+    bail!("domain {}: pid {} could not be unparked in {RETRY_ROUNDS} attempts{}", domain.name, task.pid, last(last_retry))
 }
 
 /// `xsched release`: unparks what the journal says is parked (all of it, a domain's, or one task).

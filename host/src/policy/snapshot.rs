@@ -9,8 +9,9 @@ use abi_stable::std_types::{RNone, RSome, RString};
 use xsched_plugin_api::{Decision, DomainInfo, Snapshot, TaskView};
 
 use crate::domain::DomainId;
-use crate::run::Ranked;
 use crate::table::{Finder, TaskEntry, TaskKey, TaskTable};
+
+use super::Ranked;
 
 /// The snapshot handed to a plugin: every domain and task of `table`; `parked` tells the tasks
 /// xsched holds parked, which count as runnable (they were when parked, and the policy must rank

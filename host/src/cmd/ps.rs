@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
-use xsched::table::{TaskEntry, TaskTable};
+use xsched::table::{DomainFacts, TaskEntry, TaskTable};
 use xsched::text::printable;
 
 /// Arguments of `xsched ps`.
@@ -81,8 +81,8 @@ fn take(domains: &mut [Domain], previous: Option<(&TaskTable, Duration)>) -> any
     for domain in domains.iter_mut() {
         pass.push(domain.snapshot()?);
     }
-    let pass: Vec<(&Domain, _)> = domains.iter().zip(pass).collect();
-    Ok(TaskTable::build(&pass, previous))
+    let pass: Vec<_> = domains.iter().zip(&pass).map(|(d, snap)| (DomainFacts::of(d.id, &d.name, d.kernel()), snap)).collect();
+    Ok(TaskTable::build_from(&pass, previous))
 }
 
 fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ use crate::actuate::journal::Journal;
 use crate::domain::{Domain, DomainError};
 use crate::interrupt::{self, Critical};
 use crate::policy::{Ranked, Ranker};
-use crate::table::{TaskKey, TaskTable};
+use crate::table::{DomainFacts, TaskKey, TaskTable};
 
 pub use admit::{admit, admit_within, Plan};
 pub use holdings::Holdings;
@@ -165,8 +165,8 @@ impl<R: Ranker> Scheduler<R> {
         for d in &mut self.holdings.domains {
             snaps.push(d.snapshot_running()?);
         }
-        let pass: Vec<(&Domain, _)> = self.holdings.domains.iter().zip(snaps).collect();
-        table.rebuild(&pass, elapsed);
+        let pass: Vec<_> = self.holdings.domains.iter().zip(&snaps).map(|(d, snap)| (DomainFacts::of(d.id, &d.name, d.kernel()), snap)).collect();
+        table.rebuild_from(&pass, elapsed);
         Ok(())
     }
 

@@ -17,22 +17,20 @@ pub struct JournalArgs {
     /// The park journal [default: $XSCHED_JOURNAL, else /var/lib/xsched/journal.jsonl].
     #[arg(long)]
     journal: Option<PathBuf>,
-    /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
-    /// /usr/share/xsched/kernels, else the source tree's].
-    #[arg(long)]
-    kernels: Option<PathBuf>,
+    #[command(flatten)]
+    kernels: super::KernelsArg,
 }
 
 impl JournalArgs {
     /// These flags, with `journal` and `kernels` where a flag was not given (from a settings
     /// file: the command line wins).
     pub fn or(&self, journal: Option<PathBuf>, kernels: Option<PathBuf>) -> Self {
-        Self { journal: self.journal.clone().or(journal), kernels: self.kernels.clone().or(kernels) }
+        Self { journal: self.journal.clone().or(journal), kernels: self.kernels.or(kernels) }
     }
 
-    /// The `--kernels` directory, if given.
-    pub fn kernels(&self) -> Option<PathBuf> {
-        self.kernels.clone()
+    /// Every kernel profile (see [`super::KernelsArg`]).
+    pub fn profiles(&self) -> anyhow::Result<Vec<Profile>> {
+        self.kernels.profiles()
     }
 
     /// Opens the journal, creating it if there is none (for `run` and `park`).
@@ -55,8 +53,7 @@ impl JournalArgs {
 
     /// Attaches the domain `spec` names, with its write side.
     fn attach(&self, spec: &DomainSpec) -> anyhow::Result<(Domain, Actuator)> {
-        let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(self.kernels.clone()))?.into_iter().map(|(_, p)| p).collect();
-        let domain = Domain::attach(DomainId(0), spec, profiles)?;
+        let domain = Domain::attach(DomainId(0), spec, self.profiles()?)?;
         let actuator = Actuator::for_domain(&domain)?;
         Ok((domain, actuator))
     }

@@ -2,13 +2,11 @@
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use xsched::domain::{Domain, DomainId, DomainSpec};
-use xsched::profile::Profile;
 use xsched::table::{DomainFacts, TaskEntry, TaskTable};
 use xsched::text::printable;
 
@@ -17,10 +15,8 @@ use xsched::text::printable;
 pub struct PsArgs {
     #[arg(long = "domain", required = true, help = concat!("A domain, as ", super::domain_forms!(), " (repeatable; each name and each guest once)."))]
     domains: Vec<DomainSpec>,
-    /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
-    /// /usr/share/xsched/kernels, else the source tree's].
-    #[arg(long)]
-    kernels: Option<PathBuf>,
+    #[command(flatten)]
+    kernels: super::KernelsArg,
     /// Print the table as JSON (names exact; a comm that is not valid UTF-8 also as
     /// `comm_bytes`).
     #[arg(long)]
@@ -39,8 +35,7 @@ pub struct PsArgs {
 /// Attaches to every domain and prints the table.
 pub fn run(args: &PsArgs) -> anyhow::Result<()> {
     DomainSpec::check_distinct(&args.domains).map_err(anyhow::Error::msg)?;
-    let kernels = super::kernels_dir(args.kernels.clone());
-    let profiles: Vec<Profile> = Profile::load_dir(&kernels)?.into_iter().map(|(_, p)| p).collect();
+    let profiles = args.kernels.profiles()?;
     let mut domains = args
         .domains
         .iter()

@@ -3,7 +3,7 @@
 //! against another interface, non-plugins and files others could change are refused with
 //! messages naming the file; a bad config gives its line.
 //!
-//! The plugins (and the test fixtures under `plugins/testing-*`) are built first with
+//! The plugins (and the test fixtures under `tests/fixtures/testing-*`) are built first with
 //! `cargo build`, into this test's own target directory.
 
 use std::collections::HashSet;

@@ -274,19 +274,17 @@ impl<'a> DomainFacts<'a> {
     }
 }
 
-/// Converts a kernel load weight (scaled by 1024 on 64-bit kernels) to the user-visible scale.
-fn unscaled_weight(weight: u64, nice_0_load: u64) -> u64 {
-    if nice_0_load > 1024 {
-        weight >> 10
-    } else {
-        weight
-    }
-}
+/// `NICE_WIDTH`: nice values run from -20 to 19 (the user ABI, include/linux/sched/prio.h).
+const NICE_WIDTH: i32 = 40;
 
 /// What a domain's profile says about decoding its tasks, looked up once per domain and pass.
 struct Decoding {
-    /// `NICE_0_LOAD`.
-    nice_0_load: u64,
+    /// What `scale_load_down` shifts a load weight by: `SCHED_FIXEDPOINT_SHIFT` where the kernel
+    /// keeps weights at a higher resolution (`NICE_0_LOAD` above `1 << SCHED_FIXEDPOINT_SHIFT`,
+    /// as 64-bit kernels do), else 0.
+    weight_shift: u64,
+    /// `DEFAULT_PRIO` (`MAX_RT_PRIO + NICE_WIDTH / 2`): the `static_prio` of nice 0.
+    default_prio: i32,
     /// `PF_KTHREAD`.
     pf_kthread: u64,
     /// The `SCHED_*` values, with the policy each stands for.
@@ -303,8 +301,12 @@ impl Decoding {
             ("SCHED_IDLE", Policy::Idle),
             ("SCHED_DEADLINE", Policy::Deadline),
         ];
+        let fixed_point = profile.constant("SCHED_FIXEDPOINT_SHIFT").unwrap_or(10).min(32);
+        let nice_0_load = profile.constant("NICE_0_LOAD").unwrap_or(1 << fixed_point);
+        let max_rt_prio = profile.constant("MAX_RT_PRIO").ok().and_then(|v| i32::try_from(v).ok()).unwrap_or(100);
         Self {
-            nice_0_load: profile.constant("NICE_0_LOAD").unwrap_or(1024),
+            weight_shift: if nice_0_load > 1 << fixed_point { fixed_point } else { 0 },
+            default_prio: max_rt_prio + NICE_WIDTH / 2,
             pf_kthread: profile.constant("PF_KTHREAD").unwrap_or(0),
             policies: named.iter().filter_map(|&(name, policy)| profile.constant(name).ok().map(|v| (v, policy))).collect(),
         }
@@ -615,9 +617,9 @@ impl TaskEntry {
             running: task.running,
             parked: task.parked,
             policy,
-            nice: if policy.is_realtime() { 0 } else { r.static_prio - 120 },
+            nice: if policy.is_realtime() { 0 } else { r.static_prio - decoding.default_prio },
             prio: r.prio,
-            weight: unscaled_weight(r.weight, decoding.nice_0_load),
+            weight: r.weight >> decoding.weight_shift,
             runtime_ns: r.sum_exec_runtime,
             runtime_delta_ns: delta,
             cpu_percent: elapsed_ns.map_or(0.0, |ns| delta as f64 * 100.0 / ns),

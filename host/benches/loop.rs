@@ -41,9 +41,9 @@ use std::time::{Duration, Instant};
 use xsched::domain::{DomainId, DomainSnapshot};
 use xsched::linux::snapshot::SnapshotReader;
 use xsched::linux::synthetic::{self, GuestSpec, SyntheticGuest};
-use xsched::policy::PolicyPlugin;
+use xsched::policy::{PolicyError, PolicyPlugin, Ranked, Ranker};
 use xsched::profile::Profile;
-use xsched::run::{admit, Ranked, Ranker};
+use xsched::run::admit;
 use xsched::table::{DomainFacts, TaskKey, TaskTable};
 
 type Error = Box<dyn std::error::Error>;
@@ -261,11 +261,11 @@ impl Config {
 struct OneClass;
 
 impl Ranker for OneClass {
-    fn rank(&mut self, table: &TaskTable, _: &HashSet<TaskKey>, _: Duration, _: u32) -> Result<Vec<Ranked>, String> {
+    fn rank(&mut self, table: &TaskTable, _: &HashSet<TaskKey>, _: Duration, _: u32) -> Result<Vec<Ranked>, PolicyError> {
         Ok(table.tasks.iter().zip(0u64..).map(|(t, order)| Ranked { key: t.key, class: 0, order }).collect())
     }
 
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), PolicyError> {
         Ok(())
     }
 }

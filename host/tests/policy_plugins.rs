@@ -3,7 +3,7 @@
 //! against another interface, non-plugins and files others could change are refused with
 //! messages naming the file; a bad config gives its line.
 //!
-//! The plugins (and the test fixtures under `plugins/testing-*`) are built first with
+//! The plugins (and the test fixtures under `tests/fixtures/testing-*`) are built first with
 //! `cargo build`, into this test's own target directory.
 
 use std::collections::HashSet;
@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use xsched::domain::DomainId;
-use xsched::policy::{PolicyError, PolicyPlugin};
-use xsched::run::{admit, Ranked, Ranker};
+use xsched::policy::{PolicyError, PolicyPlugin, Ranked, Ranker};
+use xsched::run::admit;
 use xsched::table::{DomainSummary, TaskEntry, TaskKey, TaskTable};
 
 const PACKAGES: [&str; 7] = ["priority", "idle", "fairshare", "testing-panic", "testing-v2", "testing-layout", "testing-next"];
@@ -266,7 +266,7 @@ fn a_panicking_plugin_returns_an_error_instead_of_aborting() {
     assert!(shown.starts_with("policy testing-panic (") && shown.ends_with("): policy panicked: rank panics as configured (5 tasks)"), "{shown}");
     // The policy object is gone; the host goes on, and the loop gets an error each time.
     let again = Ranker::rank(&mut policy, &table, &HashSet::new(), PERIOD, 1).expect_err("still failing");
-    assert!(again.contains("unusable after an earlier panic"), "{again}");
+    assert!(again.to_string().contains("unusable after an earlier panic"), "{again}");
 }
 
 #[test]

@@ -17,6 +17,8 @@
 //! Nothing outlives the process: see [`cleanup`] for how QEMUs and directories are removed even when
 //! a test panics or the process is killed. The guest side lives in `tests/lab/` (init scripts, kernel
 //! pins, kernel fetch script); the kernels are cached outside the repository (see [`kernel`]).
+//! [`xen`] boots the Xen lab (`tests/xen/`: Xen with a PV dom0 and two PV domUs, under QEMU) for
+//! its end-to-end test.
 //!
 //! ```no_run
 //! use xsched_lab::{shared_lab, GuestSpec, Workload};
@@ -37,6 +39,7 @@ pub mod sched_check;
 pub mod spec;
 mod steer;
 pub mod view;
+pub mod xen;
 
 pub use error::LabError;
 pub use guest::{Guest, EXEC_TIMEOUT, KERNEL_CMDLINE, QMP_WAIT};

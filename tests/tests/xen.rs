@@ -10,14 +10,13 @@
 //! One test (one boot: about a minute or two under TCG), in steps.
 
 mod common;
-mod xen_lab;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{bkup_shares, states, TaskStates};
 use serde_json::Value;
-use xen_lab::{XenLab, DOMUS, EXEC_TIMEOUT};
+use xsched_lab::xen::{XenLab, DOMUS, EXEC_TIMEOUT};
 use xsched_lab::ProcView;
 
 /// The domUs' processes that sleep and wake on their own: the phases workloads and the lab's

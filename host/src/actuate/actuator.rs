@@ -4,10 +4,33 @@
 //! The domain knows how to pause, read and kick its guest; the layouts of what is written live
 //! here, resolved once per domain from its kernel's profile.
 
+use std::time::Duration;
+
 use crate::domain::{Domain, DomainError};
 use crate::memory::Pause;
 
-use super::park::{park, unpark, Deferred, ParkLayout, ParkOutcome, TaskIdentity, UnparkOutcome};
+use super::journal::ReleaseReason;
+
+use super::park::{park, unpark, Deferred, ParkLayout, ParkOutcome, Retry, TaskIdentity, UnparkOutcome};
+
+/// How many rounds a park or unpark is tried while the guest holds a lock it needs (or someone
+/// else holds it paused) before it is given up: with [`BETWEEN_ROUNDS`] between rounds, at
+/// least a second of the guest's own time to let go, where its locks are held for microseconds.
+/// The one budget of `xsched park`, `unpark` and `release` and of the loop's release on exit.
+pub const RETRY_ROUNDS: u32 = 500;
+/// The guest runs this long between rounds, to release its locks.
+pub const BETWEEN_ROUNDS: Duration = Duration::from_millis(2);
+
+/// How the journal records an unpark's outcome: the reason the task left it, or the deferral
+/// that keeps it there (to retry, or refused).
+pub fn release_reason(outcome: &UnparkOutcome) -> Result<ReleaseReason, &Deferred> {
+    match outcome {
+        UnparkOutcome::Unparked { .. } => Ok(ReleaseReason::Unparked),
+        UnparkOutcome::NotParked { .. } => Ok(ReleaseReason::NoLongerParked),
+        UnparkOutcome::Deferred(Deferred::Gone) => Ok(ReleaseReason::Gone),
+        UnparkOutcome::Deferred(d) => Err(d),
+    }
+}
 
 /// What [`Actuator::apply`] did, in the order it was asked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,5 +116,5 @@ impl Actuator {
 
 /// Why nothing is written into a domain someone else paused.
 fn held_by_others() -> Deferred {
-    Deferred::Retry("the domain is paused by someone else (a snapshot, a migration, an operator): nothing is written until it runs again".into())
+    Deferred::Retry(Retry::HeldByOthers)
 }

@@ -18,7 +18,7 @@ pub(super) fn get<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Res
 /// Reads a scalar field that must fit 32 bits (`int`, `unsigned int`, `pid_t`).
 pub(super) fn get_u32<K: KernelMemory + ?Sized>(mem: &K, base: Gva, f: Field) -> Result<u32, LinuxError> {
     let value = get(mem, base, f)?;
-    u32::try_from(value).map_err(|_| LinuxError::Walk(format!("{value:#x} at {base}+{:#x} does not fit a 32-bit field", f.offset)))
+    u32::try_from(value).map_err(|_| LinuxError::Not32Bits { base, offset: f.offset, value })
 }
 
 /// Reads a signed 32-bit field (`int`), sign-extending it.
@@ -61,10 +61,10 @@ pub(super) fn list_add_tail<K: KernelMemoryMut + ?Sized>(mem: &mut K, list: List
 /// Links `new` between `prev` and `next`, which must be adjacent (the check `DEBUG_LIST` makes).
 fn list_insert<K: KernelMemoryMut + ?Sized>(mem: &mut K, list: ListHeadLayout, new: Gva, prev: Gva, next: Gva) -> Result<(), LinuxError> {
     if mem.read_ptr(add(prev, list.next)?)? != next || mem.read_ptr(add(next, list.prev)?)? != prev {
-        return Err(LinuxError::Walk(format!("list corrupted around {prev} and {next}")));
+        return Err(LinuxError::ListCorrupted { prev, next });
     }
     if new == prev || new == next {
-        return Err(LinuxError::Walk(format!("{new} is already on the list")));
+        return Err(LinuxError::AlreadyListed { node: new });
     }
     mem.write_u64(add(next, list.prev)?, new.raw())?;
     mem.write_u64(add(new, list.next)?, next.raw())?;

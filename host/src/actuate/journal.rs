@@ -101,9 +101,30 @@ pub enum Entry {
         pid: i32,
         /// The task's start time.
         start_time: u64,
-        /// What happened: "unparked", "gone", "killed", ….
-        reason: String,
+        /// What happened.
+        reason: ReleaseReason,
     },
+}
+
+/// Why a parked task left the journal; written as the text each variant names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseReason {
+    /// xsched unparked it.
+    #[serde(rename = "unparked")]
+    Unparked,
+    /// It was no longer parked when xsched came to unpark it (SIGKILL woke it, or someone else
+    /// changed its state).
+    #[serde(rename = "no longer parked")]
+    NoLongerParked,
+    /// It exited, its pid was reused, or the guest rebooted.
+    #[serde(rename = "gone")]
+    Gone,
+    /// The park recorded before the write did not happen.
+    #[serde(rename = "not parked")]
+    NotParked,
+    /// A reason this xsched does not know (written by another version): still a release.
+    #[serde(other, rename = "other")]
+    Other,
 }
 
 /// An open journal, locked against other writers while it lives.
@@ -202,20 +223,20 @@ impl Journal {
 
     /// Records (durably) that a parked task was released, and empties the file when no park is
     /// left.
-    pub fn record_release(&mut self, record: &ParkRecord, reason: &str) -> Result<(), JournalError> {
+    pub fn record_release(&mut self, record: &ParkRecord, reason: ReleaseReason) -> Result<(), JournalError> {
         self.record_releases(&[(record, reason)])
     }
 
     /// Records (durably, with one write and one sync) that these parked tasks were released,
     /// each for its reason, and empties the file when no park is left.
-    pub fn record_releases(&mut self, releases: &[(&ParkRecord, &str)]) -> Result<(), JournalError> {
+    pub fn record_releases(&mut self, releases: &[(&ParkRecord, ReleaseReason)]) -> Result<(), JournalError> {
         let entries: Vec<Entry> = releases
             .iter()
             .map(|(record, reason)| Entry::Release {
                 domain: record.domain_name().to_string(),
                 pid: record.pid,
                 start_time: record.start_time,
-                reason: (*reason).to_string(),
+                reason: *reason,
             })
             .collect();
         self.append(&entries)?;
@@ -413,7 +434,7 @@ mod tests {
     }
 
     fn release(pid: i32) -> String {
-        line(&Entry::Release { domain: "u1".into(), pid, start_time: 7, reason: "unparked".into() })
+        line(&Entry::Release { domain: "u1".into(), pid, start_time: 7, reason: ReleaseReason::Unparked })
     }
 
     fn pids(j: &Journal) -> Vec<i32> {
@@ -436,13 +457,13 @@ mod tests {
         let mut j = Journal::open(&path).expect("open");
         j.record_park(record(10)).expect("park");
         j.record_park(record(11)).expect("park");
-        j.record_release(&record(10), "unparked").expect("release");
+        j.record_release(&record(10), ReleaseReason::Unparked).expect("release");
         drop(j);
         let mut j = Journal::open_existing(&path).expect("reopen");
         assert_eq!(j.parked().cloned().collect::<Vec<_>>(), vec![record(11)]);
         assert!(j.is_parked("u1", 11, 7) && !j.is_parked("u1", 10, 7));
         assert_eq!(j.skipped(), 0);
-        j.record_release(&record(11), "gone").expect("release");
+        j.record_release(&record(11), ReleaseReason::Gone).expect("release");
         assert_eq!(std::fs::metadata(&path).expect("file").len(), 0, "an empty journal is truncated");
         j.record_park(record(12)).expect("park after emptying");
         drop(j);
@@ -512,7 +533,7 @@ mod tests {
         std::fs::write(&path, format!("{}{}", park(1), park(2).trim_end())).expect("write");
         let mut j = Journal::open(&path).expect("open");
         assert_eq!((pids(&j), j.skipped()), (vec![1, 2], 0));
-        j.record_release(&record(1), "unparked").expect("release");
+        j.record_release(&record(1), ReleaseReason::Unparked).expect("release");
         drop(j);
         assert_every_line_parses(&path);
         assert_eq!(pids(&Journal::open(&path).expect("reopen")), [2]);
@@ -539,5 +560,24 @@ mod tests {
         for err in [Journal::open(&path).expect_err("fifo"), Journal::open_existing(&path).expect_err("fifo")] {
             assert!(err.to_string().ends_with("fifo: not a regular file (it is a FIFO)"), "{err}");
         }
+    }
+
+    #[test]
+    fn release_reasons_are_the_text_earlier_journals_hold() {
+        for (reason, text) in [
+            (ReleaseReason::Unparked, "unparked"),
+            (ReleaseReason::NoLongerParked, "no longer parked"),
+            (ReleaseReason::Gone, "gone"),
+            (ReleaseReason::NotParked, "not parked"),
+        ] {
+            assert_eq!(serde_json::to_string(&reason).expect("json"), format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<ReleaseReason>(&format!("\"{text}\"")).expect("parse"), reason);
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("j");
+        let unknown = r#"{"op":"release","domain":"u1","pid":10,"start_time":7,"reason":"killed"}"#;
+        std::fs::write(&path, park(10) + unknown + "\n").expect("write");
+        let j = Journal::open_existing(&path).expect("open");
+        assert_eq!((pids(&j), j.skipped()), (vec![], 0), "a release for a reason this xsched does not know still releases");
     }
 }

@@ -9,5 +9,7 @@ pub mod fair;
 mod fields;
 pub mod journal;
 pub mod park;
+#[cfg(test)]
+mod park_tests;
 pub mod rbtree;
 pub mod staged;

@@ -46,14 +46,97 @@ const MAX_LEVELS: usize = 32;
 const NUMA_NO_NODE: i64 = -1;
 
 /// Why an operation did not happen now.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Deferred {
     /// A transient condition (a lock held, the task still switching): try again next round.
-    Retry(String),
+    #[error("{0}")]
+    Retry(Retry),
     /// The task cannot be handled this way (kernel thread, real-time policy, …).
-    Refused(String),
+    #[error("{0}")]
+    Refused(Refused),
     /// The task is not the one expected: it exited, or its pid was reused.
+    #[error("the task is gone")]
     Gone,
+}
+
+/// A transient condition that defers an operation to a later round.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Retry {
+    /// The task's `pi_lock` is held.
+    #[error("its pi_lock is held")]
+    PiLockHeld,
+    /// The lock of the task's CPU's runqueue is held.
+    #[error("CPU {cpu}'s runqueue lock is held")]
+    RunqueueLocked {
+        /// The CPU.
+        cpu: u32,
+    },
+    /// The task's `__state` is none a park starts from (an uninterruptible sleep, a stop, a
+    /// wakeup in flight).
+    #[error("in state {state:#x}")]
+    State {
+        /// Its `__state`.
+        state: u32,
+    },
+    /// A parked task that has not yet left its CPU and runqueue (`on_rq`, `on_cpu`, `se.on_rq`).
+    #[error("not yet off its CPU and runqueue")]
+    StillQueued,
+    /// An entity of the task's hierarchy sits on another CPU's runqueue (a migration in flight).
+    #[error("entity {se} is on another CPU's runqueue")]
+    OtherCpu {
+        /// The `sched_entity`.
+        se: Gva,
+    },
+    /// A `cfs_rq` of the task's hierarchy is throttled (`throttled`, `throttle_count`).
+    #[error("cfs_rq {cfs_rq} is throttled")]
+    Throttled {
+        /// The `cfs_rq`.
+        cfs_rq: Gva,
+    },
+    /// A `cfs_rq` of the task's hierarchy belongs to an idle task group (`task_group.idle`).
+    #[error("cfs_rq {cfs_rq} belongs to an idle task group")]
+    IdleGroup {
+        /// The `cfs_rq`.
+        cfs_rq: Gva,
+    },
+    /// The scheduler flavour's own reason to wait (see `FairClass::not_now`).
+    #[error("{0}")]
+    Flavour(String),
+    /// `rq.tmp_alone_branch` is not the leaf list's head: a leaf-list update is half done.
+    #[error("the runqueue's leaf list is mid-update")]
+    LeafListMidUpdate,
+    /// The task's `psi_flags` are not those of a sleeping task.
+    #[error("its pressure-stall flags are not those of a sleeping task")]
+    PressureFlags,
+    /// Someone else holds the domain paused: nothing is written into it.
+    #[error("the domain is paused by someone else (a snapshot, a migration, an operator): nothing is written until it runs again")]
+    HeldByOthers,
+}
+
+/// Why a task cannot be parked or unparked at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// A kernel thread (`PF_KTHREAD`).
+    #[error("a kernel thread")]
+    KernelThread,
+    /// Not a `SCHED_NORMAL`/`SCHED_BATCH` task of the fair class.
+    #[error("not a SCHED_NORMAL/SCHED_BATCH fair task (policy {policy})")]
+    NotFair {
+        /// Its `policy`.
+        policy: u32,
+    },
+    /// Its `thread_info.cpu` names no CPU of the kernel's.
+    #[error("on CPU {cpu}, beyond the kernel's CPUs")]
+    NoSuchCpu {
+        /// The CPU it names.
+        cpu: u32,
+    },
+    /// It is parked already.
+    #[error("already parked")]
+    AlreadyParked,
+    /// It has a NUMA node preference (`numa_preferred_nid`), which a wakeup would weigh.
+    #[error("it has a NUMA node preference")]
+    NumaPreference,
 }
 
 /// What [`park`] did.
@@ -317,21 +400,21 @@ fn check_task<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task: &TaskIden
         return Ok(Err(Deferred::Gone));
     }
     if get_u32(mem, t, l.t_flags)? & l.pf_kthread != 0 {
-        return Ok(Err(Deferred::Refused("a kernel thread".into())));
+        return Ok(Err(Deferred::Refused(Refused::KernelThread)));
     }
     let policy = get_u32(mem, t, l.t_policy)?;
     if !l.fair_policies.contains(&policy) || Gva(get(mem, t, l.t_sched_class)?) != l.fair_sched_class {
-        return Ok(Err(Deferred::Refused(format!("not a SCHED_NORMAL/SCHED_BATCH fair task (policy {policy})"))));
+        return Ok(Err(Deferred::Refused(Refused::NotFair { policy })));
     }
     let cpu = get_u32(mem, t, l.t_cpu)?;
     let Some(&rq) = usize::try_from(cpu).ok().and_then(|c| l.runqueues.get(c)) else {
-        return Ok(Err(Deferred::Refused(format!("on CPU {cpu}, beyond the kernel's CPUs"))));
+        return Ok(Err(Deferred::Refused(Refused::NoSuchCpu { cpu })));
     };
     if locked(mem, t, l.t_pi_lock)? {
-        return Ok(Err(Deferred::Retry("its pi_lock is held".into())));
+        return Ok(Err(Deferred::Retry(Retry::PiLockHeld)));
     }
     if locked(mem, rq, l.rq_lock)? {
-        return Ok(Err(Deferred::Retry(format!("CPU {cpu}'s runqueue lock is held"))));
+        return Ok(Err(Deferred::Retry(Retry::RunqueueLocked { cpu })));
     }
     Ok(Ok((cpu, rq)))
 }
@@ -350,10 +433,10 @@ pub fn park<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &Tas
     } else if state == l.interruptible && on_rq == 0 {
         false
     } else if l.is_parked(state) {
-        return Ok(ParkOutcome::Deferred(Deferred::Refused("already parked".into())));
+        return Ok(ParkOutcome::Deferred(Deferred::Refused(Refused::AlreadyParked)));
     } else {
         // Uninterruptible sleeps, stops, a wakeup in flight (TASK_WAKING): not now.
-        return Ok(ParkOutcome::Deferred(Deferred::Retry(format!("in state {state:#x}"))));
+        return Ok(ParkOutcome::Deferred(Deferred::Retry(Retry::State { state })));
     };
     let writes = {
         let mut staged = Staged::new(&*mem);
@@ -396,14 +479,14 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &T
     if !l.is_parked(state) {
         return Ok(UnparkOutcome::NotParked { state });
     }
-    let retry = |why: String| Ok(UnparkOutcome::Deferred(Deferred::Retry(why)));
+    let retry = |why: Retry| Ok(UnparkOutcome::Deferred(Deferred::Retry(why)));
     let task_se = add(t, l.t_se)?;
     if get(mem, t, l.t_on_rq)? != 0 || get(mem, t, l.t_on_cpu)? != 0 || get(mem, task_se, l.se_on_rq)? != 0 {
-        return retry("not yet off its CPU and runqueue".into());
+        return retry(Retry::StillQueued);
     }
     if let Some(f) = l.t_numa_nid {
         if i64::from(get_i32(mem, t, f)?) != NUMA_NO_NODE {
-            return Ok(UnparkOutcome::Deferred(Deferred::Refused("it has a NUMA node preference".into())));
+            return Ok(UnparkOutcome::Deferred(Deferred::Refused(Refused::NumaPreference)));
         }
     }
     let levels = match hierarchy(mem, l, task_se, rq)? {
@@ -411,10 +494,10 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &T
         Err(why) => return retry(why),
     };
     if let Some(why) = l.fair.not_now(mem, &levels)? {
-        return retry(why);
+        return retry(Retry::Flavour(why));
     }
     if Gva(get(mem, rq, l.rq_tmp_alone_branch)?) != l.rq_leaf_list.at(rq)? {
-        return retry("the runqueue's leaf list is mid-update".into());
+        return retry(Retry::LeafListMidUpdate);
     }
     let psi_groups = match &l.psi {
         Some(psi) if !static_key_on(mem, psi, psi.disabled_key)? => Some(psi_groups(mem, l, psi, t, cpu)?),
@@ -422,7 +505,7 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &T
     };
     if let (Some(psi), Some(_)) = (&l.psi, &psi_groups) {
         if get(mem, t, psi.task_psi_flags)? != 0 {
-            return retry("its pressure-stall flags are not those of a sleeping task".into());
+            return retry(Retry::PressureFlags);
         }
     }
     let curr = Gva(get(mem, rq, l.rq_curr)?);
@@ -455,7 +538,7 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &T
 
 /// The task's entity and its group entities up to the root `cfs_rq`, each with its runqueue,
 /// checked to belong to `rq`, not throttled, and not in an idle task group.
-fn hierarchy<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task_se: Gva, rq: Gva) -> Result<Result<Vec<Level>, String>, LinuxError> {
+fn hierarchy<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task_se: Gva, rq: Gva) -> Result<Result<Vec<Level>, Retry>, LinuxError> {
     let mut levels = Vec::new();
     let mut se = task_se;
     loop {
@@ -464,16 +547,16 @@ fn hierarchy<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task_se: Gva, rq
         }
         let cfs_rq = Gva(get(mem, se, l.se_cfs_rq)?);
         if Gva(get(mem, cfs_rq, l.c_rq)?) != rq {
-            return Ok(Err(format!("entity {se} is on another CPU's runqueue")));
+            return Ok(Err(Retry::OtherCpu { se }));
         }
         for f in [l.c_throttled, l.c_throttle_count].into_iter().flatten() {
             if get(mem, cfs_rq, f)? != 0 {
-                return Ok(Err(format!("cfs_rq {cfs_rq} is throttled")));
+                return Ok(Err(Retry::Throttled { cfs_rq }));
             }
         }
         let tg = Gva(get(mem, cfs_rq, l.c_tg)?);
         if tg != Gva(0) && get(mem, tg, l.tg_idle)? != 0 {
-            return Ok(Err(format!("cfs_rq {cfs_rq} belongs to an idle task group")));
+            return Ok(Err(Retry::IdleGroup { cfs_rq }));
         }
         let queued = !levels.is_empty() && get(mem, se, l.se_on_rq)? != 0;
         levels.push(Level { se, cfs_rq, queued });

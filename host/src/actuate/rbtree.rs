@@ -49,13 +49,192 @@ pub enum RbTreeError {
     Memory(#[from] LinuxError),
     /// The tree (or the node to insert or erase) is not what a valid red-black tree holds.
     #[error("rbtree: {0}")]
-    Corrupt(String),
+    Corrupt(Corruption),
+}
+
+/// What makes a tree, or a node to insert or erase, one a valid red-black tree cannot hold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    /// The node to insert is in the tree already.
+    #[error("{node} is already in the tree")]
+    AlreadyInTree {
+        /// The `rb_node`.
+        node: Gva,
+    },
+    /// The node to erase is not in this tree.
+    #[error("{node} is not in this tree")]
+    NotInTree {
+        /// The `rb_node`.
+        node: Gva,
+    },
+    /// An ancestor of the node to erase records a parent that does not hold it.
+    #[error("{node} is not in this tree: {ancestor} records parent {parent}, which does not hold it")]
+    NotHeld {
+        /// The `rb_node` to erase.
+        node: Gva,
+        /// The ancestor.
+        ancestor: Gva,
+        /// The parent it records.
+        parent: Gva,
+    },
+    /// The node to erase has more ancestors than a valid tree is deep.
+    #[error("{node} is not in this tree: more than {limit} ancestors")]
+    TooManyAncestors {
+        /// The `rb_node`.
+        node: Gva,
+        /// The deepest valid tree.
+        limit: usize,
+    },
+    /// The tree is deeper than a valid one.
+    #[error("deeper than {limit} levels")]
+    TooDeep {
+        /// The deepest valid tree.
+        limit: usize,
+    },
+    /// The tree holds more nodes than its check's limit.
+    #[error("more than {limit} nodes")]
+    TooMany {
+        /// The limit.
+        limit: usize,
+    },
+    /// An insert or erase rebalanced for more rounds than a valid tree needs.
+    #[error("{op} rebalancing ran more than {limit} rounds")]
+    Rebalancing {
+        /// "insert" or "erase".
+        op: &'static str,
+        /// The deepest valid tree.
+        limit: usize,
+    },
+    /// Augmented values were propagated up more levels than a valid tree has.
+    #[error("augmented propagation ran more than {limit} levels")]
+    Propagation {
+        /// The deepest valid tree.
+        limit: usize,
+    },
+    /// A red node met as the root during an insert's rebalancing.
+    #[error("red root {root}")]
+    RedRoot {
+        /// The node.
+        root: Gva,
+    },
+    /// No in-order successor of a node with a right child within a valid tree's depth.
+    #[error("no successor of {node} within {limit} levels")]
+    NoSuccessor {
+        /// The `rb_node`.
+        node: Gva,
+        /// The deepest valid tree.
+        limit: usize,
+    },
+    /// The node's address cannot be an `rb_node` (null, or not aligned for its colour bits).
+    #[error("{node} is not a valid rb_node address")]
+    BadAddress {
+        /// The address.
+        node: Gva,
+    },
+    /// The root is red, or records a parent.
+    #[error("root {root} is not black with a null parent")]
+    BadRoot {
+        /// The root.
+        root: Gva,
+    },
+    /// The cached leftmost is not the first node in order.
+    #[error("rb_leftmost is {leftmost}, but the first node is {first}")]
+    WrongLeftmost {
+        /// `rb_leftmost`.
+        leftmost: Gva,
+        /// The first node in order.
+        first: Gva,
+    },
+    /// The keys span more than a `u64` holds.
+    #[error("key span overflows")]
+    KeySpanOverflow,
+    /// A node is reached twice: the tree has a cycle or a shared subtree.
+    #[error("{node} is reached twice")]
+    Twice {
+        /// The `rb_node`.
+        node: Gva,
+    },
+    /// A node records another parent than the node it hangs under.
+    #[error("{node} records parent {recorded}, but hangs under {parent}")]
+    WrongParent {
+        /// The `rb_node`.
+        node: Gva,
+        /// The parent it records.
+        recorded: Gva,
+        /// The node it hangs under.
+        parent: Gva,
+    },
+    /// Bit 1 of `__rb_parent_color` is set (only bit 0, the colour, may be).
+    #[error("{node} has bit 1 of __rb_parent_color set ({parent_color:#x})")]
+    ParentColorBit1 {
+        /// The `rb_node`.
+        node: Gva,
+        /// Its `__rb_parent_color`.
+        parent_color: u64,
+    },
+    /// A red node has a red child.
+    #[error("red {node} has red child {child}")]
+    RedRed {
+        /// The red node.
+        node: Gva,
+        /// Its red child.
+        child: Gva,
+    },
+    /// A node's key sorts before its predecessor's.
+    #[error("{node} (key {key:#x}) follows {prev} (key {prev_key:#x}) in order")]
+    OutOfOrder {
+        /// The `rb_node`.
+        node: Gva,
+        /// Its key.
+        key: u64,
+        /// Its in-order predecessor.
+        prev: Gva,
+        /// The predecessor's key.
+        prev_key: u64,
+    },
+    /// The keys up to a node span 2^63 or more: their signed differences no longer order them.
+    #[error("keys up to {node} span 2^63 or more")]
+    KeySpan {
+        /// The `rb_node`.
+        node: Gva,
+    },
+    /// A node's subtrees have different black heights.
+    #[error("{node}: black height {left} on the left, {right} on the right")]
+    BlackHeight {
+        /// The `rb_node`.
+        node: Gva,
+        /// Its left subtree's black height.
+        left: usize,
+        /// Its right subtree's.
+        right: usize,
+    },
+    /// A node's address lies below its offset in its entry: no entry can hold it.
+    #[error("{node} cannot be an rb_node at +{offset:#x} in its entry")]
+    NoEntry {
+        /// The `rb_node`.
+        node: Gva,
+        /// Its offset in its entry.
+        offset: u64,
+    },
+    /// A null node is dereferenced, or its entry or key is asked for.
+    #[error("{0} of a null node")]
+    Null(&'static str),
+    /// An augmented node's `min_vruntime` is not its subtree's smallest vruntime.
+    #[error("{node}: min_vruntime is {found:#x}, its subtree's smallest vruntime {expected:#x}")]
+    MinVruntime {
+        /// The `rb_node`.
+        node: Gva,
+        /// Its `min_vruntime`.
+        found: u64,
+        /// Its subtree's smallest vruntime.
+        expected: u64,
+    },
 }
 
 /// Result of this module.
 pub type Result<T, E = RbTreeError> = std::result::Result<T, E>;
 
-fn corrupt(what: String) -> RbTreeError {
+fn corrupt(what: Corruption) -> RbTreeError {
     RbTreeError::Corrupt(what)
 }
 
@@ -219,11 +398,11 @@ pub fn insert_cached<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<boo
     let mut depth = 0;
     while link != NULL {
         if link == node {
-            return Err(corrupt(format!("{node} is already in the tree")));
+            return Err(corrupt(Corruption::AlreadyInTree { node }));
         }
         depth += 1;
         if depth > MAX_DEPTH {
-            return Err(corrupt(format!("deeper than {MAX_DEPTH} levels")));
+            return Err(corrupt(Corruption::TooDeep { limit: MAX_DEPTH }));
         }
         parent = link;
         if key_before(key, tree.key(parent)?) {
@@ -271,7 +450,7 @@ fn insert_color<N: RbNodes + ?Sized>(tree: &mut N, mut node: Gva) -> Result<()> 
         }
         let gparent = tree.rb_parent(parent)?;
         if gparent == NULL {
-            return Err(corrupt(format!("red root {parent}")));
+            return Err(corrupt(Corruption::RedRoot { root: parent }));
         }
         let side = if tree.right(gparent)? == parent { Dir::Right } else { Dir::Left };
         let uncle = tree.child(gparent, side.flip())?;
@@ -307,7 +486,7 @@ fn insert_color<N: RbNodes + ?Sized>(tree: &mut N, mut node: Gva) -> Result<()> 
         tree.rb_rotate_set_parents(gparent, parent, RB_RED)?;
         return tree.augment_rotate(gparent, parent);
     }
-    Err(corrupt(format!("insert rebalancing ran more than {MAX_DEPTH} rounds")))
+    Err(corrupt(Corruption::Rebalancing { op: "insert", limit: MAX_DEPTH }))
 }
 
 /// `rb_erase_cached(node, tree)`, or `rb_erase_augmented_cached` for an augmented tree: removes
@@ -336,14 +515,14 @@ fn check_in_tree<N: RbNodes + ?Sized>(tree: &N, node: Gva) -> Result<()> {
     for _ in 0..=MAX_DEPTH {
         let parent = tree.rb_parent(n)?;
         if parent == NULL {
-            return if tree.root()? == n { Ok(()) } else { Err(corrupt(format!("{node} is not in this tree"))) };
+            return if tree.root()? == n { Ok(()) } else { Err(corrupt(Corruption::NotInTree { node })) };
         }
         if tree.left(parent)? != n && tree.right(parent)? != n {
-            return Err(corrupt(format!("{node} is not in this tree: {n} records parent {parent}, which does not hold it")));
+            return Err(corrupt(Corruption::NotHeld { node, ancestor: n, parent }));
         }
         n = parent;
     }
-    Err(corrupt(format!("{node} is not in this tree: more than {MAX_DEPTH} ancestors")))
+    Err(corrupt(Corruption::TooManyAncestors { node, limit: MAX_DEPTH }))
 }
 
 /// `rb_next`: the in-order successor of `node`, or null.
@@ -367,7 +546,7 @@ fn rb_next<N: RbNodes + ?Sized>(tree: &N, node: Gva) -> Result<Gva> {
             n = parent;
         }
     }
-    Err(corrupt(format!("no successor of {node} within {MAX_DEPTH} levels")))
+    Err(corrupt(Corruption::NoSuccessor { node, limit: MAX_DEPTH }))
 }
 
 /// `__rb_erase_augmented`: unlinks `node`, propagates the augmented values from where the tree
@@ -408,7 +587,7 @@ fn erase_node<N: RbNodes + ?Sized>(tree: &mut N, node: Gva) -> Result<Option<Gva
         // Case 3: the successor is deeper; its right subtree moves up to its parent.
         for depth in 0.. {
             if depth >= MAX_DEPTH {
-                return Err(corrupt(format!("no successor of {node} within {MAX_DEPTH} levels")));
+                return Err(corrupt(Corruption::NoSuccessor { node, limit: MAX_DEPTH }));
             }
             succ_parent = successor;
             successor = tmp;
@@ -503,14 +682,14 @@ fn erase_color<N: RbNodes + ?Sized>(tree: &mut N, mut parent: Gva) -> Result<()>
         tree.rb_rotate_set_parents(parent, sibling, RB_BLACK)?;
         return tree.augment_rotate(parent, sibling);
     }
-    Err(corrupt(format!("erase rebalancing ran more than {MAX_DEPTH} rounds")))
+    Err(corrupt(Corruption::Rebalancing { op: "erase", limit: MAX_DEPTH }))
 }
 
 /// Node addresses must be non-null and aligned like `struct rb_node` (`aligned(sizeof(long))`),
 /// or the colour bits would corrupt parent pointers.
 fn check_node_address(node: Gva) -> Result<()> {
     if node == NULL || node.raw() & 7 != 0 {
-        return Err(corrupt(format!("{node} is not a valid rb_node address")));
+        return Err(corrupt(Corruption::BadAddress { node }));
     }
     Ok(())
 }
@@ -545,14 +724,14 @@ pub fn check_tree<N: RbNodes + ?Sized>(tree: &N, limit: usize) -> Result<TreeRep
         0
     } else {
         if tree.parent_color(root)? != parent_color_of(NULL, RB_BLACK) {
-            return Err(corrupt(format!("root {root} is not black with a null parent")));
+            return Err(corrupt(Corruption::BadRoot { root }));
         }
         check.subtree(root, NULL, 1)?
     };
     if leftmost != check.first {
-        return Err(corrupt(format!("rb_leftmost is {leftmost}, but the first node is {}", check.first)));
+        return Err(corrupt(Corruption::WrongLeftmost { leftmost, first: check.first }));
     }
-    let key_span = u64::try_from(check.span).map_err(|_| corrupt("key span overflows".into()))?;
+    let key_span = u64::try_from(check.span).map_err(|_| corrupt(Corruption::KeySpanOverflow))?;
     Ok(TreeReport { count: check.seen.len(), black_height, height: check.height, first: check.first, key_span })
 }
 
@@ -575,28 +754,28 @@ impl<N: RbNodes + ?Sized> Checker<'_, N> {
     fn subtree(&mut self, node: Gva, parent: Gva, depth: usize) -> Result<usize> {
         check_node_address(node)?;
         if depth > MAX_DEPTH {
-            return Err(corrupt(format!("deeper than {MAX_DEPTH} levels")));
+            return Err(corrupt(Corruption::TooDeep { limit: MAX_DEPTH }));
         }
         if !self.seen.insert(node) {
-            return Err(corrupt(format!("{node} is reached twice")));
+            return Err(corrupt(Corruption::Twice { node }));
         }
         if self.seen.len() > self.limit {
-            return Err(corrupt(format!("more than {} nodes", self.limit)));
+            return Err(corrupt(Corruption::TooMany { limit: self.limit }));
         }
         self.height = self.height.max(depth);
         let pc = self.tree.parent_color(node)?;
         if parent_in(pc) != parent {
-            return Err(corrupt(format!("{node} records parent {}, but hangs under {parent}", parent_in(pc))));
+            return Err(corrupt(Corruption::WrongParent { node, recorded: parent_in(pc), parent }));
         }
         if pc & 2 != 0 {
-            return Err(corrupt(format!("{node} has bit 1 of __rb_parent_color set ({pc:#x})")));
+            return Err(corrupt(Corruption::ParentColorBit1 { node, parent_color: pc }));
         }
         let black = pc & 1 == RB_BLACK;
         let left = self.tree.left(node)?;
         let right = self.tree.right(node)?;
         for child in [left, right] {
             if !black && child != NULL && !self.tree.rb_is_black(child)? {
-                return Err(corrupt(format!("red {node} has red child {child}")));
+                return Err(corrupt(Corruption::RedRed { node, child }));
             }
         }
         self.tree.augment_verify(node)?;
@@ -605,21 +784,19 @@ impl<N: RbNodes + ?Sized> Checker<'_, N> {
         match self.prev {
             None => self.first = node,
             Some((prev, prev_key)) if key_before(key, prev_key) => {
-                return Err(corrupt(format!("{node} (key {key:#x}) follows {prev} (key {prev_key:#x}) in order")));
+                return Err(corrupt(Corruption::OutOfOrder { node, key, prev, prev_key }));
             }
             Some((_, prev_key)) => {
                 self.span += u128::from(key.wrapping_sub(prev_key));
                 if self.span >= 1 << 63 {
-                    return Err(corrupt(format!("keys up to {node} span 2^63 or more")));
+                    return Err(corrupt(Corruption::KeySpan { node }));
                 }
             }
         }
         self.prev = Some((node, key));
         let right_height = if right == NULL { 0 } else { self.subtree(right, node, depth + 1)? };
         if left_height != right_height {
-            return Err(corrupt(format!(
-                "{node}: black height {left_height} on the left, {right_height} on the right"
-            )));
+            return Err(corrupt(Corruption::BlackHeight { node, left: left_height, right: right_height }));
         }
         Ok(left_height + usize::from(black))
     }
@@ -650,7 +827,7 @@ impl RbKeyLayout {
             .checked_sub(self.node)
             .and_then(|entry| entry.checked_add(offset))
             .map(Gva)
-            .ok_or_else(|| corrupt(format!("{node} cannot be an rb_node at +{:#x} in its entry", self.node)))
+            .ok_or_else(|| corrupt(Corruption::NoEntry { node, offset: self.node }))
     }
 
     /// The key's address for the node at `node`.
@@ -731,7 +908,7 @@ impl<'a, K: KernelMemoryMut + ?Sized> GuestRbTree<'a, K> {
     /// The address of field `offset` of node `n`, refusing the null node.
     fn field(&self, n: Gva, offset: u64) -> Result<Gva> {
         if n == NULL {
-            return Err(corrupt("null node dereferenced".into()));
+            return Err(corrupt(Corruption::Null("dereference")));
         }
         Ok(crate::linux::walk::add(n, offset)?)
     }
@@ -739,7 +916,7 @@ impl<'a, K: KernelMemoryMut + ?Sized> GuestRbTree<'a, K> {
     /// The `u64` at `offset` in the entry of node `n`.
     fn entry_u64(&self, n: Gva, offset: u64) -> Result<u64> {
         if n == NULL {
-            return Err(corrupt("entry of a null node".into()));
+            return Err(corrupt(Corruption::Null("entry")));
         }
         Ok(self.mem.read_u64(self.key.entry_field(n, offset)?)?)
     }
@@ -782,7 +959,7 @@ impl<K: KernelMemoryMut + ?Sized> RbNodes for GuestRbTree<'_, K> {
     }
     fn key(&self, n: Gva) -> Result<u64> {
         if n == NULL {
-            return Err(corrupt("key of a null node".into()));
+            return Err(corrupt(Corruption::Null("key")));
         }
         Ok(self.mem.read_u64(self.key.key_at(n)?)?)
     }
@@ -819,7 +996,7 @@ impl<K: KernelMemoryMut + ?Sized> RbNodes for GuestRbTree<'_, K> {
             }
             n = self.rb_parent(n)?;
         }
-        Err(corrupt(format!("augmented propagation ran more than {MAX_DEPTH} levels")))
+        Err(corrupt(Corruption::Propagation { limit: MAX_DEPTH }))
     }
     /// `min_vruntime_cb_copy(old, new)`: only `min_vruntime` (see [`MinVruntimeAugment`]).
     fn augment_copy(&mut self, old: Gva, new: Gva) -> Result<()> {
@@ -847,7 +1024,7 @@ impl<K: KernelMemoryMut + ?Sized> RbNodes for GuestRbTree<'_, K> {
         }
         let found = self.entry_u64(n, a.min_vruntime)?;
         if found != expected {
-            return Err(corrupt(format!("{n}: min_vruntime is {found:#x}, its subtree's smallest vruntime {expected:#x}")));
+            return Err(corrupt(Corruption::MinVruntime { node: n, found, expected }));
         }
         Ok(())
     }
@@ -899,13 +1076,13 @@ mod tests {
             Self::index(n)
                 .and_then(|at| self.nodes.get(at).copied().flatten())
                 .map(|f| f[i])
-                .ok_or_else(|| corrupt(format!("no node at {n}")))
+                .ok_or_else(|| RbTreeError::Memory(LinuxError::Walk(format!("no node at {n}"))))
         }
         fn set(&mut self, n: Gva, i: usize, v: u64) -> Result<()> {
             let f = Self::index(n)
                 .and_then(|at| self.nodes.get_mut(at))
                 .and_then(Option::as_mut)
-                .ok_or_else(|| corrupt(format!("no node at {n}")))?;
+                .ok_or_else(|| RbTreeError::Memory(LinuxError::Walk(format!("no node at {n}"))))?;
             f[i] = v;
             Ok(())
         }
@@ -924,7 +1101,7 @@ mod tests {
         fn key(&self, n: Gva) -> Result<u64> {
             Self::index(n)
                 .and_then(|at| self.keys.get(at).copied().flatten())
-                .ok_or_else(|| corrupt(format!("no key for {n}")))
+                .ok_or_else(|| RbTreeError::Memory(LinuxError::Walk(format!("no key for {n}"))))
         }
         fn set_parent_color(&mut self, n: Gva, v: u64) -> Result<()> {
             self.set(n, 0, v)

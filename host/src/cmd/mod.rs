@@ -11,7 +11,8 @@ mod timeline;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use xsched::profile::Profile;
 
 /// The forms of a domain spec, for the help of every `--domain` (a macro: `concat!` takes only
 /// literals).
@@ -97,6 +98,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unpark(args) => park::unpark(&args),
         Command::Release(args) => park::release(&args),
         Command::Timeline(args) => timeline::run(&args),
+    }
+}
+
+/// `--kernels`, the flag of every command that attaches a domain.
+#[derive(Clone, Debug, Default, Args)]
+pub struct KernelsArg {
+    /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
+    /// /usr/share/xsched/kernels, else the source tree's].
+    #[arg(long)]
+    kernels: Option<PathBuf>,
+}
+
+impl KernelsArg {
+    /// This flag, or `kernels` where it was not given (from a settings file: the command line
+    /// wins).
+    pub fn or(&self, kernels: Option<PathBuf>) -> Self {
+        Self { kernels: self.kernels.clone().or(kernels) }
+    }
+
+    /// Every profile in the directory (see [`kernels_dir`]).
+    pub fn profiles(&self) -> anyhow::Result<Vec<Profile>> {
+        Ok(Profile::load_dir(&kernels_dir(self.kernels.clone()))?.into_iter().map(|(_, p)| p).collect())
     }
 }
 

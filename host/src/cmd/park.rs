@@ -2,20 +2,14 @@
 //! and release what the journal says is parked.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use xsched::actuate::actuator::Actuator;
-use xsched::actuate::journal::{Journal, ParkRecord};
-use xsched::actuate::park::{Deferred, ParkOutcome, TaskIdentity, UnparkOutcome};
+use xsched::actuate::actuator::{release_reason, Actuator, BETWEEN_ROUNDS, RETRY_ROUNDS};
+use xsched::actuate::journal::{Journal, ParkRecord, ReleaseReason};
+use xsched::actuate::park::{Deferred, ParkOutcome, Retry, TaskIdentity, UnparkOutcome};
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
-
-/// How many rounds an operation is retried while the guest holds a lock it needs.
-const ATTEMPTS: u32 = 200;
-/// The guest runs this long between attempts, to release its locks.
-const BETWEEN_ATTEMPTS: Duration = Duration::from_millis(2);
 
 /// Where the journal is: `--journal`, else `$XSCHED_JOURNAL`, else `/var/lib/xsched/journal.jsonl`.
 #[derive(Debug, Args)]
@@ -23,22 +17,20 @@ pub struct JournalArgs {
     /// The park journal [default: $XSCHED_JOURNAL, else /var/lib/xsched/journal.jsonl].
     #[arg(long)]
     journal: Option<PathBuf>,
-    /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
-    /// /usr/share/xsched/kernels, else the source tree's].
-    #[arg(long)]
-    kernels: Option<PathBuf>,
+    #[command(flatten)]
+    kernels: super::KernelsArg,
 }
 
 impl JournalArgs {
     /// These flags, with `journal` and `kernels` where a flag was not given (from a settings
     /// file: the command line wins).
     pub fn or(&self, journal: Option<PathBuf>, kernels: Option<PathBuf>) -> Self {
-        Self { journal: self.journal.clone().or(journal), kernels: self.kernels.clone().or(kernels) }
+        Self { journal: self.journal.clone().or(journal), kernels: self.kernels.or(kernels) }
     }
 
-    /// The `--kernels` directory, if given.
-    pub fn kernels(&self) -> Option<PathBuf> {
-        self.kernels.clone()
+    /// Every kernel profile (see [`super::KernelsArg`]).
+    pub fn profiles(&self) -> anyhow::Result<Vec<Profile>> {
+        self.kernels.profiles()
     }
 
     /// Opens the journal, creating it if there is none (for `run` and `park`).
@@ -61,8 +53,7 @@ impl JournalArgs {
 
     /// Attaches the domain `spec` names, with its write side.
     fn attach(&self, spec: &DomainSpec) -> anyhow::Result<(Domain, Actuator)> {
-        let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(self.kernels.clone()))?.into_iter().map(|(_, p)| p).collect();
-        let domain = Domain::attach(DomainId(0), spec, profiles)?;
+        let domain = Domain::attach(DomainId(0), spec, self.profiles()?)?;
         let actuator = Actuator::for_domain(&domain)?;
         Ok((domain, actuator))
     }
@@ -117,8 +108,8 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
     }
     let record = ParkRecord { domain: args.domain.to_string(), pid: task.pid, start_time: task.start_time, addr: task.addr.raw(), saved_state: state };
     journal.record_park(record.clone())?;
-    let mut last_retry = String::new();
-    for _ in 0..ATTEMPTS {
+    let mut last_retry = None;
+    for _ in 0..RETRY_ROUNDS {
         match actuator.park(&mut domain, &task)? {
             ParkOutcome::Parked { state, runnable } => {
                 println!("{}: parked pid {} (was {}, state {state:#x})", domain.name, task.pid, if runnable { "runnable" } else { "sleeping" });
@@ -126,17 +117,17 @@ pub fn park(args: &TaskArgs) -> anyhow::Result<()> {
             }
             ParkOutcome::Deferred(Deferred::Retry(why)) => {
                 log::debug!("park {}: retry: {why}", task.pid);
-                last_retry = why;
-                std::thread::sleep(BETWEEN_ATTEMPTS);
+                last_retry = Some(why);
+                std::thread::sleep(BETWEEN_ROUNDS);
             }
             ParkOutcome::Deferred(other) => {
-                journal.record_release(&record, "not parked")?;
-                bail!("domain {}: pid {} cannot be parked: {}", domain.name, task.pid, describe(&other));
+                journal.record_release(&record, ReleaseReason::NotParked)?;
+                bail!("domain {}: pid {} cannot be parked: {}", domain.name, task.pid, other);
             }
         }
     }
-    journal.record_release(&record, "not parked")?;
-    bail!("domain {}: pid {} could not be parked in {ATTEMPTS} attempts: {last_retry}", domain.name, task.pid)
+    journal.record_release(&record, ReleaseReason::NotParked)?;
+    bail!("domain {}: pid {} could not be parked in {RETRY_ROUNDS} attempts{}", domain.name, task.pid, last(last_retry))
 }
 
 /// `xsched unpark`: unparks one task and records its release.
@@ -162,26 +153,27 @@ pub fn unpark(args: &TaskArgs) -> anyhow::Result<()> {
 /// Unparks the task of `record`, retrying while the guest holds a lock; records the release.
 fn release_one(domain: &mut Domain, actuator: &Actuator, journal: &mut Journal, record: &ParkRecord) -> anyhow::Result<String> {
     let task = TaskIdentity { addr: xsched::memory::Gva(record.addr), pid: record.pid, start_time: record.start_time };
-    let mut last_retry = String::new();
-    for _ in 0..ATTEMPTS {
-        let (reason, line) = match actuator.unpark(domain, &task)? {
-            UnparkOutcome::Unparked { cpu, cpu_idle } => {
-                ("unparked", format!("{}: unparked pid {} on CPU {cpu}{}", domain.name, task.pid, if cpu_idle { " (idle CPU kicked)" } else { "" }))
-            }
-            UnparkOutcome::NotParked { state } => ("no longer parked", format!("{}: pid {} was no longer parked (state {state:#x})", domain.name, task.pid)),
-            UnparkOutcome::Deferred(Deferred::Retry(why)) => {
+    let mut last_retry = None;
+    for _ in 0..RETRY_ROUNDS {
+        let outcome = actuator.unpark(domain, &task)?;
+        let reason = match release_reason(&outcome) {
+            Ok(reason) => reason,
+            Err(Deferred::Retry(why)) => {
                 log::debug!("unpark {}: retry: {why}", task.pid);
-                last_retry = why;
-                std::thread::sleep(BETWEEN_ATTEMPTS);
+                last_retry = Some(why.clone());
+                std::thread::sleep(BETWEEN_ROUNDS);
                 continue;
             }
-            UnparkOutcome::Deferred(Deferred::Gone) => ("gone", format!("{}: pid {} is gone (exited, or the guest rebooted)", domain.name, task.pid)),
-            UnparkOutcome::Deferred(other @ Deferred::Refused(_)) => bail!("domain {}: pid {} cannot be unparked: {}", domain.name, task.pid, describe(&other)),
+            Err(other) => bail!("domain {}: pid {} cannot be unparked: {}", domain.name, task.pid, other),
         };
         journal.record_release(record, reason)?;
-        return Ok(line);
+        return Ok(match outcome {
+            UnparkOutcome::Unparked { cpu, cpu_idle } => format!("{}: unparked pid {} on CPU {cpu}{}", domain.name, task.pid, if cpu_idle { " (idle CPU kicked)" } else { "" }),
+            UnparkOutcome::NotParked { state } => format!("{}: pid {} was no longer parked (state {state:#x})", domain.name, task.pid),
+            UnparkOutcome::Deferred(_) => format!("{}: pid {} is gone (exited, or the guest rebooted)", domain.name, task.pid),
+        });
     }
-    bail!("domain {}: pid {} could not be unparked in {ATTEMPTS} attempts: {last_retry}", domain.name, task.pid)
+    bail!("domain {}: pid {} could not be unparked in {RETRY_ROUNDS} attempts{}", domain.name, task.pid, last(last_retry))
 }
 
 /// `xsched release`: unparks what the journal says is parked (all of it, a domain's, or one task).
@@ -235,9 +227,7 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe(d: &Deferred) -> String {
-    match d {
-        Deferred::Retry(why) | Deferred::Refused(why) => why.clone(),
-        Deferred::Gone => "the task is gone".into(),
-    }
+/// The last reason to retry, after the colon that introduces it.
+fn last(retry: Option<Retry>) -> String {
+    retry.map(|why| format!(": {why}")).unwrap_or_default()
 }

@@ -1,6 +1,5 @@
 //! `xsched probe`: find the guest kernel in a domain and print where it is.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -10,17 +9,14 @@ use xsched::domain::DomainSpec;
 use xsched::linux::flavour::Flavour;
 use xsched::linux::discover::locate_live_or_build;
 use xsched::memory::Pause;
-use xsched::profile::Profile;
 
 /// Arguments of `xsched probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     #[arg(long, help = concat!("The domain, as ", super::domain_forms!(), "."))]
     domain: DomainSpec,
-    /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
-    /// /usr/share/xsched/kernels, else the source tree's].
-    #[arg(long)]
-    kernels: Option<PathBuf>,
+    #[command(flatten)]
+    kernels: super::KernelsArg,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -29,8 +25,7 @@ pub struct ProbeArgs {
 /// Probes the domain: searches its RAM for the kernel while it runs, pauses it to confirm the
 /// find (leaving a guest someone else paused as it is, and saying so), resumes it.
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
-    let kernels = super::kernels_dir(args.kernels.clone());
-    let mut profiles: Vec<Profile> = Profile::load_dir(&kernels)?.into_iter().map(|(_, p)| p).collect();
+    let mut profiles = args.kernels.profiles()?;
     let mut mem = args.domain.open().with_context(|| format!("domain {}", args.domain.name))?;
     let started = Instant::now();
     let (location, pause) = locate_live_or_build(mem.as_mut(), &mut profiles).with_context(|| format!("domain {}", args.domain.name))?;

@@ -2,14 +2,12 @@
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use xsched::domain::{Domain, DomainId, DomainSpec};
-use xsched::profile::Profile;
-use xsched::table::{TaskEntry, TaskTable};
+use xsched::table::{DomainFacts, TaskEntry, TaskTable};
 use xsched::text::printable;
 
 /// Arguments of `xsched ps`.
@@ -17,10 +15,8 @@ use xsched::text::printable;
 pub struct PsArgs {
     #[arg(long = "domain", required = true, help = concat!("A domain, as ", super::domain_forms!(), " (repeatable; each name and each guest once)."))]
     domains: Vec<DomainSpec>,
-    /// Directory of kernel profiles [default: $XSCHED_KERNELS, else ./kernels, else
-    /// /usr/share/xsched/kernels, else the source tree's].
-    #[arg(long)]
-    kernels: Option<PathBuf>,
+    #[command(flatten)]
+    kernels: super::KernelsArg,
     /// Print the table as JSON (names exact; a comm that is not valid UTF-8 also as
     /// `comm_bytes`).
     #[arg(long)]
@@ -39,8 +35,7 @@ pub struct PsArgs {
 /// Attaches to every domain and prints the table.
 pub fn run(args: &PsArgs) -> anyhow::Result<()> {
     DomainSpec::check_distinct(&args.domains).map_err(anyhow::Error::msg)?;
-    let kernels = super::kernels_dir(args.kernels.clone());
-    let profiles: Vec<Profile> = Profile::load_dir(&kernels)?.into_iter().map(|(_, p)| p).collect();
+    let profiles = args.kernels.profiles()?;
     let mut domains = args
         .domains
         .iter()
@@ -81,8 +76,8 @@ fn take(domains: &mut [Domain], previous: Option<(&TaskTable, Duration)>) -> any
     for domain in domains.iter_mut() {
         pass.push(domain.snapshot()?);
     }
-    let pass: Vec<(&Domain, _)> = domains.iter().zip(pass).collect();
-    Ok(TaskTable::build(&pass, previous))
+    let pass: Vec<_> = domains.iter().zip(&pass).map(|(d, snap)| (DomainFacts::of(d.id, &d.name, d.kernel()), snap)).collect();
+    Ok(TaskTable::build_from(&pass, previous))
 }
 
 fn print(table: &TaskTable, json: bool, watch: bool) -> anyhow::Result<()> {

@@ -11,7 +11,6 @@ use anyhow::Context;
 use clap::Args;
 use xsched::domain::{Domain, DomainSpec};
 use xsched::policy::PolicyPlugin;
-use xsched::profile::Profile;
 use xsched::run::metrics::Metrics;
 use xsched::run::trace::TraceLine;
 use xsched::run::{Scheduler, Signals};
@@ -110,7 +109,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .map(|path| xsched::files::create(path).map(BufWriter::new).with_context(|| format!("--trace {}", path.display())))
         .transpose()?;
     let plugin = PolicyPlugin::load(&args.plugin)?;
-    let profiles: Vec<Profile> = Profile::load_dir(&super::kernels_dir(args.common.kernels()))?.into_iter().map(|(_, p)| p).collect();
+    let profiles = args.common.profiles()?;
     let domains = args
         .domains
         .iter()

@@ -71,7 +71,7 @@ impl CgroupResolver {
                 break; // The root's name is the hierarchy's, not part of the path.
             }
             if names.len() >= MAX_DEPTH {
-                return Err(LinuxError::Walk(format!("cgroup of css_set {css_set}: deeper than {MAX_DEPTH} levels")));
+                return Err(LinuxError::CgroupTooDeep { css_set, limit: MAX_DEPTH });
             }
             names.push(read_c_string(mem, mem.read_ptr(l.kn_name.at(kn)?)?, MAX_NAME)?);
             kn = parent;
@@ -93,7 +93,7 @@ pub fn read_c_string<K: KernelMemory + ?Sized>(mem: &K, va: Gva, max: usize) -> 
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 64];
     while bytes.len() <= max {
-        let at = va.checked_add(bytes.len() as u64).ok_or_else(|| LinuxError::Walk(format!("string at {va} wraps")))?;
+        let at = va.checked_add(bytes.len() as u64).ok_or(LinuxError::StringWraps { at: va })?;
         // Never cross into the next page unasked: it may be unmapped.
         let n = chunk.len().min(crate::memory::to_usize(crate::memory::PAGE_SIZE - at.page_offset()));
         mem.read_virt(at, &mut chunk[..n])?;
@@ -103,5 +103,5 @@ pub fn read_c_string<K: KernelMemory + ?Sized>(mem: &K, va: Gva, max: usize) -> 
         }
         bytes.extend_from_slice(&chunk[..n]);
     }
-    Err(LinuxError::Walk(format!("string at {va} is longer than {max} bytes")))
+    Err(LinuxError::StringTooLong { at: va, max })
 }

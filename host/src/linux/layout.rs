@@ -120,7 +120,7 @@ impl StructBuf {
         let len = self.bytes.len();
         for &(start, end) in &extents.ranges {
             let range = usize::try_from(start).ok().zip(usize::try_from(end).ok()).and_then(|(s, e)| self.bytes.get_mut(s..e));
-            let bytes = range.ok_or_else(|| LinuxError::Walk(format!("extent +{start:#x}..+{end:#x} lies beyond the {len}-byte buffer")))?;
+            let bytes = range.ok_or(LinuxError::ExtentBeyond { start, end, len })?;
             mem.read_virt(super::walk::add(base, start)?, bytes)?;
         }
         Ok(())
@@ -142,7 +142,7 @@ impl StructBuf {
         usize::try_from(field.offset)
             .ok()
             .and_then(|start| self.bytes.get(start..start.checked_add(usize::try_from(field.size).ok()?)?))
-            .ok_or_else(|| LinuxError::Walk(format!("field at +{:#x} lies beyond the {} bytes read at {}", field.offset, self.bytes.len(), self.base)))
+            .ok_or(LinuxError::FieldBeyond { base: self.base, offset: field.offset, len: self.bytes.len() })
     }
 
     /// The little-endian unsigned value of a scalar `field`.
@@ -207,7 +207,7 @@ impl StructBuf {
     /// [`Self::uint`] of a 32-bit unsigned field, refusing a value that does not fit.
     pub fn u32(&self, field: Field) -> Result<u32, LinuxError> {
         let value = self.uint(field)?;
-        u32::try_from(value).map_err(|_| LinuxError::Walk(format!("{value:#x} at {}+{:#x} does not fit 32 bits", self.base, field.offset)))
+        u32::try_from(value).map_err(|_| LinuxError::Not32Bits { base: self.base, offset: field.offset, value })
     }
 
     /// The signed value of a scalar `field` (sign-extended from its width).

@@ -15,6 +15,7 @@ pub mod redo;
 pub mod runqueue;
 pub mod snapshot;
 pub mod state;
+#[cfg(any(test, feature = "synthetic"))]
 pub mod synthetic;
 pub mod tasks;
 pub mod virt;

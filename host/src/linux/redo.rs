@@ -36,7 +36,7 @@ impl RedoLog {
     pub fn record(&self, writes: &[(Gva, Vec<u8>)]) -> Result<(), LinuxError> {
         let total: usize = writes.iter().map(|(_, data)| HEADER + data.len()).sum();
         if total > REDO_CAPACITY || writes.iter().any(|(_, data)| data.len() > usize::from(u16::MAX)) {
-            return Err(LinuxError::Walk(format!("a batch of {total} bytes of writes does not fit the {REDO_CAPACITY}-byte redo log")));
+            return Err(LinuxError::BatchTooLarge { bytes: total, capacity: REDO_CAPACITY });
         }
         let mut at = 0;
         let mut put = |bytes: &[u8]| {

@@ -219,10 +219,10 @@ pub fn read_runqueue<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cpu: u32, 
 /// Reads the `cfs_rq` at `cfs_rq` and, recursively, the group runqueues queued in its tree.
 fn read_cfs_rq<K: KernelMemory + ?Sized>(mem: &K, l: &RqLayout, cfs_rq: Gva, depth: usize, budget: &mut Budget, snap: &mut RunqueueSnapshot) -> Result<(), LinuxError> {
     if depth > MAX_GROUP_DEPTH {
-        return Err(LinuxError::Walk(format!("cfs_rq {cfs_rq}: task groups nested deeper than {MAX_GROUP_DEPTH}")));
+        return Err(LinuxError::GroupsTooDeep { cfs_rq, limit: MAX_GROUP_DEPTH });
     }
     if !budget.seen.insert(cfs_rq) {
-        return Err(LinuxError::Walk(format!("cfs_rq {cfs_rq} is reached twice through group entities")));
+        return Err(LinuxError::CfsRqTwice { cfs_rq });
     }
     let c = &l.cfs_rq;
     let span = [c.nr_running, c.h_nr_queued, c.load_weight, c.vruntime_base, c.root, c.leftmost, c.curr, c.tg].iter().map(|f| f.end()).max().unwrap_or(0);

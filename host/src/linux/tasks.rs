@@ -251,7 +251,7 @@ impl TaskRecord {
     pub fn decode(buf: &StructBuf, l: &TaskLayout) -> Result<Self, LinuxError> {
         // Every field below lies inside the extents: one check instead of one per field.
         if !buf.covers(l.extents.span()) {
-            return Err(LinuxError::Walk(format!("task at {}: the copy does not hold its fields", buf.base())));
+            return Err(LinuxError::ShortTaskCopy { task: buf.base(), copy: "the copy" });
         }
         let u = |f: Field| buf.uint_or_zero(f);
         let (comm, comm_bytes) = decode_comm(comm_of(buf, l)?);
@@ -293,7 +293,7 @@ impl TaskRecord {
     /// only when its bytes changed.
     pub fn refresh(&mut self, buf: &StructBuf, l: &TaskLayout) -> Result<Option<bool>, LinuxError> {
         if !buf.covers(l.probe.span()) || buf.base() != self.addr {
-            return Err(LinuxError::Walk(format!("task at {}: the probe's copy does not hold its fields", self.addr)));
+            return Err(LinuxError::ShortTaskCopy { task: self.addr, copy: "the probe's copy" });
         }
         if buf.i32_or_zero(l.pid) != self.pid || buf.uint_or_zero(l.start_time) != self.start_time || buf.i32_or_zero(l.tgid) != self.tgid {
             return Ok(None);
@@ -457,7 +457,7 @@ fn read_thread_group<K: KernelMemory + ?Sized>(
 }
 
 fn listed_twice(task: Gva) -> LinuxError {
-    LinuxError::Walk(format!("task {task} is listed twice"))
+    LinuxError::TaskTwice { task }
 }
 
 /// `container_of`: the struct whose `field` is at `node`.
@@ -465,5 +465,5 @@ pub fn container_of(node: Gva, field: Field) -> Result<Gva, LinuxError> {
     node.raw()
         .checked_sub(field.offset)
         .map(Gva)
-        .ok_or_else(|| LinuxError::Walk(format!("{node} cannot hold a field at +{:#x}", field.offset)))
+        .ok_or(LinuxError::NoContainer { node, offset: field.offset })
 }

@@ -53,10 +53,6 @@ impl RbNodeLayout {
     }
 }
 
-fn walk_error(what: String) -> LinuxError {
-    LinuxError::Walk(what)
-}
-
 /// `list_for_each`: the nodes of the circular list headed at `head`, excluding the head.
 ///
 /// Yields each node's `list_head` address (use `container_of` arithmetic for the entry). Ends
@@ -108,13 +104,10 @@ impl<K: KernelMemory + ?Sized> ListWalk<'_, K> {
         }
         let (after, back) = self.links(next)?;
         if back != self.prev {
-            return Err(walk_error(format!(
-                "list at {}: broken link: {}.next is {next}, whose prev is {back}",
-                self.head, self.prev
-            )));
+            return Err(LinuxError::BrokenLink { head: self.head, prev: self.prev, next, back });
         }
         if self.count >= self.limit {
-            return Err(walk_error(format!("list at {}: more than {} entries", self.head, self.limit)));
+            return Err(LinuxError::ListTooLong { head: self.head, limit: self.limit });
         }
         self.count += 1;
         self.prev = next;
@@ -172,14 +165,14 @@ impl<K: KernelMemory + ?Sized> RbWalk<'_, K> {
         loop {
             let recorded = Gva(self.mem.read_u64(add(node, self.layout.parent_color)?)? & !3);
             if recorded != parent {
-                return Err(walk_error(format!("rbtree: node {node} records parent {recorded}, but hangs under {parent}")));
+                return Err(LinuxError::RbWrongParent { node, recorded, parent });
             }
             if self.count >= self.limit {
-                return Err(walk_error(format!("rbtree: more than {} nodes", self.limit)));
+                return Err(LinuxError::RbTooMany { limit: self.limit });
             }
             self.count += 1;
             if self.stack.len() >= MAX_RB_DEPTH {
-                return Err(walk_error(format!("rbtree: deeper than {MAX_RB_DEPTH} levels")));
+                return Err(LinuxError::RbTooDeep { limit: MAX_RB_DEPTH });
             }
             self.stack.push(node);
             let left = self.mem.read_ptr(add(node, self.layout.left)?)?;
@@ -220,7 +213,7 @@ impl<K: KernelMemory + ?Sized> Iterator for RbWalk<'_, K> {
 /// `va + offset`, failing instead of wrapping.
 #[inline]
 pub(crate) fn add(va: Gva, offset: u64) -> Result<Gva, LinuxError> {
-    va.checked_add(offset).ok_or_else(|| walk_error(format!("{va} + {offset:#x} overflows")))
+    va.checked_add(offset).ok_or(LinuxError::AddressOverflow { va, offset })
 }
 
 #[cfg(test)]
@@ -272,16 +265,16 @@ mod tests {
         link_list(&mut img, &[0, 0x100, 0x200]);
         put(&mut img, 0x200, BASE.checked_add(0x100).expect("va"));
         let items = walk_list(&img, 1000);
-        assert!(matches!(items.last(), Some(Err(LinuxError::Walk(m))) if m.contains("broken link")), "{items:?}");
+        assert!(matches!(items.last(), Some(Err(LinuxError::BrokenLink { .. }))), "{items:?}");
         // The same cycle with its own prev pointers agreeing: the head's link gives it away.
         put(&mut img, 0x108, BASE.checked_add(0x200).expect("va"));
         let items = walk_list(&img, 1000);
-        assert!(matches!(items.last(), Some(Err(LinuxError::Walk(m))) if m.contains("broken link")), "{items:?}");
+        assert!(matches!(items.last(), Some(Err(LinuxError::BrokenLink { .. }))), "{items:?}");
         // Too long.
         link_list(&mut img, &[0, 0x100, 0x200, 0x300]);
         let items = walk_list(&img, 2);
         assert_eq!(items.len(), 3);
-        assert!(matches!(items.last(), Some(Err(LinuxError::Walk(m))) if m.contains("more than 2")));
+        assert!(matches!(items.last(), Some(Err(LinuxError::ListTooLong { limit: 2, .. }))));
         // A pointer out of the image.
         put(&mut img, 0, Gva(0xdead_beef));
         assert!(matches!(walk_list(&img, 10).as_slice(), [Err(LinuxError::Memory(_))]));
@@ -324,16 +317,16 @@ mod tests {
         // A child whose parent pointer is wrong.
         rb_node(&mut img, 0x400, 0, 0x200, 0);
         rb_node(&mut img, 0x200, 0x999, 0, 0);
-        assert!(matches!(walk_tree(&img, 0x400, 10).last(), Some(Err(LinuxError::Walk(m))) if m.contains("records parent")));
+        assert!(matches!(walk_tree(&img, 0x400, 10).last(), Some(Err(LinuxError::RbWrongParent { .. }))));
         // A cycle: 0x200's right child is the root, with a forged parent pointer.
         rb_node(&mut img, 0x200, 0x400, 0, 0x400);
         let items = walk_tree(&img, 0x400, 10);
-        assert!(matches!(items.last(), Some(Err(LinuxError::Walk(m))) if m.contains("records parent")), "{items:?}");
+        assert!(matches!(items.last(), Some(Err(LinuxError::RbWrongParent { .. }))), "{items:?}");
         // A left spine longer than the limit.
         for i in 1..40u64 {
             rb_node(&mut img, i * 0x100, (i - 1) * 0x100, (i + 1) * 0x100, 0);
         }
         let items = walk_tree(&img, 0x100, 16);
-        assert!(matches!(items.last(), Some(Err(LinuxError::Walk(m))) if m.contains("more than 16")), "{items:?}");
+        assert!(matches!(items.last(), Some(Err(LinuxError::RbTooMany { limit: 16 }))), "{items:?}");
     }
 }

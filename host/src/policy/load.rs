@@ -31,8 +31,7 @@ use abi_stable::std_types::RStr;
 use xsched_plugin_api::{accept, Decision, PolicyBox, PolicyModRef, Refusal, Snapshot, INTERFACE_VERSION};
 
 use super::hint::HintKeeper;
-use super::{ranking_of, update_snapshot, update_snapshot_changes, PolicyError};
-use crate::run::{Ranked, Ranker};
+use super::{ranking_of, update_snapshot, update_snapshot_changes, PolicyError, Ranked, Ranker};
 use crate::table::{TaskKey, TaskTable};
 
 /// The environment variable with extra plugin directories (colon-separated, searched first).
@@ -298,12 +297,12 @@ impl PolicyInstance {
 }
 
 impl Ranker for PolicyInstance {
-    fn rank(&mut self, table: &TaskTable, parked: &HashSet<TaskKey>, period: Duration, host_cpus: u32) -> Result<Vec<Ranked>, String> {
-        self.rank_table(table, parked, period, host_cpus).map_err(|e| e.to_string())
+    fn rank(&mut self, table: &TaskTable, parked: &HashSet<TaskKey>, period: Duration, host_cpus: u32) -> Result<Vec<Ranked>, PolicyError> {
+        self.rank_table(table, parked, period, host_cpus)
     }
 
-    fn reload(&mut self) -> Result<(), String> {
-        PolicyInstance::reload(self).map_err(|e| e.to_string())
+    fn reload(&mut self) -> Result<(), PolicyError> {
+        PolicyInstance::reload(self)
     }
 }
 

@@ -10,7 +10,7 @@
 //! [`snapshot_of`] (or [`update_snapshot`], which rewrites the previous period's in place) and
 //! [`ranking_of`] convert the host's [`TaskTable`](crate::table::TaskTable) to the plugin's
 //! [`Snapshot`](xsched_plugin_api::Snapshot) and its decisions back to
-//! [`Ranked`](crate::run::Ranked) task keys.
+//! [`Ranked`] task keys; [`Ranker`] is what the loop asks of a policy.
 //!
 //! A panic inside a plugin never unwinds into the host: the plugin side of the interface
 //! (`xsched_plugin_api::export_policy!`) catches it and returns an error, which
@@ -18,11 +18,13 @@
 
 mod hint;
 mod load;
+mod rank;
 mod snapshot;
 
 use std::path::PathBuf;
 
 pub use load::{resolve, search_path, PolicyInstance, PolicyPlugin, PLUGIN_PATH_VAR, SYSTEM_PLUGIN_DIR};
+pub use rank::{Ranked, Ranker};
 pub use snapshot::{ranking_of, snapshot_of, update_snapshot, update_snapshot_changes};
 
 /// Why a policy plugin could not be loaded or used. Every variant names the file.

@@ -12,8 +12,9 @@ use abi_stable::std_types::{RNone, RSome, RString};
 use xsched_plugin_api::{Decision, DomainInfo, Snapshot, TaskView};
 
 use crate::domain::DomainId;
-use crate::run::Ranked;
 use crate::table::{Finder, TaskEntry, TaskKey, TaskTable};
+
+use super::Ranked;
 
 /// How many of the likely table indices [`ranking_of`] tries for each decision.
 const LIKELY_LOOKAHEAD: usize = 4;

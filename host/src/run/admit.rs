@@ -17,20 +17,10 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::DomainId;
+use crate::policy::Ranked;
 use crate::table::{Finder, TaskKey, TaskTable};
 
 use super::share::Shares;
-
-/// One task's place in the policy's global ranking.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ranked {
-    /// The task.
-    pub key: TaskKey,
-    /// Its class: lower is more important.
-    pub class: u32,
-    /// Its order within the class: lower goes first.
-    pub order: u64,
-}
 
 /// What to change this period.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

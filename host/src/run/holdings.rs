@@ -6,22 +6,14 @@
 //! journaled with one more. The loop changes tasks through [`Holdings`]; so does the supervisor
 //! that releases what a dead loop left parked ([`crate::supervise`]), from the same journal.
 
-use std::time::Duration;
-
-use crate::actuate::actuator::Actuator;
-use crate::actuate::journal::{Journal, ParkRecord};
-use crate::actuate::park::{Deferred, ParkOutcome, TaskIdentity, UnparkOutcome};
+use crate::actuate::actuator::{release_reason, Actuator, BETWEEN_ROUNDS, RETRY_ROUNDS};
+use crate::actuate::journal::{Journal, ParkRecord, ReleaseReason};
+use crate::actuate::park::{Deferred, ParkOutcome, TaskIdentity};
 use crate::domain::{Domain, DomainError};
 use crate::memory::Gva;
 use crate::table::TaskKey;
 
 use super::RunStats;
-
-/// Rounds of [`Holdings::release_all`] before it gives up (and leaves the journal to
-/// `xsched release --all`).
-const RELEASE_ATTEMPTS: u32 = 500;
-/// Pause between rounds of [`Holdings::release_all`].
-const BETWEEN_RELEASE_ROUNDS: Duration = Duration::from_millis(2);
 
 /// Domains, their actuators, the journal and the parked tasks.
 pub struct Holdings {
@@ -63,26 +55,24 @@ impl Holdings {
             &parks.iter().map(|(k, r)| identity(k, r)).collect::<Vec<_>>(),
         )?;
 
-        let mut releases: Vec<(&ParkRecord, &str)> = Vec::new();
+        let mut releases: Vec<(&ParkRecord, ReleaseReason)> = Vec::new();
         let mut refused = None;
         for ((key, record), outcome) in unparks.iter().zip(&outcomes.unparks) {
-            let reason = match outcome {
-                UnparkOutcome::Unparked { .. } => {
-                    stats.unparks += 1;
-                    "unparked"
-                }
-                UnparkOutcome::NotParked { .. } => "no longer parked",
-                UnparkOutcome::Deferred(Deferred::Gone) => "gone",
-                UnparkOutcome::Deferred(Deferred::Refused(why)) => {
-                    refused.get_or_insert_with(|| format!("pid {} cannot be unparked: {why}", key.pid));
-                    continue;
-                }
-                UnparkOutcome::Deferred(Deferred::Retry(why)) => {
+            let reason = match release_reason(outcome) {
+                Ok(reason) => reason,
+                Err(Deferred::Retry(why)) => {
                     log::debug!("pid {} not unparked yet: {why}", key.pid);
                     stats.deferred += 1;
                     continue;
                 }
+                Err(why) => {
+                    refused.get_or_insert_with(|| format!("pid {} cannot be unparked: {why}", key.pid));
+                    continue;
+                }
             };
+            if reason == ReleaseReason::Unparked {
+                stats.unparks += 1;
+            }
             releases.push((record, reason));
             self.parked.retain(|(k, _)| k != key);
         }
@@ -97,7 +87,7 @@ impl Holdings {
                         log::debug!("pid {} not parked: {d:?}", key.pid);
                     }
                     stats.deferred += 1;
-                    releases.push((record, "not parked"));
+                    releases.push((record, ReleaseReason::NotParked));
                 }
             }
         }
@@ -125,7 +115,7 @@ impl Holdings {
     /// holds a lock (or someone else holds it paused); `progress` is called each round (a
     /// supervisor's heartbeat).
     pub fn release_all(&mut self, stats: &mut RunStats, mut progress: impl FnMut()) -> anyhow::Result<()> {
-        for _ in 0..RELEASE_ATTEMPTS {
+        for _ in 0..RETRY_ROUNDS {
             for domain in 0..self.domains.len() {
                 let id = self.domains[domain].id;
                 let keys: Vec<TaskKey> = self.parked.iter().map(|(k, _)| *k).filter(|k| k.domain == id).collect();
@@ -135,7 +125,7 @@ impl Holdings {
                 return Ok(());
             }
             progress();
-            std::thread::sleep(BETWEEN_RELEASE_ROUNDS);
+            std::thread::sleep(BETWEEN_ROUNDS);
         }
         anyhow::bail!("{} task(s) stay parked (in the journal: run `xsched release --all`)", self.parked.len())
     }

@@ -193,7 +193,8 @@ mod tests {
 
     use super::*;
     use crate::domain::DomainId;
-    use crate::run::{Plan, Ranked};
+    use crate::policy::Ranked;
+    use crate::run::Plan;
     use crate::table::{DomainSummary, TaskEntry, TaskTable};
 
     fn scrape(address: SocketAddr, path: &str) -> String {

@@ -22,19 +22,11 @@ use std::time::{Duration, Instant};
 use crate::actuate::journal::Journal;
 use crate::domain::{Domain, DomainError};
 use crate::interrupt::{self, Critical};
-use crate::table::{TaskKey, TaskTable};
+use crate::policy::{Ranked, Ranker};
+use crate::table::{DomainFacts, TaskKey, TaskTable};
 
-pub use admit::{admit, admit_within, Plan, Ranked};
+pub use admit::{admit, admit_within, Plan};
 pub use holdings::Holdings;
-
-/// What ranks tasks each period: a policy plugin, seen from the loop.
-pub trait Ranker {
-    /// Ranks the tasks of `table`; `parked` are the ones xsched holds parked.
-    fn rank(&mut self, table: &TaskTable, parked: &HashSet<TaskKey>, period: Duration, host_cpus: u32) -> Result<Vec<Ranked>, String>;
-
-    /// Re-reads the policy's configuration (on SIGHUP).
-    fn reload(&mut self) -> Result<(), String>;
-}
 
 /// Counters of one run, for the periodic summary line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -147,7 +139,7 @@ impl<R: Ranker> Scheduler<R> {
             }
             self.read_into(&mut table, previous_start.map(|at| started - at))?;
             let parked: HashSet<TaskKey> = self.holdings.parked.iter().map(|(k, _)| *k).collect();
-            let ranking = self.ranker.rank(&table, &parked, self.period, self.host_cpus).map_err(|e| anyhow::anyhow!("policy failed: {e}"))?;
+            let ranking = self.ranker.rank(&table, &parked, self.period, self.host_cpus).map_err(|e| anyhow::Error::new(e).context("policy failed"))?;
             let plan = admit_within(&table, &ranking, &parked, self.host_cpus, &mut self.shares);
             self.apply(&table, &plan, &parked)?;
             self.stats.periods += 1;
@@ -173,8 +165,8 @@ impl<R: Ranker> Scheduler<R> {
         for d in &mut self.holdings.domains {
             snaps.push(d.snapshot_running()?);
         }
-        let pass: Vec<(&Domain, _)> = self.holdings.domains.iter().zip(snaps).collect();
-        table.rebuild(&pass, elapsed);
+        let pass: Vec<_> = self.holdings.domains.iter().zip(&snaps).map(|(d, snap)| (DomainFacts::of(d.id, &d.name, d.kernel()), snap)).collect();
+        table.rebuild_from(&pass, elapsed);
         Ok(())
     }
 

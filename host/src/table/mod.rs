@@ -1,12 +1,13 @@
 //! The cross-domain task table: every task of every attached guest, in one place.
 //!
-//! This is what policy plugins will see. Each [`TaskTable::build`] takes the snapshots of one
-//! pass over the domains and, given the previous table, computes each task's CPU use from the
-//! growth of its `sum_exec_runtime`. A task is identified by domain, pid and start time, so a
-//! pid reused by a new task never inherits its predecessor's history.
-//! [`TaskTable::build_from`] does the same from plain parts ([`DomainFacts`]), with no live guest.
+//! This is what policy plugins see (through `policy::snapshot_of`). Each
+//! [`TaskTable::build_from`] takes the snapshots of one pass over the domains, each with its
+//! [`DomainFacts`], and, given the previous table, computes each task's CPU use from the growth
+//! of its `sum_exec_runtime`. A task is identified by domain, pid and start time, so a pid
+//! reused by a new task never inherits its predecessor's history. The table needs no live
+//! guest: its inputs are plain parts.
 //!
-//! [`TaskTable::rebuild`] updates a table in place; when a domain's snapshot says which tasks
+//! [`TaskTable::rebuild_from`] updates a table in place; when a domain's snapshot says which tasks
 //! changed since its reader's previous one, and that previous one made the domain's entries,
 //! only those entries (and those with CPU time in the last interval, whose delta falls to zero)
 //! are set: a steady period costs what changed, not what exists. [`TableChanges`] says which
@@ -18,7 +19,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::{Domain, DomainId, DomainSnapshot};
+use crate::domain::{DomainId, DomainSnapshot};
+use crate::linux::Kernel;
 use crate::linux::snapshot::GuestTask;
 use crate::profile::Profile;
 
@@ -242,8 +244,8 @@ struct Source {
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// What the table needs to know of a domain besides its snapshot: plain parts, so that a table
-/// can be built without a live guest (benchmarks, tests). [`DomainFacts::of`] takes them from a
-/// [`Domain`].
+/// can be built without a live guest (benchmarks, tests). [`DomainFacts::of`] takes them from an
+/// attached domain's kernel.
 #[derive(Clone, Copy, Debug)]
 pub struct DomainFacts<'a> {
     /// Its id.
@@ -259,32 +261,30 @@ pub struct DomainFacts<'a> {
 }
 
 impl<'a> DomainFacts<'a> {
-    /// The facts of an attached domain.
-    pub fn of(domain: &'a Domain) -> Self {
-        let location = domain.kernel().location();
+    /// The facts of the domain `id`, named `name`, whose located kernel is `kernel`.
+    pub fn of(id: DomainId, name: &'a str, kernel: &'a Kernel) -> Self {
+        let location = kernel.location();
         Self {
-            id: domain.id,
-            name: &domain.name,
+            id,
+            name,
             release: &location.release,
             vcpus: u32::try_from(location.online_cpus.len()).unwrap_or(u32::MAX),
-            profile: domain.kernel().profile(),
+            profile: kernel.profile(),
         }
     }
 }
 
-/// Converts a kernel load weight (scaled by 1024 on 64-bit kernels) to the user-visible scale.
-fn unscaled_weight(weight: u64, nice_0_load: u64) -> u64 {
-    if nice_0_load > 1024 {
-        weight >> 10
-    } else {
-        weight
-    }
-}
+/// `NICE_WIDTH`: nice values run from -20 to 19 (the user ABI, include/linux/sched/prio.h).
+const NICE_WIDTH: i32 = 40;
 
 /// What a domain's profile says about decoding its tasks, looked up once per domain and pass.
 struct Decoding {
-    /// `NICE_0_LOAD`.
-    nice_0_load: u64,
+    /// What `scale_load_down` shifts a load weight by: `SCHED_FIXEDPOINT_SHIFT` where the kernel
+    /// keeps weights at a higher resolution (`NICE_0_LOAD` above `1 << SCHED_FIXEDPOINT_SHIFT`,
+    /// as 64-bit kernels do), else 0.
+    weight_shift: u64,
+    /// `DEFAULT_PRIO` (`MAX_RT_PRIO + NICE_WIDTH / 2`): the `static_prio` of nice 0.
+    default_prio: i32,
     /// `PF_KTHREAD`.
     pf_kthread: u64,
     /// The `SCHED_*` values, with the policy each stands for.
@@ -301,8 +301,12 @@ impl Decoding {
             ("SCHED_IDLE", Policy::Idle),
             ("SCHED_DEADLINE", Policy::Deadline),
         ];
+        let fixed_point = profile.constant("SCHED_FIXEDPOINT_SHIFT").unwrap_or(10).min(32);
+        let nice_0_load = profile.constant("NICE_0_LOAD").unwrap_or(1 << fixed_point);
+        let max_rt_prio = profile.constant("MAX_RT_PRIO").ok().and_then(|v| i32::try_from(v).ok()).unwrap_or(100);
         Self {
-            nice_0_load: profile.constant("NICE_0_LOAD").unwrap_or(1024),
+            weight_shift: if nice_0_load > 1 << fixed_point { fixed_point } else { 0 },
+            default_prio: max_rt_prio + NICE_WIDTH / 2,
             pf_kthread: profile.constant("PF_KTHREAD").unwrap_or(0),
             policies: named.iter().filter_map(|&(name, policy)| profile.constant(name).ok().map(|v| (v, policy))).collect(),
         }
@@ -341,14 +345,8 @@ impl Matcher {
 }
 
 impl TaskTable {
-    /// Builds the table from one pass of snapshots; `previous` (taken `elapsed` earlier) gives
-    /// the CPU use.
-    pub fn build(pass: &[(&Domain, DomainSnapshot)], previous: Option<(&TaskTable, Duration)>) -> Self {
-        let pass: Vec<(DomainFacts<'_>, &DomainSnapshot)> = pass.iter().map(|(d, snap)| (DomainFacts::of(d), snap)).collect();
-        Self::build_from(&pass, previous)
-    }
-
-    /// [`build`](Self::build) from plain parts: each domain's facts and snapshot.
+    /// Builds the table from one pass of snapshots, each with its domain's facts; `previous`
+    /// (taken `elapsed` earlier) gives the CPU use.
     pub fn build_from(pass: &[(DomainFacts<'_>, &DomainSnapshot)], previous: Option<(&TaskTable, Duration)>) -> Self {
         let mut table = TaskTable::default();
         let old = previous.map_or(&[][..], |(t, _)| &t.tasks[..]);
@@ -357,15 +355,9 @@ impl TaskTable {
     }
 
     /// Makes this table the one of a new pass taken `elapsed` after the pass it holds (`None`:
-    /// it holds none): what [`build`](Self::build) makes with this table as the previous one,
-    /// but in place: an entry whose task kept its place is updated where it is, and a name that
-    /// did not change is not copied, so a steady state allocates nothing.
-    pub fn rebuild(&mut self, pass: &[(&Domain, DomainSnapshot)], elapsed: Option<Duration>) {
-        let pass: Vec<(DomainFacts<'_>, &DomainSnapshot)> = pass.iter().map(|(d, snap)| (DomainFacts::of(d), snap)).collect();
-        self.rebuild_from(&pass, elapsed);
-    }
-
-    /// [`rebuild`](Self::rebuild) from plain parts: each domain's facts and snapshot.
+    /// it holds none): what [`build_from`](Self::build_from) makes with this table as the
+    /// previous one, but in place: an entry whose task kept its place is updated where it is,
+    /// and a name that did not change is not copied, so a steady state allocates nothing.
     pub fn rebuild_from(&mut self, pass: &[(DomainFacts<'_>, &DomainSnapshot)], elapsed: Option<Duration>) {
         self.fill(pass, elapsed, Previous::InPlace { kept: 0, moved: None });
     }
@@ -625,9 +617,9 @@ impl TaskEntry {
             running: task.running,
             parked: task.parked,
             policy,
-            nice: if policy.is_realtime() { 0 } else { r.static_prio - 120 },
+            nice: if policy.is_realtime() { 0 } else { r.static_prio - decoding.default_prio },
             prio: r.prio,
-            weight: unscaled_weight(r.weight, decoding.nice_0_load),
+            weight: r.weight >> decoding.weight_shift,
             runtime_ns: r.sum_exec_runtime,
             runtime_delta_ns: delta,
             cpu_percent: elapsed_ns.map_or(0.0, |ns| delta as f64 * 100.0 / ns),

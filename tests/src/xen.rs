@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use xsched_lab::ProcView;
+use crate::ProcView;
 
 /// How long Xen, dom0 and both domUs may take to come up under TCG.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);

@@ -4,7 +4,9 @@
 //! xsched names the domain by its libvirt name: `xsched ps` lists its processes as its own
 //! `/proc` does and finds the QEMU libvirt's pid file names, park/unpark stop and restart a CPU
 //! hog as the guest measures it, `xsched run` (fairshare on one host CPU) parks and unparks the
-//! hogs in turn and leaves nothing parked, and none of it leaves the domain paused; a suspend
+//! hogs in turn and leaves nothing parked, and none of it leaves the domain paused, not even a
+//! loop killed with SIGKILL while it parks (its supervisor, forked with the loop's libvirt
+//! connection, reopens the domain on a connection of its own and releases); a suspend
 //! by someone else (`virsh suspend`) is read through and left in place. A domain that does not
 //! exist, one that is shut off and a libvirt that does not listen are each refused in one line.
 //! One boot per kernel; the daemon and the domain are stopped when the test binary exits.
@@ -12,13 +14,16 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{kernels_dir, plugin, xsched, xsched_ok};
 use serde_json::Value;
-use xsched_lab::{libvirt, Guest, GuestSpec, Lab, Libvirtd, Workload};
+use xsched::memory::qmp::WAIT_VAR;
+use xsched_lab::{libvirt, Guest, GuestSpec, Lab, Libvirtd, Workload, QMP_WAIT};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The defined domain that is never started.
@@ -165,6 +170,50 @@ fn the_loop_takes_turns_between_the_hogs_and_leaves_nothing_parked_or_paused() {
     for pid in g.pids_of("hog") {
         assert!(decisions(pid, "park") > 0 && decisions(pid, "unpark") > 0, "hog {pid} was never parked and unparked in {} trace lines", lines.len());
     }
+    assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
+}
+
+#[test]
+fn a_loop_killed_with_sigkill_leaves_nothing_parked_or_paused() {
+    let _serial = serial();
+    let g = &lab().guest;
+    let config = g.dir().join("libvirt-kill9.toml");
+    std::fs::write(&config, "half_life_ms = 200\n[[group]]\nname = \"hogs\"\nweight = 1\nmatch = { comm = \"hog\" }\n").expect("config");
+    let journal = g.dir().join("libvirt-kill9.journal");
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    let lib = plugin("fairshare");
+    let mut child = Command::new(common::xsched_bin())
+        .args(["run", "--plugin", &path(&lib), "--config", &path(&config), "--domain", &domain_arg("lv"), "--cpus", "1", "--period", "10"])
+        .args(["--journal", &path(&journal), "--kernels", &kernels()])
+        .env(WAIT_VAR, QMP_WAIT.as_secs().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start xsched run");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("first line");
+    let supervisor = common::supervisor_pid(&first);
+    let deadline = Instant::now() + WAIT;
+    while std::fs::metadata(&journal).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "nothing parked within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    child.wait().expect("wait for the loop");
+    let killed = Instant::now();
+    while libvirt::process_alive(supervisor) {
+        assert!(killed.elapsed() < WAIT, "the supervisor {supervisor} still runs after {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut said = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut said).expect("stderr");
+    assert!(said.contains("released"), "the supervisor says it released: {said}");
+    assert_running();
+    assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0), 0, "the supervisor emptied the journal");
+    let view = g.next_view(WAIT).expect("view after the kill");
+    assert!(view.procs.iter().all(|p| p.state != 'P'), "parked tasks left after the loop was killed");
     assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
 }
 

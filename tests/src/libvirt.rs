@@ -50,9 +50,8 @@ impl Libvirtd {
     pub fn start() -> Result<Self, LabError> {
         cleanup::init();
         let dir = cleanup::new_guest_dir()?;
-        let daemon = Self::launch(&dir).map_err(|e| {
+        let daemon = Self::launch(&dir).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&dir);
-            e
         })?;
         let deadline = Instant::now() + START_TIMEOUT;
         while daemon.virsh(&["version"]).is_err() {

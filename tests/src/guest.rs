@@ -201,8 +201,8 @@ impl Guest {
         &self.ram_file
     }
 
-    /// QEMU's QMP socket (one client at a time); a libvirt domain has none (libvirt holds its
-    /// monitor).
+    /// QEMU's QMP socket (one client at a time); for a libvirt domain a second monitor beside
+    /// libvirt's own.
     pub fn qmp_socket(&self) -> &Path {
         &self.qmp_socket
     }

@@ -12,7 +12,8 @@
 //! A guest booted through it ([`crate::Lab::boot_libvirt`]) is the same guest as a lab QEMU's
 //! (kernel, initramfs, console file, control channel: [`domain_xml`]), defined and started with
 //! `virsh create` as a transient TCG domain (`type='qemu'`) with anonymous RAM; libvirt holds
-//! its only monitor. Stopping it is `virsh destroy`.
+//! its monitor, and a second QMP socket (`qmp.sock`, through `<qemu:commandline>`) gives tests
+//! the same guest as `qemu-process:` to compare with. Stopping it is `virsh destroy`.
 //!
 //! Cleanup follows [`crate::cleanup`]: the daemon is a registered child of the lab (killed with
 //! it), each domain's QEMU an adopted process (killed at exit if it is still the same process);
@@ -197,7 +198,9 @@ pub fn process_alive(pid: u32) -> bool {
 }
 
 /// The libvirt domain for `spec`: the lab QEMU's guest (see `guest::qemu_args`) as libvirt
-/// XML, its files in `dir`. libvirt adds its own monitor; the guest has anonymous RAM.
+/// XML, its files in `dir`. libvirt adds its own monitor; a second one, `dir/qmp.sock`, is the
+/// lab's (as the README tells operators who cannot reach libvirtd), for tests that compare the
+/// two ways; the guest has anonymous RAM.
 pub fn domain_xml(spec: &GuestSpec, kernel: &KernelFiles, dir: &Path) -> String {
     let mut cmdline = KERNEL_CMDLINE.to_owned();
     for arg in &spec.kernel_args {
@@ -206,7 +209,7 @@ pub fn domain_xml(spec: &GuestSpec, kernel: &KernelFiles, dir: &Path) -> String 
     }
     let d = escape(&dir.display().to_string());
     format!(
-        "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>{mib}</memory>\n  <vcpu>{vcpus}</vcpu>\n  <os>\n    <type arch='x86_64' machine='q35'>hvm</type>\n    <kernel>{kernel}</kernel>\n    <initrd>{d}/initrd.cpio</initrd>\n    <cmdline>{cmdline}</cmdline>\n  </os>\n  <features><acpi/><vmcoreinfo state='on'/></features>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>/usr/bin/{QEMU}</emulator>\n    <serial type='file'><source path='{d}/console.log'/><target type='isa-serial' port='0'/></serial>\n    <serial type='unix'><source mode='bind' path='{d}/control.sock'/><target type='isa-serial' port='1'/></serial>\n    <controller type='usb' model='none'/>\n    <memballoon model='none'/>\n  </devices>\n</domain>\n",
+        "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n  <name>{name}</name>\n  <memory unit='MiB'>{mib}</memory>\n  <vcpu>{vcpus}</vcpu>\n  <os>\n    <type arch='x86_64' machine='q35'>hvm</type>\n    <kernel>{kernel}</kernel>\n    <initrd>{d}/initrd.cpio</initrd>\n    <cmdline>{cmdline}</cmdline>\n  </os>\n  <features><acpi/><vmcoreinfo state='on'/></features>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>/usr/bin/{QEMU}</emulator>\n    <serial type='file'><source path='{d}/console.log'/><target type='isa-serial' port='0'/></serial>\n    <serial type='unix'><source mode='bind' path='{d}/control.sock'/><target type='isa-serial' port='1'/></serial>\n    <controller type='usb' model='none'/>\n    <memballoon model='none'/>\n  </devices>\n  <qemu:commandline><qemu:arg value='-qmp'/><qemu:arg value='unix:{d}/qmp.sock,server=on,wait=off'/></qemu:commandline>\n</domain>\n",
         name = escape(&spec.name),
         mib = spec.memory_mib,
         vcpus = spec.vcpus,

@@ -233,6 +233,26 @@ fn a_suspend_by_someone_else_is_read_through_and_left_in_place() {
     assert_running();
 }
 
+/// The same guest read by `xsched ps` through libvirt and, as the in-run baseline, through the
+/// lab's second QMP monitor (`qemu-process:`): the guest pause each reports, median of five
+/// alternated runs. Printed, not asserted (a measurement; the machine is shared).
+#[test]
+fn the_pause_through_libvirt_beside_the_pause_through_qmp() {
+    let _serial = serial();
+    let g = &lab().guest;
+    let pause_us = |domain: &str| {
+        let table: Value = serde_json::from_str(&xsched_ok(&["ps", "--json", "--domain", domain])).expect("ps --json");
+        assert!(table["tasks"].as_array().is_some_and(|t| t.len() > 4), "{table}");
+        table["domains"][0]["pause_us"].as_u64().expect("pause_us")
+    };
+    let qmp = format!("lv=qemu-process:{}", g.qmp_socket().display());
+    let (mut through_libvirt, mut through_qmp): (Vec<u64>, Vec<u64>) = (0..5).map(|_| (pause_us(&domain_arg("lv")), pause_us(&qmp))).unzip();
+    through_libvirt.sort_unstable();
+    through_qmp.sort_unstable();
+    println!("ps pause, median of 5: through libvirt {} us {through_libvirt:?}, through QMP {} us {through_qmp:?}", through_libvirt[2], through_qmp[2]);
+    assert_running();
+}
+
 #[test]
 fn a_missing_or_shut_off_domain_and_an_unreachable_libvirt_are_one_line_each() {
     let uri = lab().daemon.uri();

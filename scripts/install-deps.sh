@@ -9,7 +9,9 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export DEBIAN_FRONTEND=noninteractive
 
-packages="qemu-system-x86 busybox-static gdb cpio gcc libclang-dev libxen-dev zstd xz-utils python3 python3-venv fonts-dejavu-core systemd"
+# libvirt-dev: the libvirt backend links libvirt and libvirt-qemu (the `virt` crate's prebuilt
+# bindings need no libclang); libvirt-daemon-system: the libvirtd the libvirt lab test runs.
+packages="qemu-system-x86 busybox-static gdb cpio gcc libclang-dev libxen-dev libvirt-dev libvirt-daemon-system zstd xz-utils python3 python3-venv fonts-dejavu-core systemd"
 missing=""
 for p in $packages; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

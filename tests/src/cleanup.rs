@@ -43,6 +43,9 @@ pub fn run_dir() -> PathBuf {
 struct Registered {
     pid: i32,
     dir: PathBuf,
+    /// For an adopted process (not our child): its start time, so that a pid reused since is
+    /// left alone.
+    adopted: Option<u64>,
 }
 
 /// Guests not yet stopped. Removing an entry and reaping its process happen under this lock, so
@@ -113,8 +116,20 @@ pub(crate) fn spawn(mut command: Command, dir: &Path) -> io::Result<Child> {
         .map_err(|_| io::Error::other("lab spawner thread is gone"))?;
     let child = reply_rx.recv().map_err(|_| io::Error::other("lab spawner thread did not answer"))??;
     let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))?;
-    registry().push(Registered { pid, dir: dir.to_path_buf() });
+    registry().push(Registered { pid, dir: dir.to_path_buf(), adopted: None });
     Ok(child)
+}
+
+/// Registers process `pid`, which is not our child (a QEMU that a lab libvirtd started), with
+/// `dir` for exit-time cleanup: killed then if it is still the same process.
+pub(crate) fn adopt(pid: u32, dir: &Path) {
+    let (Ok(raw), Some(started)) = (i32::try_from(pid), start_time(pid)) else { return };
+    registry().push(Registered { pid: raw, dir: dir.to_path_buf(), adopted: Some(started) });
+}
+
+/// Forgets an adopted process (once it is gone).
+pub(crate) fn forget(pid: u32) {
+    registry().retain(|r| r.adopted.is_none() || u32::try_from(r.pid).ok() != Some(pid));
 }
 
 /// Reaps `child` (which must have exited or been killed), removes `dir`, and forgets both.
@@ -144,11 +159,21 @@ pub(crate) fn has_exited(pid: u32) -> bool {
 pub fn cleanup_all() {
     let mut registry = registry();
     for r in registry.iter() {
-        // SAFETY: plain system calls on a pid that is our unreaped child (entries leave the
-        // registry only when reaped, under this lock).
-        unsafe {
-            libc::kill(r.pid, libc::SIGKILL);
-            libc::waitpid(r.pid, std::ptr::null_mut(), 0);
+        match r.adopted {
+            Some(started) => {
+                if u32::try_from(r.pid).ok().and_then(start_time) == Some(started) {
+                    // SAFETY: kill(2) on a pid that still names the process adopted.
+                    unsafe {
+                        libc::kill(r.pid, libc::SIGKILL);
+                    }
+                }
+            }
+            // SAFETY: plain system calls on a pid that is our unreaped child (entries leave the
+            // registry only when reaped, under this lock).
+            None => unsafe {
+                libc::kill(r.pid, libc::SIGKILL);
+                libc::waitpid(r.pid, std::ptr::null_mut(), 0);
+            },
         }
         let _ = std::fs::remove_dir_all(&r.dir);
     }

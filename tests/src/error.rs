@@ -31,6 +31,15 @@ pub enum LabError {
         reason: String,
     },
 
+    /// The lab's libvirtd or `virsh` failed.
+    #[error("lab libvirt: {action}: {reason}")]
+    Libvirt {
+        /// What was being done.
+        action: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A file-system or process operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {

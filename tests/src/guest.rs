@@ -13,6 +13,7 @@ use crate::cleanup;
 use crate::console::ConsoleState;
 use crate::control::Control;
 use crate::kernel::{KernelFiles, QEMU};
+use crate::libvirt::{self, Libvirtd};
 use crate::spec::validate_cgroup;
 use crate::{initramfs, GuestSpec, LabError, ProcView, Workload};
 
@@ -30,6 +31,38 @@ const POLL: Duration = Duration::from_millis(50);
 /// How long [`Guest::stop`] lets QEMU exit after `SIGTERM` before `SIGKILL`.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How a guest's QEMU runs, and so how it is watched and stopped.
+#[derive(Debug)]
+enum Qemu {
+    /// A child of the lab.
+    Child(Child),
+    /// A domain of a lab libvirtd ([`Libvirtd`]): libvirt's child, not ours.
+    Domain {
+        /// The daemon's URI.
+        uri: String,
+        /// The domain's name.
+        name: String,
+        /// Its QEMU's pid.
+        pid: u32,
+    },
+}
+
+impl Qemu {
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Child(child) => child.id(),
+            Self::Domain { pid, .. } => *pid,
+        }
+    }
+
+    fn has_exited(&self) -> bool {
+        match self {
+            Self::Child(child) => cleanup::has_exited(child.id()),
+            Self::Domain { pid, .. } => !libvirt::process_alive(*pid),
+        }
+    }
+}
+
 /// A running guest. Dropping it stops QEMU and removes the guest's directory.
 ///
 /// All methods take `&self` and are safe to call from several threads (a guest can be shared by
@@ -45,7 +78,7 @@ pub struct Guest {
     console_path: PathBuf,
     qemu_log: PathBuf,
     pid: u32,
-    child: Mutex<Option<Child>>,
+    child: Mutex<Option<Qemu>>,
     console: Mutex<ConsoleState>,
     control: Mutex<Option<Control>>,
     started: Instant,
@@ -57,9 +90,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Guest {
-    /// Creates the guest directory and initramfs and starts QEMU; does not wait for the guest.
-    pub(crate) fn launch(spec: GuestSpec, kernel: &KernelFiles) -> Result<Self, LabError> {
+    /// Creates the guest directory and initramfs and starts QEMU — as the lab's child, or as a
+    /// domain of `libvirtd` — without waiting for the guest.
+    pub(crate) fn launch(spec: GuestSpec, kernel: &KernelFiles, libvirtd: Option<&Libvirtd>) -> Result<Self, LabError> {
         spec.validate()?;
+        if libvirtd.is_some() && (!spec.anonymous_ram || spec.la57) {
+            return Err(LabError::Spec { guest: spec.name.clone(), reason: "a libvirt guest has anonymous RAM and no la57: set anonymous_ram, not la57".into() });
+        }
         cleanup::init();
         let dir = cleanup::new_guest_dir()?;
         let ram_file = dir.join("ram");
@@ -75,16 +112,24 @@ impl Guest {
         };
         let image = initramfs::build(&spec, kernel).map_err(remove_dir)?;
         std::fs::write(&initrd, image).map_err(|e| remove_dir(LabError::io("write initramfs", &initrd, e)))?;
-        let log = File::create(&qemu_log).map_err(|e| remove_dir(LabError::io("create", &qemu_log, e)))?;
-        let log2 = log.try_clone().map_err(|e| remove_dir(LabError::io("dup", &qemu_log, e)))?;
-
-        let mut command = Command::new(QEMU);
-        command.args(qemu_args(&spec, kernel, &dir)).stdin(Stdio::null()).stdout(log).stderr(log2);
-        let child = cleanup::spawn(command, &dir).map_err(|e| remove_dir(LabError::io("spawn qemu for", &dir, e)))?;
-        log::info!("lab: guest {} started on kernel {}: qemu pid {} in {}", spec.name, kernel.pin, child.id(), dir.display());
+        let qemu = match libvirtd {
+            Some(daemon) => {
+                let pid = daemon.create(&spec.name, &libvirt::domain_xml(&spec, kernel, &dir), &dir).map_err(remove_dir)?;
+                Qemu::Domain { uri: daemon.uri(), name: spec.name.clone(), pid }
+            }
+            None => {
+                let log = File::create(&qemu_log).map_err(|e| remove_dir(LabError::io("create", &qemu_log, e)))?;
+                let log2 = log.try_clone().map_err(|e| remove_dir(LabError::io("dup", &qemu_log, e)))?;
+                let mut command = Command::new(QEMU);
+                command.args(qemu_args(&spec, kernel, &dir)).stdin(Stdio::null()).stdout(log).stderr(log2);
+                Qemu::Child(cleanup::spawn(command, &dir).map_err(|e| remove_dir(LabError::io("spawn qemu for", &dir, e)))?)
+            }
+        };
+        let pid = qemu.pid();
+        log::info!("lab: guest {} started on kernel {}: qemu pid {pid} in {}", spec.name, kernel.pin, dir.display());
         Ok(Self {
-            pid: child.id(),
-            child: Mutex::new(Some(child)),
+            pid,
+            child: Mutex::new(Some(qemu)),
             console: Mutex::new(ConsoleState::new(&console_path)),
             control: Mutex::new(None),
             started: Instant::now(),
@@ -156,7 +201,8 @@ impl Guest {
         &self.ram_file
     }
 
-    /// QEMU's QMP socket (one client at a time).
+    /// QEMU's QMP socket (one client at a time); for a libvirt domain a second monitor beside
+    /// libvirt's own.
     pub fn qmp_socket(&self) -> &Path {
         &self.qmp_socket
     }
@@ -171,7 +217,7 @@ impl Guest {
         &self.console_path
     }
 
-    /// The QEMU process id.
+    /// The QEMU process id (for a libvirt domain, from libvirt's pid file).
     pub fn qemu_pid(&self) -> u32 {
         self.pid
     }
@@ -183,7 +229,7 @@ impl Guest {
 
     /// Whether QEMU is still running.
     pub fn is_running(&self) -> bool {
-        lock(&self.child).is_some() && !cleanup::has_exited(self.pid)
+        lock(&self.child).as_ref().is_some_and(|qemu| !qemu.has_exited())
     }
 
     /// Connects a new QMP client. QEMU serves one at a time and tests share guests, so this waits
@@ -381,15 +427,26 @@ impl Guest {
         Ok(())
     }
 
-    /// Stops QEMU (`SIGTERM`, then `SIGKILL` after a grace period), reaps it and removes the guest's
-    /// directory. Dropping the guest does the same.
+    /// Stops QEMU (`SIGTERM`, then `SIGKILL` after a grace period; a libvirt domain: `virsh
+    /// destroy`), reaps it and removes the guest's directory. Dropping the guest does the same.
     pub fn stop(self) -> Result<(), LabError> {
         self.shutdown()
     }
 
     fn shutdown(&self) -> Result<(), LabError> {
-        let Some(mut child) = lock(&self.child).take() else { return Ok(()) };
+        let Some(qemu) = lock(&self.child).take() else { return Ok(()) };
         *lock(&self.control) = None;
+        let mut child = match qemu {
+            Qemu::Child(child) => child,
+            Qemu::Domain { uri, name, pid } => {
+                let destroyed = libvirt::destroy(&uri, &name, pid);
+                let removed = match std::fs::remove_dir_all(&self.dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LabError::io("remove guest dir", &self.dir, e)),
+                    _ => Ok(()),
+                };
+                return destroyed.and(removed);
+            }
+        };
         let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
         // SAFETY: kill(2) on our own unreaped child.
         unsafe {

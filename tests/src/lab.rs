@@ -5,7 +5,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::kernel::KernelFiles;
-use crate::{cleanup, Guest, GuestSpec, LabError};
+use crate::{cleanup, Guest, GuestSpec, LabError, Libvirtd};
 
 /// Entry point for booting lab guests.
 #[derive(Debug)]
@@ -19,6 +19,16 @@ impl Lab {
     /// On any failure every guest already started is stopped and its directory removed; the error
     /// carries the failing guest's console tail.
     pub fn boot(specs: &[GuestSpec]) -> Result<Vec<Guest>, LabError> {
+        Self::boot_via(specs, None)
+    }
+
+    /// Boots every spec as a domain of `libvirtd` (see [`Lab::boot`]; each spec needs
+    /// anonymous RAM, [`GuestSpec::anonymous_ram`]). The guests must be dropped before the daemon.
+    pub fn boot_libvirt(libvirtd: &Libvirtd, specs: &[GuestSpec]) -> Result<Vec<Guest>, LabError> {
+        Self::boot_via(specs, Some(libvirtd))
+    }
+
+    fn boot_via(specs: &[GuestSpec], libvirtd: Option<&Libvirtd>) -> Result<Vec<Guest>, LabError> {
         for spec in specs {
             spec.validate()?;
         }
@@ -29,7 +39,7 @@ impl Lab {
         cleanup::init();
         let mut guests = Vec::with_capacity(specs.len());
         for (spec, kernel) in specs.iter().zip(&kernels) {
-            guests.push(Guest::launch(spec.clone(), kernel)?);
+            guests.push(Guest::launch(spec.clone(), kernel, libvirtd)?);
         }
         let mut ready = vec![false; guests.len()];
         while ready.iter().any(|r| !r) {

@@ -10,6 +10,9 @@
 //! - a control channel ([`Guest::exec`]) that runs shell commands in the guest;
 //! - the console's problem lines (warnings, BUGs, oopses, list corruption, panics).
 //!
+//! [`Lab::boot_libvirt`] boots the same guests as domains of a private, real `libvirtd`
+//! ([`Libvirtd`]) instead.
+//!
 //! Every guest boots one of the pinned kernels (`tests/lab/kernels/NAME.env`): the one
 //! `XSCHED_LAB_KERNEL` names (`6.1`, the default, or `6.12`), or its spec's own
 //! ([`GuestSpec::kernel`]); see [`kernel`].
@@ -35,6 +38,7 @@ mod guest;
 pub mod initramfs;
 pub mod kernel;
 mod lab;
+pub mod libvirt;
 pub mod sched_check;
 pub mod spec;
 mod steer;
@@ -45,6 +49,7 @@ pub use error::LabError;
 pub use guest::{Guest, EXEC_TIMEOUT, KERNEL_CMDLINE, QMP_WAIT};
 pub use kernel::{KernelFiles, KernelPin};
 pub use lab::{guest, shared_lab, try_shared_lab, Lab};
+pub use libvirt::Libvirtd;
 pub use sched_check::{check_core, corrupt_core, SchedCheckReport};
 pub use spec::{GuestSpec, Workload, WorkloadKind};
 pub use steer::{CpuTimes, Steer};

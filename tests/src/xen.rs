@@ -52,12 +52,13 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Builds xsched with the Xen backend and the `priority` plugin (release: dom0 runs emulated);
-/// returns the directory holding them.
+/// Builds xsched with the Xen backend and the `priority` plugin (release: dom0 runs emulated;
+/// without the default `libvirt` feature: dom0 has no libvirt, and its image no libvirt
+/// libraries); returns the directory holding them.
 fn build_xsched() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--release", "--features", "xen", "-p", "xsched", "-p", "priority"])
+        .args(["build", "--quiet", "--release", "--no-default-features", "--features", "xen", "-p", "xsched", "-p", "priority"])
         .current_dir(workspace())
         .status()
         .expect("run cargo build");

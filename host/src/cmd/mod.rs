@@ -20,6 +20,7 @@ macro_rules! domain_forms {
     () => {
         "NAME=qemu:RAMFILE[,qmp=SOCK][,machine=q35|pc] (a QEMU guest's shared RAM file and QMP socket) | \
          NAME=qemu-process:QMP_SOCKET[,pid=N] (any QEMU guest, through its process's memory) | \
+         NAME=libvirt:DOMAIN[,uri=qemu:///system] (a libvirt domain by its name) | \
          NAME=core:FILE (a guest's ELF core dump: read only) | NAME=xen:DOMID (a Xen domain); \
          each may end in ,floor=P%,cap=P% (its share of the host CPU budget)"
     };

@@ -5,6 +5,10 @@
 //! - `u3=qemu-process:/run/u3.qmp[,pid=1234]`: an unmodified QEMU guest (anonymous RAM, only a QMP
 //!   socket): RAM is read and written in the QEMU process's memory, found from the socket's peer
 //!   (`pid=` when the QEMU is in another pid namespace, or to check it is the one meant);
+//! - `web=libvirt:web01[,uri=qemu:///system]`: a libvirt domain by its name, on the libvirt at
+//!   `uri` (the system QEMU driver unless given): its QEMU found through libvirt, RAM read and
+//!   written in that process, pause, resume and monitor queries through libvirt (needs the
+//!   `libvirt` feature, on by default);
 //! - `old=core:/var/crash/u1.core`: an ELF core dump (read-only);
 //! - `u2=xen:12`: Xen domain 12 (needs the `xen` feature).
 //!
@@ -14,6 +18,9 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+
+/// The libvirt URI of a `libvirt:` spec without `uri=`: the host's system QEMU driver.
+pub const DEFAULT_URI: &str = "qemu:///system";
 
 use crate::memory::core::CoreMemory;
 use crate::memory::qemu::{MachineType, QemuMemory};
@@ -38,6 +45,13 @@ pub enum Backend {
         qmp: PathBuf,
         /// The QEMU's pid, when given.
         pid: Option<u32>,
+    },
+    /// A libvirt domain.
+    Libvirt {
+        /// The domain's name in libvirt.
+        domain: String,
+        /// The libvirt URI to connect to.
+        uri: String,
     },
     /// An ELF core dump.
     Core {
@@ -136,10 +150,21 @@ impl FromStr for DomainSpec {
                 }
                 Backend::QemuProcess { qmp: PathBuf::from(target), pid }
             }
+            "libvirt" => {
+                let mut uri = DEFAULT_URI.to_owned();
+                for (key, value) in options {
+                    match key {
+                        "uri" if !value.is_empty() => uri = value.to_owned(),
+                        "uri" => return Err(format!("domain {s:?}: uri= needs a libvirt URI")),
+                        _ => return Err(format!("domain {s:?}: unknown libvirt option {key:?} (known: uri)")),
+                    }
+                }
+                Backend::Libvirt { domain: target.to_owned(), uri }
+            }
             "core" | "xen" if !options.is_empty() => return Err(format!("domain {s:?}: {kind} takes no options")),
             "core" => Backend::Core { path: PathBuf::from(target) },
             "xen" => Backend::Xen { domid: target.parse().map_err(|_| format!("domain {s:?}: {target:?} is not a Xen domain id"))? },
-            other => return Err(format!("domain {s:?}: unknown kind {other:?} (known: qemu, qemu-process, core, xen)")),
+            other => return Err(format!("domain {s:?}: unknown kind {other:?} (known: qemu, qemu-process, libvirt, core, xen)")),
         };
         Ok(Self { name: name.to_string(), backend, share })
     }
@@ -166,6 +191,13 @@ impl fmt::Display for DomainSpec {
                     Some(pid) => write!(f, ",pid={pid}"),
                     None => Ok(()),
                 }
+            }
+            Backend::Libvirt { domain, uri } => {
+                write!(f, "libvirt:{domain}")?;
+                if uri != DEFAULT_URI {
+                    write!(f, ",uri={uri}")?;
+                }
+                Ok(())
             }
             Backend::Core { path } => write!(f, "core:{}", path.display()),
             Backend::Xen { domid } => write!(f, "xen:{domid}"),
@@ -199,6 +231,12 @@ impl DomainSpec {
         Ok(match &self.backend {
             Backend::Qemu { ram_file, qmp, machine } => Box::new(QemuMemory::open(ram_file, qmp.as_deref(), *machine)?),
             Backend::QemuProcess { qmp, pid } => Box::new(QemuProcessMemory::open(qmp, *pid)?),
+            #[cfg(feature = "libvirt")]
+            Backend::Libvirt { domain, uri } => Box::new(crate::memory::libvirt::open(domain, uri)?),
+            #[cfg(not(feature = "libvirt"))]
+            Backend::Libvirt { .. } => {
+                return Err(MemoryError::Unsupported { backend: format!("domain {}", self.name), action: "use libvirt: this xsched was built without the `libvirt` feature" })
+            }
             Backend::Core { path } => Box::new(CoreMemory::open(path)?),
             #[cfg(feature = "xen")]
             Backend::Xen { domid } => Box::new(crate::memory::xen::XenMemory::open(*domid)?),
@@ -233,7 +271,15 @@ mod tests {
             "u3=qemu-process:/run/q,pid=77".parse::<DomainSpec>().expect("qemu-process").backend,
             Backend::QemuProcess { qmp: "/run/q".into(), pid: Some(77) }
         );
-        for text in ["u1=qemu:/dev/shm/r,qmp=/tmp/q,machine=pc", "u1=qemu:/r", "u3=qemu-process:/q", "u3=qemu-process:/q,pid=9", "old=core:/x", "u2=xen:12", "u2=xen:12,floor=10%", "u1=qemu:/r,qmp=/q,floor=20%,cap=50%", "u3=qemu-process:/q,cap=40%"] {
+        assert_eq!(
+            "w=libvirt:web01".parse::<DomainSpec>().expect("libvirt").backend,
+            Backend::Libvirt { domain: "web01".into(), uri: DEFAULT_URI.into() }
+        );
+        assert_eq!(
+            "w=libvirt:web01,uri=qemu:///system?socket=/run/l.sock,floor=10%".parse::<DomainSpec>().expect("libvirt with a URI").backend,
+            Backend::Libvirt { domain: "web01".into(), uri: "qemu:///system?socket=/run/l.sock".into() }
+        );
+        for text in ["w=libvirt:web01", "w=libvirt:web01,uri=qemu+ssh://h/system", "w=libvirt:web01,cap=50%", "u1=qemu:/dev/shm/r,qmp=/tmp/q,machine=pc", "u1=qemu:/r", "u3=qemu-process:/q", "u3=qemu-process:/q,pid=9", "old=core:/x", "u2=xen:12", "u2=xen:12,floor=10%", "u1=qemu:/r,qmp=/q,floor=20%,cap=50%", "u3=qemu-process:/q,cap=40%"] {
             assert_eq!(text.parse::<DomainSpec>().expect("parse").to_string(), text);
         }
     }
@@ -261,6 +307,9 @@ mod tests {
             ("u1=qemu-process:/q,pid=x", "not a process id"),
             ("u1=qemu-process:/q,qmp=/q", "unknown qemu-process option"),
             ("u1=vmware:/r", "unknown kind"),
+            ("w=libvirt:", "missing libvirt target"),
+            ("w=libvirt:web01,pid=3", "unknown libvirt option"),
+            ("w=libvirt:web01,uri=", "uri= needs a libvirt URI"),
             ("u1=xen:1,floor=25", "floor=25: expected a percentage"),
             ("u1=xen:1,cap=101%", "cap=101%"),
             ("u1=xen:1,floor=60%,cap=50%", "above its cap"),

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "libvirt")]
+use super::libvirt::LibvirtError;
 use super::qemu_layout::LayoutError;
 use super::qmp::QmpError;
 use super::Gpa;
@@ -108,6 +110,10 @@ pub enum MemoryError {
         /// What is wrong.
         source: LayoutError,
     },
+    /// A libvirt domain could not be reached, attached or controlled.
+    #[cfg(feature = "libvirt")]
+    #[error(transparent)]
+    Libvirt(#[from] LibvirtError),
     /// A Xen control call failed.
     #[error("Xen domain {domid}: {call} failed: {source}")]
     Xen {

@@ -8,8 +8,13 @@
 //! - [`qemu::QemuMemory`]: QEMU's shared RAM file, mapped once, plus QMP `stop`/`cont`;
 //! - [`qemu_process::QemuProcessMemory`]: an unmodified QEMU's anonymous RAM, copied in and out
 //!   of its process (`process_vm_readv`/`process_vm_writev`), the same QMP pause (`qemu_monitor`);
+//! - `libvirt::open` (cargo feature `libvirt`, on by default): a libvirt domain by name, its
+//!   QEMU's RAM reached as `qemu_process` does, pause, resume and monitor queries through
+//!   libvirt itself (libvirt owns the QEMU's monitor);
 //! - [`core::CoreMemory`]: an ELF core file from QEMU's `dump-guest-memory`, read-only;
 //! - `xen::XenMemory` (cargo feature `xen`): Xen foreign mapping and domain pause/unpause.
+//!
+//! The QEMU ones are each a [`qemu_guest::QemuGuest`]: a way to RAM joined to a monitor.
 //!
 //! The two file backends map their file through `mapped`, guarded by `sigbus`: a file that
 //! shrinks while mapped is [`MemoryError::Shrunk`] on the access that meets it, never a SIGBUS
@@ -19,10 +24,13 @@ mod addr;
 pub mod core;
 mod error;
 mod image;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
 mod mapped;
 mod pause;
 mod segments;
 pub mod qemu;
+pub mod qemu_guest;
 mod qemu_layout;
 mod qemu_monitor;
 pub mod qemu_process;

@@ -9,10 +9,11 @@ use std::path::Path;
 use std::str::FromStr;
 
 use super::mapped::{Access, MappedFile};
-use super::qemu_monitor::QemuMonitor;
+use super::qemu_guest::{QemuGuest, QemuRam};
+use super::qemu_monitor::{Monitor, QemuMonitor};
 use super::qmp::QmpClient;
 use super::segments::{Segment, SegmentMap};
-use super::{Gpa, GuestMemory, MemoryError, Pause, PhysRange, VcpuPaging};
+use super::{Gpa, MemoryError, PhysRange};
 
 /// Start of RAM above the PCI hole.
 const FOUR_GIB: u64 = 1 << 32;
@@ -54,15 +55,15 @@ impl FromStr for MachineType {
     }
 }
 
-/// A QEMU guest's RAM file, mapped shared, and its QMP socket.
+/// A QEMU guest's RAM file, mapped shared: where [`QemuMemory`] reads and writes.
 #[derive(Debug)]
-pub struct QemuMemory {
+pub struct SharedFileRam {
     ram: MappedFile,
     segments: SegmentMap,
-    /// What [`GuestMemory::describe`] says: `qemu:FILE (N MiB)`.
-    description: String,
-    monitor: QemuMonitor,
 }
+
+/// A QEMU guest's RAM file and its QMP socket.
+pub type QemuMemory = QemuGuest<SharedFileRam>;
 
 impl QemuMemory {
     /// Maps the RAM file at `ram_file` and, if given, connects to the QMP socket for pause/resume.
@@ -81,15 +82,12 @@ impl QemuMemory {
         let segments = SegmentMap::new(segments, size).map_err(bad)?;
         let qmp = qmp_socket.map(QmpClient::connect).transpose()?;
         let description = format!("qemu:{} ({} MiB)", ram_file.display(), size >> 20);
-        Ok(Self { ram, segments, description, monitor: QemuMonitor::new(qmp) })
+        let monitor = QemuMonitor::new(qmp.map(|q| Box::new(q) as Box<dyn Monitor>));
+        Ok(QemuGuest::new(SharedFileRam { ram, segments }, monitor, description))
     }
 }
 
-impl GuestMemory for QemuMemory {
-    fn describe(&self) -> String {
-        self.description.clone()
-    }
-
+impl QemuRam for SharedFileRam {
     fn ranges(&self) -> &[PhysRange] {
         self.segments.ranges()
     }
@@ -110,35 +108,12 @@ impl GuestMemory for QemuMemory {
         // A write that met the end of a shrunk file went to a private zero page, not the guest.
         self.ram.intact()
     }
-
-    fn pause(&mut self) -> Result<Pause, MemoryError> {
-        self.monitor.pause(&self.description)
-    }
-
-    fn resume(&mut self) -> Result<(), MemoryError> {
-        self.monitor.resume(&self.description)
-    }
-
-    fn resume_abandoned(&mut self) -> Result<(), MemoryError> {
-        self.monitor.resume_abandoned(&self.description)
-    }
-
-    fn is_paused(&mut self) -> Result<bool, MemoryError> {
-        self.monitor.is_paused()
-    }
-
-    fn vcpu_paging(&mut self) -> Result<Option<VcpuPaging>, MemoryError> {
-        self.monitor.vcpu_paging()
-    }
-
-    fn kick(&mut self) -> Result<(), MemoryError> {
-        self.monitor.kick(&self.description)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::GuestMemory;
 
     #[test]
     fn ram_is_split_around_the_pci_hole() {

@@ -6,39 +6,41 @@
 //! ramblock`), finds the RAM block's mapping in `/proc/PID/maps` ([`super::qemu_layout`]), and
 //! copies bytes with `process_vm_readv`/`process_vm_writev`: no mapping in this process, so a QEMU
 //! that exits makes the next access fail ([`MemoryError::ProcessGone`]), never SIGBUS. Pause,
-//! resume, vCPU registers and kicks go through QMP as for the file backend ([`QemuMonitor`]).
+//! resume, vCPU registers and kicks go through QMP as for the file backend ([`QemuMonitor`]), or,
+//! for a libvirt domain, through libvirt (`super::libvirt` attaches with its own [`Monitor`]).
 //!
 //! Attaching needs ptrace access to QEMU (root, or the same user with Yama's `ptrace_scope` 0).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::qemu_guest::{QemuGuest, QemuRam};
 use super::qemu_layout::{self, LayoutError};
-use super::qemu_monitor::QemuMonitor;
+use super::qemu_monitor::{Monitor, QemuMonitor};
 use super::qmp::QmpClient;
 use super::segments::SegmentMap;
-use super::{to_usize, Gpa, GuestMemory, MemoryError, Pause, PhysRange, VcpuPaging};
+use super::{to_usize, Gpa, MemoryError, PhysRange};
 
-/// A running QEMU's guest RAM, reached through its process memory, and its QMP socket.
+/// A running QEMU's guest RAM, reached through its process memory.
 #[derive(Debug)]
-pub struct QemuProcessMemory {
+pub struct ProcessRam {
     pid: u32,
     /// The process's start time (`/proc/PID/stat`), which tells a reused pid apart.
     start_time: u64,
-    /// What [`GuestMemory::describe`] says: `qemu-process:SOCKET (pid N, M MiB)`.
-    description: String,
     /// Where the RAM block starts in QEMU's address space.
     base: u64,
     /// Guest-physical ranges and their offsets in the RAM block.
     segments: SegmentMap,
-    monitor: QemuMonitor,
 }
+
+/// A running QEMU's guest RAM, reached through its process memory, and its monitor.
+pub type QemuProcessMemory = QemuGuest<ProcessRam>;
 
 impl QemuProcessMemory {
     /// Attaches to the QEMU whose QMP socket is `qmp_socket`; `pid`, when given, must be that QEMU
     /// (it is needed when the QEMU is in another pid namespace, where the socket cannot tell).
     pub fn open(qmp_socket: &Path, pid: Option<u32>) -> Result<Self, MemoryError> {
-        let mut qmp = QmpClient::connect(qmp_socket)?;
+        let qmp = QmpClient::connect(qmp_socket)?;
         let pid = match (qmp.peer_pid()?, pid) {
             (Some(peer), Some(given)) if peer != given => {
                 return Err(MemoryError::NotQemu { pid: given, reason: format!("{} is served by pid {peer}", qmp_socket.display()) })
@@ -51,27 +53,35 @@ impl QemuProcessMemory {
                 })
             }
         };
+        Self::attach(pid, Box::new(qmp), &format!("qemu-process:{}", qmp_socket.display()))
+    }
+
+    /// Attaches to QEMU process `pid`, controlled through `monitor` (which must be that QEMU's),
+    /// asking the monitor where guest RAM is; `label` starts what [`super::GuestMemory::describe`] says.
+    pub(super) fn attach(pid: u32, mut monitor: Box<dyn Monitor>, label: &str) -> Result<Self, MemoryError> {
         check_is_qemu(pid)?;
         let start_time = start_time(pid)?;
         let layout = |source| MemoryError::RamLayout { pid, source };
-        let ram = qemu_layout::flat_ram(&qmp.human_command("info mtree -f")?).map_err(layout)?;
-        let size = qemu_layout::block_size(&qmp.human_command("info ramblock")?, &ram.block).map_err(layout)?;
+        let ram = qemu_layout::flat_ram(&monitor.human_command("info mtree -f")?).map_err(layout)?;
+        let size = qemu_layout::block_size(&monitor.human_command("info ramblock")?, &ram.block).map_err(layout)?;
         let maps = std::fs::read_to_string(proc_path(pid, "maps")).map_err(|e| proc_error(pid, "read /proc/PID/maps", e))?;
         let base = qemu_layout::anonymous_mapping(&maps, size).map_err(layout)?;
         // In bounds from here on: every segment lies inside the block, and the block's mapping
         // (`base + size`) ends where /proc said it does.
         let segments = SegmentMap::new(ram.segments, size)
             .map_err(|reason| layout(LayoutError::BadSegments { block: ram.block.clone(), size, reason }))?;
-        log::info!("qemu-process:{pid}: RAM block {} ({} MiB) at {base:#x}, {} range(s)", ram.block, size >> 20, segments.ranges().len());
-        let description = format!("qemu-process:{} (pid {pid}, {} MiB)", qmp_socket.display(), size >> 20);
-        Ok(Self { pid, start_time, description, base, segments, monitor: QemuMonitor::new(Some(qmp)) })
+        log::info!("{label}: QEMU pid {pid}, RAM block {} ({} MiB) at {base:#x}, {} range(s)", ram.block, size >> 20, segments.ranges().len());
+        let description = format!("{label} (pid {pid}, {} MiB)", size >> 20);
+        Ok(QemuGuest::new(ProcessRam { pid, start_time, base, segments }, QemuMonitor::new(Some(monitor)), description))
     }
 
     /// The QEMU's process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.ram().pid
     }
+}
 
+impl ProcessRam {
     /// Turns a failed transfer into the error it means: the process gone, or another failure.
     fn transfer_error(&self, action: &str, gpa: Gpa, error: io::Error) -> MemoryError {
         if error.raw_os_error() == Some(libc::ESRCH) || self.check_backing().is_err() {
@@ -102,11 +112,7 @@ impl QemuProcessMemory {
     }
 }
 
-impl GuestMemory for QemuProcessMemory {
-    fn describe(&self) -> String {
-        self.description.clone()
-    }
-
+impl QemuRam for ProcessRam {
     fn ranges(&self) -> &[PhysRange] {
         self.segments.ranges()
     }
@@ -144,30 +150,6 @@ impl GuestMemory for QemuProcessMemory {
             }
         })?;
         failed.map_or(Ok(()), |e| Err(self.transfer_error("write", gpa, e)))
-    }
-
-    fn pause(&mut self) -> Result<Pause, MemoryError> {
-        self.monitor.pause(&self.description)
-    }
-
-    fn resume(&mut self) -> Result<(), MemoryError> {
-        self.monitor.resume(&self.description)
-    }
-
-    fn resume_abandoned(&mut self) -> Result<(), MemoryError> {
-        self.monitor.resume_abandoned(&self.description)
-    }
-
-    fn is_paused(&mut self) -> Result<bool, MemoryError> {
-        self.monitor.is_paused()
-    }
-
-    fn vcpu_paging(&mut self) -> Result<Option<VcpuPaging>, MemoryError> {
-        self.monitor.vcpu_paging()
-    }
-
-    fn kick(&mut self) -> Result<(), MemoryError> {
-        self.monitor.kick(&self.description)
     }
 }
 

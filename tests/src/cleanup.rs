@@ -13,6 +13,9 @@
 //! 4. At every lab start, [`sweep`] removes directories (and kills QEMUs) of owners that are gone,
 //!    which covers a `SIGKILL`ed owner.
 //!
+//! Host cgroups made for guests ([`crate::host_cgroup`]) go the same ways: dropped, removed by the
+//! exit cleanup after the QEMUs, or swept at the next start.
+//!
 //! Guest directories are `<run dir>/xsched-lab-<owner pid>-<n>/` with an `owner` file holding the
 //! owner's start time (so a reused pid is not mistaken for the owner).
 
@@ -64,6 +67,7 @@ pub(crate) fn init() {
         }
         install_signal_watcher();
         sweep();
+        crate::host_cgroup::sweep();
     });
 }
 
@@ -153,6 +157,8 @@ pub fn cleanup_all() {
         let _ = std::fs::remove_dir_all(&r.dir);
     }
     registry.clear();
+    // Empty now that their QEMUs are reaped.
+    crate::host_cgroup::remove_live();
 }
 
 extern "C" fn cleanup_at_exit() {
@@ -244,7 +250,7 @@ fn install_signal_watcher() {
 }
 
 /// A process's start time (field 22 of `/proc/PID/stat`), to tell a reused pid from the original.
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = &stat[stat.rfind(") ")? + 2..];
     after_comm.split(' ').nth(19)?.parse().ok()

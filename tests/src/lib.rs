@@ -32,6 +32,7 @@ mod control;
 pub mod demo;
 mod error;
 mod guest;
+pub mod host_cgroup;
 pub mod initramfs;
 pub mod kernel;
 mod lab;

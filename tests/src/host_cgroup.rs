@@ -5,12 +5,13 @@
 //! Works on either kind of host: cgroup v2 (`cpu.weight`, 1–10000, default 100) where the
 //! unified hierarchy has the cpu controller, else the cgroup v1 cpu hierarchy (`cpu.shares`,
 //! default 1024; a weight `w` is written as `w × 1024 / 100` shares). The groups are
-//! `<hierarchy>/xsched-lab-<pid>-<start time>/<guest>`. They are removed, and the QEMUs moved
+//! `<hierarchy>/xsched-lab-<pid>-<start time>-<n>/<guest>`. They are removed, and the QEMUs moved
 //! back where they were, when the [`HostWeights`] is dropped (also on panic), by the lab's exit
 //! cleanup (QEMUs killed first), and at the next lab start for an owner that was killed.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::{cleanup, Guest};
@@ -167,11 +168,18 @@ impl HostWeights {
     pub fn create(guests: &[Guest]) -> Result<Self, HostCgroupError> {
         let hierarchy = Hierarchy::detect()?;
         let me = std::process::id();
-        let parent = hierarchy.mount().join(format!("{PREFIX}{me}-{}", cleanup::start_time(me).unwrap_or(0)));
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let parent = hierarchy.mount().join(format!("{PREFIX}{me}-{}-{n}", cleanup::start_time(me).unwrap_or(0)));
         std::fs::create_dir(&parent).map_err(io_error("create cgroup", &parent))?;
         live().push(parent.clone());
         let mut weights = Self { hierarchy, parent, members: Vec::new() };
         weights.populate(guests)?;
+        for g in guests {
+            if !weights.holds_all_threads_of(g.name())? {
+                return Err(HostCgroupError::Io { what: "move every thread of QEMU into", path: weights.parent.join(g.name()), source: io::ErrorKind::Other.into() });
+            }
+        }
         log::info!("lab: guests' QEMUs in host cgroups under {} ({})", weights.parent.display(), weights.hierarchy.weight_file());
         Ok(weights)
     }
@@ -193,11 +201,6 @@ impl HostWeights {
         Ok(())
     }
 
-    /// Which hierarchy the groups are in.
-    pub fn hierarchy(&self) -> &Hierarchy {
-        &self.hierarchy
-    }
-
     /// Sets guest `guest`'s weight (cgroup v2's scale: 100 is the default; 1–10000).
     pub fn set(&self, guest: &str, weight: u32) -> Result<(), HostCgroupError> {
         if !(1..=10_000).contains(&weight) {
@@ -206,11 +209,6 @@ impl HostWeights {
         let member = self.members.iter().find(|m| m.guest == guest).ok_or_else(|| HostCgroupError::UnknownGuest(guest.to_owned()))?;
         let file = member.dir.join(self.hierarchy.weight_file());
         std::fs::write(&file, self.hierarchy.weight_value(weight).to_string()).map_err(io_error("write", &file))
-    }
-
-    /// Sets every guest back to the default weight.
-    pub fn reset(&self) -> Result<(), HostCgroupError> {
-        self.members.iter().try_for_each(|m| self.set(&m.guest, DEFAULT_WEIGHT))
     }
 
     /// Each guest's weight as the host has it now (the weight file's own value).
@@ -226,7 +224,8 @@ impl HostWeights {
             .collect()
     }
 
-    /// Whether every thread of guest `guest`'s QEMU is in its group (the file's own list).
+    /// Whether every thread of guest `guest`'s QEMU is in its group (each thread's own
+    /// `/proc/PID/task/TID/cgroup`).
     pub fn holds_all_threads_of(&self, guest: &str) -> Result<bool, HostCgroupError> {
         let member = self.members.iter().find(|m| m.guest == guest).ok_or_else(|| HostCgroupError::UnknownGuest(guest.to_owned()))?;
         let tasks = PathBuf::from(format!("/proc/{}/task", member.qemu));
@@ -313,8 +312,8 @@ pub(crate) fn sweep() {
     let Ok(entries) = std::fs::read_dir(hierarchy.mount()) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((pid, start)) = name.strip_prefix(PREFIX).and_then(|rest| rest.split_once('-')) else { continue };
-        let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { continue };
+        let mut fields = name.strip_prefix(PREFIX).unwrap_or_default().split('-');
+        let (Some(Ok(pid)), Some(Ok(start))) = (fields.next().map(str::parse::<u32>), fields.next().map(str::parse::<u64>)) else { continue };
         if cleanup::start_time(pid) != Some(start) {
             log::info!("lab: removing stale host cgroup {}", entry.path().display());
             remove_group(&entry.path());

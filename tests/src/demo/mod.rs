@@ -5,9 +5,9 @@
 //!
 //! Guest u1 and guest u2 (one vCPU each, both on the chosen pinned kernel) boot once; their QEMUs
 //! are pinned to one host CPU, so the two VMs share it as VMs share a physical CPU (host weights
-//! only matter between VMs that contend for a CPU; every run checks the pinning), and each QEMU
-//! is put in a host cgroup of its own ([`crate::host_cgroup`]), at the default weight except in
-//! the weights variants. Each [`Scenario`] starts its workloads and plays its phases once per
+//! only matter between VMs that contend for a CPU; every run checks the pinning); for the weights
+//! variants each QEMU is put in a host cgroup of its own ([`crate::host_cgroup`]) for the run.
+//! Each [`Scenario`] starts its workloads and plays its phases once per
 //! [`Variant`]: without xsched, the chosen baselines, and with `xsched run --trace` (with the
 //! scenario's policy and a budget of one host CPU); each run's trace is drawn with
 //! `xsched timeline`.
@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use xsched::run::trace::read_trace;
 
-use crate::host_cgroup::HostWeights;
+use crate::host_cgroup::{Hierarchy, HostWeights};
 use crate::{guest, Guest, GuestSpec, KernelFiles, KernelPin, Lab};
 use analysis::{background_share, host_cost, phase_shares, reactions};
 use experiment::{run, start_workloads, stop_workloads, RunRecord, Xsched};
@@ -65,6 +65,8 @@ pub fn run_demo(options: &DemoOptions) -> Result<Summary> {
     if scenarios.is_empty() {
         bail!("no such scenario: {:?} (there are priority and idle)", options.only);
     }
+    // Before booting: a host without a cpu cgroup hierarchy cannot play the weights variants.
+    let weight_file = Hierarchy::detect()?.weight_file();
     let kernel = KernelFiles::ensure(&options.kernel)?;
     let tick_ms = 1000.0 / kernel_hz(&kernel)?;
     let specs = ["u1", "u2"]
@@ -74,15 +76,13 @@ pub fn run_demo(options: &DemoOptions) -> Result<Summary> {
     for g in &guests {
         g.pin_to_host_cpus(&[0])?;
     }
-    // Dropped before the guests: the QEMUs go back where they were and the groups are removed.
-    let weights = HostWeights::create(&guests)?;
     let xsched = Xsched { binary: options.xsched.clone(), period_ms: options.period_ms };
     let targets = Targets { background_busy_max: 1.0, background_idle_min: 50.0, reaction_ms: 2.0 * options.period_ms as f64 + tick_ms };
     let mut summaries = Vec::new();
     for scenario in &scenarios {
         eprintln!("scenario {}: {}", scenario.name, scenario.title);
         let variants = options.baselines.variants(scenario.name);
-        let summary = run_scenario(scenario, &guests, &weights, &variants, &xsched, &targets, &options.out);
+        let summary = run_scenario(scenario, &guests, weight_file, &variants, &xsched, &targets, &options.out);
         save_consoles(&guests, &options.out)?;
         summaries.push(summary.map_err(|e| e.context(console_tails(&guests)))?);
     }
@@ -101,7 +101,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<Summary> {
     Ok(summary)
 }
 
-fn run_scenario(scenario: &Scenario, guests: &[Guest], weights: &HostWeights, variants: &[Variant], xsched: &Xsched, targets: &Targets, out: &Path) -> Result<ScenarioSummary> {
+fn run_scenario(scenario: &Scenario, guests: &[Guest], weight_file: &str, variants: &[Variant], xsched: &Xsched, targets: &Targets, out: &Path) -> Result<ScenarioSummary> {
     let console_before: Vec<usize> = guests.iter().map(|g| g.console_problems().len()).collect();
     let started = start_workloads(scenario, guests)?;
     let bg = &scenario.background;
@@ -110,12 +110,13 @@ fn run_scenario(scenario: &Scenario, guests: &[Guest], weights: &HostWeights, va
     let mut failed = None;
     for &variant in variants {
         eprintln!("  {} ...", variant.label(scenario));
-        let played = variant.apply(weights, background).and_then(|()| {
-            let host_weights = weights.current()?.into_iter().collect::<BTreeMap<_, _>>();
+        let played = variant.apply(guests, background).and_then(|weights| {
+            let host_weights = weights.as_ref().map(HostWeights::current).transpose()?.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>();
+            // The QEMUs leave the groups when `weights` drops, after the run.
             Ok((host_weights, run(scenario, guests, &started, variant, xsched, out)?))
         });
         // Undone whatever happened, so that no variant's settings leak into the next one.
-        let undone = Variant::undo(weights, background);
+        let undone = Variant::undo(background);
         match played.and_then(|r| undone.map(|()| r)) {
             Ok((host_weights, record)) => runs.push((variant, host_weights, record)),
             Err(e) => {
@@ -162,7 +163,7 @@ fn run_scenario(scenario: &Scenario, guests: &[Guest], weights: &HostWeights, va
         title: scenario.title.to_owned(),
         tasks: scenario.tasks().map(|t| t.comm.to_owned()).collect(),
         guests: scenario.guests().into_iter().map(str::to_owned).collect(),
-        weight_file: weights.hierarchy().weight_file().to_owned(),
+        weight_file: weight_file.to_owned(),
         met_by: summaries.iter().filter(|v| v.meets_targets).map(|v| v.name.clone()).collect(),
         variants: summaries,
         reactions,

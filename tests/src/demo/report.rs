@@ -26,7 +26,7 @@ pub struct VariantSummary {
     /// What it is, short.
     pub label: String,
     /// Each guest's host CPU weight during the run, as the weight file held it (`cpu.weight`
-    /// on cgroup v2, `cpu.shares` on v1).
+    /// on cgroup v2, `cpu.shares` on v1); empty where the QEMUs stayed in their own cgroups.
     pub host_weights: BTreeMap<String, u64>,
     /// The background task's nice level and policy in its guest (`nice 0`, `nice 19`,
     /// `SCHED_IDLE`).

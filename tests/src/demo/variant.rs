@@ -88,21 +88,22 @@ impl Variant {
         }
     }
 
-    /// Sets the variant up: the host weights and the background task's nice level or policy,
-    /// each checked where it took effect (the weight file, the guest's `/proc/PID/stat`).
-    pub fn apply(&self, weights: &HostWeights, background: (&Guest, u32)) -> Result<()> {
-        weights.reset()?;
+    /// Sets the variant up: for a weights variant, the guests' QEMUs in host cgroups with the
+    /// heavier one's weight (removed when the returned guard drops) and the background task's
+    /// nice level or policy, each checked where it took effect (the weight file, every QEMU
+    /// thread's cgroup, the guest's `/proc/PID/stat`). The other variants leave the QEMUs where
+    /// they are and the background task at nice 0, `SCHED_OTHER`.
+    pub fn apply(&self, guests: &[Guest], background: (&Guest, u32)) -> Result<Option<HostWeights>> {
         set_in_guest(background, None)?;
-        if let Self::Weights { heavier, inside } = self {
-            weights.set(heavier, HEAVIER_WEIGHT)?;
-            set_in_guest(background, Some(*inside))?;
-        }
-        Ok(())
+        let Self::Weights { heavier, inside } = self else { return Ok(None) };
+        let weights = HostWeights::create(guests)?;
+        weights.set(heavier, HEAVIER_WEIGHT)?;
+        set_in_guest(background, Some(*inside))?;
+        Ok(Some(weights))
     }
 
-    /// Undoes [`Self::apply`]: default weights, nice 0, `SCHED_OTHER`.
-    pub fn undo(weights: &HostWeights, background: (&Guest, u32)) -> Result<()> {
-        weights.reset()?;
+    /// Undoes the guest's part of [`Self::apply`]: nice 0, `SCHED_OTHER`.
+    pub fn undo(background: (&Guest, u32)) -> Result<()> {
         set_in_guest(background, None)
     }
 }

@@ -116,7 +116,7 @@ fn run_scenario(scenario: &Scenario, guests: &[Guest], weight_file: &str, varian
             Ok((host_weights, run(scenario, guests, &started, variant, xsched, out)?))
         });
         // Undone whatever happened, so that no variant's settings leak into the next one.
-        let undone = Variant::undo(background);
+        let undone = variant.undo(background);
         match played.and_then(|r| undone.map(|()| r)) {
             Ok((host_weights, record)) => runs.push((variant, host_weights, record)),
             Err(e) => {

@@ -92,9 +92,8 @@ impl Variant {
     /// heavier one's weight (removed when the returned guard drops) and the background task's
     /// nice level or policy, each checked where it took effect (the weight file, every QEMU
     /// thread's cgroup, the guest's `/proc/PID/stat`). The other variants leave the QEMUs where
-    /// they are and the background task at nice 0, `SCHED_OTHER`.
+    /// they are and the background task as it started, at nice 0, `SCHED_OTHER`.
     pub fn apply(&self, guests: &[Guest], background: (&Guest, u32)) -> Result<Option<HostWeights>> {
-        set_in_guest(background, None)?;
         let Self::Weights { heavier, inside } = self else { return Ok(None) };
         let weights = HostWeights::create(guests)?;
         weights.set(heavier, HEAVIER_WEIGHT)?;
@@ -102,9 +101,12 @@ impl Variant {
         Ok(Some(weights))
     }
 
-    /// Undoes the guest's part of [`Self::apply`]: nice 0, `SCHED_OTHER`.
-    pub fn undo(background: (&Guest, u32)) -> Result<()> {
-        set_in_guest(background, None)
+    /// Undoes the guest's part of [`Self::apply`]: nice 0, `SCHED_OTHER` (the workload's start).
+    pub fn undo(&self, background: (&Guest, u32)) -> Result<()> {
+        match self {
+            Self::Weights { .. } => set_in_guest(background, None),
+            Self::Without | Self::Xsched => Ok(()),
+        }
     }
 }
 
@@ -176,8 +178,8 @@ fn set_in_guest((guest, pid): (&Guest, u32), inside: Option<InGuest>) -> Result<
         // SCHED_IDLE is policy 5.
         Some(InGuest::SchedIdle) => (format!("chrt -i -p 0 {pid}"), 0, 5),
     };
-    guest.exec_ok(&command)?;
-    let stat = guest.exec_ok(&format!("cat /proc/{pid}/stat"))?;
+    // One guest command for both: each costs a round trip under TCG.
+    let stat = guest.exec_ok(&format!("{command} && cat /proc/{pid}/stat"))?;
     let got = nice_and_policy(&stat).with_context(|| format!("guest {}: no nice and policy in /proc/{pid}/stat: {stat:?}", guest.name()))?;
     if got != (nice, policy) {
         bail!("guest {}: `{command}` left pid {pid} at nice {} policy {}, not nice {nice} policy {policy}", guest.name(), got.0, got.1);

@@ -67,7 +67,6 @@ pub(crate) fn init() {
         }
         install_signal_watcher();
         sweep();
-        crate::host_cgroup::sweep();
     });
 }
 
@@ -267,12 +266,12 @@ fn owner_alive(pid: u32, dir: &Path) -> bool {
     }
 }
 
-/// Removes guest directories whose owner process is gone, killing any QEMU still using one.
+/// Removes guest directories whose owner process is gone, killing any QEMU still using one, and
+/// the host cgroups of such owners.
 pub fn sweep() {
     let base = run_dir();
-    let Ok(entries) = std::fs::read_dir(&base) else { return };
     let mut stale = Vec::new();
-    for entry in entries.flatten() {
+    for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(owner) = name
             .strip_prefix(DIR_PREFIX)
@@ -286,14 +285,14 @@ pub fn sweep() {
             stale.push(dir);
         }
     }
-    if stale.is_empty() {
-        return;
+    if !stale.is_empty() {
+        kill_processes_using(&stale);
     }
-    kill_processes_using(&stale);
     for dir in stale {
         log::info!("lab: removing stale guest dir {}", dir.display());
         let _ = std::fs::remove_dir_all(&dir);
     }
+    crate::host_cgroup::sweep();
 }
 
 /// Sends SIGKILL to every process whose command line mentions one of `dirs`.

@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context, Result};
 use xsched::domain::{Domain, DomainId, DomainSpec};
 use xsched::profile::Profile;
 use xsched::run::trace::{Decision, TraceLine, TraceTask};
-use xsched::table::TaskTable;
+use xsched::table::{DomainFacts, TaskTable};
 
 use super::scenario::Scenario;
 use crate::{guest, Guest};
@@ -92,8 +92,8 @@ fn observe(domains: &mut [Domain], tasks: &[(String, String)], period: Duration,
         for domain in domains.iter_mut() {
             pass.push(domain.snapshot_running()?);
         }
-        let pass: Vec<(&Domain, _)> = domains.iter().zip(pass).collect();
-        let table = TaskTable::build(&pass, None);
+        let pass: Vec<_> = domains.iter().zip(&pass).map(|(d, snap)| (DomainFacts::of(d.id, &d.name, d.kernel()), snap)).collect();
+        let table = TaskTable::build_from(&pass, None);
         periods += 1;
         let line = TraceLine { t: at.as_secs_f64(), period: periods, tasks: traced(&table, tasks), wall };
         line.write_to(&mut out).context("writing the observer's trace")?;

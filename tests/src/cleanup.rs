@@ -13,6 +13,9 @@
 //! 4. At every lab start, [`sweep`] removes directories (and kills QEMUs) of owners that are gone,
 //!    which covers a `SIGKILL`ed owner.
 //!
+//! Host cgroups made for guests ([`crate::host_cgroup`]) go the same ways: dropped, removed by the
+//! exit cleanup after the QEMUs, or swept at the next start.
+//!
 //! Guest directories are `<run dir>/xsched-lab-<owner pid>-<n>/` with an `owner` file holding the
 //! owner's start time (so a reused pid is not mistaken for the owner).
 
@@ -178,6 +181,8 @@ pub fn cleanup_all() {
         let _ = std::fs::remove_dir_all(&r.dir);
     }
     registry.clear();
+    // Empty now that their QEMUs are reaped.
+    crate::host_cgroup::remove_live();
 }
 
 extern "C" fn cleanup_at_exit() {
@@ -269,7 +274,7 @@ fn install_signal_watcher() {
 }
 
 /// A process's start time (field 22 of `/proc/PID/stat`), to tell a reused pid from the original.
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = &stat[stat.rfind(") ")? + 2..];
     after_comm.split(' ').nth(19)?.parse().ok()
@@ -286,12 +291,12 @@ fn owner_alive(pid: u32, dir: &Path) -> bool {
     }
 }
 
-/// Removes guest directories whose owner process is gone, killing any QEMU still using one.
+/// Removes guest directories whose owner process is gone, killing any QEMU still using one, and
+/// the host cgroups of such owners.
 pub fn sweep() {
     let base = run_dir();
-    let Ok(entries) = std::fs::read_dir(&base) else { return };
     let mut stale = Vec::new();
-    for entry in entries.flatten() {
+    for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(owner) = name
             .strip_prefix(DIR_PREFIX)
@@ -305,14 +310,14 @@ pub fn sweep() {
             stale.push(dir);
         }
     }
-    if stale.is_empty() {
-        return;
+    if !stale.is_empty() {
+        kill_processes_using(&stale);
     }
-    kill_processes_using(&stale);
     for dir in stale {
         log::info!("lab: removing stale guest dir {}", dir.display());
         let _ = std::fs::remove_dir_all(&dir);
     }
+    crate::host_cgroup::sweep();
 }
 
 /// Sends SIGKILL to every process whose command line mentions one of `dirs`.

@@ -1,4 +1,5 @@
-//! The guest's initramfs: busybox, the lab's init scripts, `qemu_fw_cfg.ko` and the guest's spec.
+//! The guest's initramfs: busybox, the lab's init scripts, `qemu_fw_cfg.ko`, the guest's spec, and
+//! a few host programs busybox lacks (with the shared libraries they load).
 //!
 //! Written directly as an uncompressed `newc` cpio archive (no staging directory, no root needed for
 //! the `/dev/console` node). The scripts in `tests/lab/` are compiled in, so a built `xsched-lab`
@@ -28,6 +29,10 @@ const SCRIPTS: &[(&str, &str, u32)] = &[
 /// Directories every guest has (busybox applet directories are added from its own list).
 const DIRS: &[&str] =
     &["bin", "dev", "etc", "lab", "lab/bin", "lib", "lib/modules", "proc", "root", "run", "sbin", "sys", "tmp"];
+
+/// Host programs every guest gets beside busybox, at the same path: util-linux's `chrt`, since
+/// Debian's static busybox has no chrt applet (for `chrt -i`, SCHED_IDLE, as an operator sets it).
+const HOST_PROGRAMS: &[&str] = &["/usr/bin/chrt"];
 
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
@@ -128,6 +133,48 @@ fn applets() -> Result<&'static [String], LabError> {
         .map_err(|reason| LabError::Setup { reason: reason.clone() })
 }
 
+/// A file for the guest: its path there (no leading `/`) and its contents.
+type GuestFile = (String, Vec<u8>);
+
+/// [`HOST_PROGRAMS`] and the shared libraries `ldd` says they load (the dynamic loader
+/// included), as (path in the guest, contents), read once.
+fn host_programs() -> Result<&'static [GuestFile], LabError> {
+    static FILES: OnceLock<Result<Vec<GuestFile>, String>> = OnceLock::new();
+    FILES
+        .get_or_init(|| {
+            let mut paths = BTreeSet::new();
+            for program in HOST_PROGRAMS {
+                let out = Command::new("ldd").arg(program).output().map_err(|e| format!("ldd {program}: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!("ldd {program}: {} (is util-linux installed?)", String::from_utf8_lossy(&out.stderr).trim()));
+                }
+                paths.insert((*program).to_owned());
+                paths.extend(shared_libraries(&String::from_utf8_lossy(&out.stdout)));
+            }
+            paths
+                .into_iter()
+                .map(|path| {
+                    let bytes = std::fs::read(&path).map_err(|e| format!("reading {path}: {e}"))?;
+                    Ok((path.trim_start_matches('/').to_owned(), bytes))
+                })
+                .collect()
+        })
+        .as_deref()
+        .map_err(|reason| LabError::Setup { reason: reason.clone() })
+}
+
+/// The files named in `ldd` output: `libc.so.6 => /lib/…/libc.so.6 (0x…)` and the loader's
+/// `/lib64/ld-linux-x86-64.so.2 (0x…)`; the vDSO has no file.
+fn shared_libraries(ldd: &str) -> Vec<String> {
+    ldd.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = line.split_once("=>").map_or(line, |(_, to)| to.trim()).split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_owned())
+        })
+        .collect()
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, LabError> {
     std::fs::read(path).map_err(|e| LabError::io("read", path, e))
 }
@@ -137,10 +184,11 @@ pub fn build(spec: &GuestSpec, kernel: &KernelFiles) -> Result<Vec<u8>, LabError
     let busybox = read(Path::new(BUSYBOX))?;
     let module = read(&kernel.fw_cfg_module)?;
     let applets = applets()?;
+    let programs = host_programs()?;
 
     let mut dirs: BTreeSet<String> = DIRS.iter().map(|d| (*d).to_owned()).collect();
-    for applet in applets {
-        let mut parent = Path::new(applet).parent();
+    for file in applets.iter().chain(programs.iter().map(|(path, _)| path)) {
+        let mut parent = Path::new(file).parent();
         while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
             dirs.insert(p.to_string_lossy().into_owned());
             parent = p.parent();
@@ -154,8 +202,12 @@ pub fn build(spec: &GuestSpec, kernel: &KernelFiles) -> Result<Vec<u8>, LabError
     }
     cpio.char_device("dev/console", 0o600, 5, 1);
     cpio.file("bin/busybox", 0o755, &busybox);
-    for applet in applets.iter().filter(|a| a.as_str() != "bin/busybox") {
+    // A host program takes the place of a busybox applet of the same path.
+    for applet in applets.iter().filter(|a| a.as_str() != "bin/busybox" && !programs.iter().any(|(p, _)| p == *a)) {
         cpio.symlink(applet, "/bin/busybox");
+    }
+    for (path, contents) in programs {
+        cpio.file(path, 0o755, contents);
     }
     for (path, contents, mode) in SCRIPTS {
         cpio.file(path, *mode, contents.as_bytes());
@@ -169,6 +221,12 @@ pub fn build(spec: &GuestSpec, kernel: &KernelFiles) -> Result<Vec<u8>, LabError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ldd_output_names_the_libraries_and_the_loader() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f5b)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f5c)\n";
+        assert_eq!(shared_libraries(ldd), ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]);
+    }
 
     #[test]
     fn newc_layout() {

@@ -35,6 +35,7 @@ mod control;
 pub mod demo;
 mod error;
 mod guest;
+pub mod host_cgroup;
 pub mod initramfs;
 pub mod kernel;
 mod lab;

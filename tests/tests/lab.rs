@@ -353,3 +353,39 @@ fn large_guest_runs_a_thousand_sleepers() -> TestResult {
     assert!(g.console_problems().is_empty(), "{:?}", g.console_problems());
     Ok(())
 }
+
+/// Host weights as libvirt sets them: the guest's QEMU, every thread, in a host cgroup of its own
+/// whose weight file holds what was set; a panic while it is held still moves the QEMU back and
+/// removes the groups. And the guest's own `chrt` (util-linux's, in the initramfs) sets
+/// SCHED_IDLE, as the guest's /proc shows.
+#[test]
+fn host_weights_hold_every_qemu_thread_and_leave_nothing_and_chrt_sets_sched_idle() -> TestResult {
+    use xsched_lab::host_cgroup::{Hierarchy, HostWeights};
+    let g = guest(lab(), "u2");
+    let hierarchy = Hierarchy::detect()?;
+    let cgroup_of = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let home = cgroup_of(g.qemu_pid());
+    let groups = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&format!("xsched-lab-{}-", std::process::id()))).collect()
+    };
+    let held = std::panic::catch_unwind(|| {
+        let weights = HostWeights::create(std::slice::from_ref(g)).expect("host cgroups");
+        weights.set("u2", 300).expect("set weight");
+        assert!(weights.holds_all_threads_of("u2").expect("threads"), "a QEMU thread stayed outside its group");
+        let (name, value) = weights.current().expect("current").pop().expect("one guest");
+        assert_eq!((name.as_str(), value), ("u2", hierarchy.weight_value(300)), "the weight file");
+        assert_ne!(cgroup_of(g.qemu_pid()), home, "QEMU did not move");
+        assert_eq!(groups(hierarchy.mount()).len(), 1, "one group for this process");
+        panic!("a failure while the weights are held");
+    });
+    assert!(held.is_err());
+    assert_eq!(cgroup_of(g.qemu_pid()), home, "QEMU is back where it was");
+    assert!(groups(hierarchy.mount()).is_empty(), "groups left: {:?}", groups(hierarchy.mount()));
+
+    let pid = g.start_workload(&Workload::sleep("lazy"))?[0];
+    let stat = g.exec_ok(&format!("chrt -i -p 0 {pid} && cat /proc/{pid}/stat"))?;
+    let policy = stat.trim().rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(38).map(str::to_owned));
+    g.exec_ok(&format!("kill -9 {pid}"))?;
+    assert_eq!(policy.as_deref(), Some("5"), "SCHED_IDLE is policy 5: {stat}");
+    Ok(())
+}

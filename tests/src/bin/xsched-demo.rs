@@ -1,13 +1,13 @@
-//! `xsched-demo`: the paper's experiment on two lab guests, without and with xsched (see the
-//! library's `demo` module). Prints the report and leaves pictures, traces and a JSON summary in
-//! the output folder.
+//! `xsched-demo`: the paper's experiment on two lab guests, without xsched, with host weights
+//! plus nice as an operator would do it, and with xsched (see the library's `demo` module).
+//! Prints the report and leaves pictures, traces and a JSON summary in the output folder.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use xsched_lab::demo::{report, run_demo, DemoOptions};
+use xsched_lab::demo::{report, run_demo, BaselineChoice, DemoOptions};
 use xsched_lab::KernelPin;
 
 /// Runs the demo scenarios on two lab guests and reports what xsched changed.
@@ -33,6 +33,12 @@ struct Cli {
     /// else 6.1].
     #[arg(long)]
     kernel: Option<KernelPin>,
+    /// Which baselines (host weights plus nice 19 or SCHED_IDLE) to play between "without" and
+    /// "with xsched": [SCENARIO:]VARIANT with VARIANT weights-u1-nice19, weights-u1-idle,
+    /// weights-u2-nice19, weights-u2-idle, or none (repeatable) [default: all four, every
+    /// scenario].
+    #[arg(long = "baseline")]
+    baselines: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -49,6 +55,7 @@ fn main() -> Result<()> {
         xsched,
         only: cli.scenarios,
         kernel: cli.kernel.map_or_else(KernelPin::selected, Ok)?,
+        baselines: BaselineChoice::parse(&cli.baselines)?,
     };
     let summary = run_demo(&options)?;
     println!("{}", report::markdown(&summary));

@@ -187,13 +187,13 @@ mod tests {
         let scenario = Scenario::priority(Duration::from_secs(1));
         let zero = || reading(0.0, 0.0, &[]);
         let run = RunRecord {
-            with_xsched: true,
+            variant: "xsched".into(),
             phases: vec![
                 phase("db+web busy", 999.0, zero(), zero()),
                 phase("web busy", 1000.0, reading(1000.0, 10.0, &[("bkup", 0)]), reading(1001.0, 11.0, &[("bkup", 5_000_000)])),
                 phase("all idle", 1000.025, reading(1001.0, 11.0, &[("bkup", 5_000_000)]), reading(1002.0, 12.0, &[("bkup", 905_000_000)])),
             ],
-            trace: None,
+            trace: "priority-xsched.trace.jsonl".into(),
         };
         let web = |state, d| TraceTask { domain: "u2".into(), pid: 2, ..task("web", state, d, 0) };
         let trace = vec![

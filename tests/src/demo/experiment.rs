@@ -1,6 +1,7 @@
-//! Running one scenario on booted lab guests, once without xsched and once with it: the phases
-//! are played by steering the guests' workloads, and the guests' own accounting is read at the
-//! start (after a settling time) and the end of every phase.
+//! Playing one scenario on booted lab guests, once per variant (without xsched, the operator's
+//! weights-and-nice baselines, with xsched): the phases are played by steering the guests'
+//! workloads, and the guests' own accounting is read at the start (after a settling time) and
+//! the end of every phase. Every run leaves a trace: xsched's own, or an observer's.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::observe::Observer;
 use super::scenario::Scenario;
+use super::variant::Variant;
 use crate::{guest, Guest, Steer, Workload};
 
 /// How long xsched may take to start its loop, and to stop after SIGTERM.
@@ -58,12 +61,12 @@ pub struct PhaseRecord {
 /// One run of a scenario.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunRecord {
-    /// Whether xsched ran.
-    pub with_xsched: bool,
+    /// The variant's name ([`Variant::name`]).
+    pub variant: String,
     /// The phases.
     pub phases: Vec<PhaseRecord>,
-    /// xsched's trace (with xsched only).
-    pub trace: Option<PathBuf>,
+    /// The run's trace: xsched's (with xsched), else the observer's.
+    pub trace: PathBuf,
 }
 
 /// How to start xsched.
@@ -78,6 +81,13 @@ pub struct Xsched {
 /// The scenario's workloads, started in the guests: task name → (guest, pid).
 #[derive(Debug)]
 pub struct Started(BTreeMap<String, (&'static str, u32)>);
+
+impl Started {
+    /// The pid of the task called `comm`.
+    pub fn pid_of(&self, comm: &str) -> Option<u32> {
+        self.0.get(comm).map(|(_, pid)| *pid)
+    }
+}
 
 /// Starts the scenario's workloads: foreground ones idle, the background one spinning.
 pub fn start_workloads(scenario: &Scenario, guests: &[Guest]) -> Result<Started> {
@@ -98,24 +108,46 @@ pub fn stop_workloads(started: &Started, guests: &[Guest]) -> Result<()> {
     Ok(())
 }
 
-/// Plays the scenario's phases once, with xsched running when `xsched` is given; its trace and
-/// output go into `out`.
-pub fn run(scenario: &Scenario, guests: &[Guest], started: &Started, xsched: Option<&Xsched>, out: &Path) -> Result<RunRecord> {
+/// Plays the scenario's phases once as `variant` (set up by the caller), with xsched running for
+/// [`Variant::Xsched`] and an observer otherwise; the trace and xsched's output go into `out`.
+pub fn run(scenario: &Scenario, guests: &[Guest], started: &Started, variant: Variant, xsched: &Xsched, out: &Path) -> Result<RunRecord> {
+    check_sharing(scenario, guests)?;
     steer_all(scenario, guests, &[])?;
-    let trace = out.join(format!("{}.trace.jsonl", scenario.name));
-    let mut loop_process = match xsched {
-        Some(x) => Some(start_xsched(x, scenario, guests, out, &trace)?),
-        None => None,
-    };
+    let trace = out.join(format!("{}-{variant}.trace.jsonl", scenario.name));
+    let mut loop_process = None;
+    let mut observer = None;
+    if variant == Variant::Xsched {
+        loop_process = Some(start_xsched(xsched, scenario, guests, out, &trace)?);
+    } else {
+        observer = Some(Observer::start(scenario, guests, Duration::from_millis(xsched.period_ms), &trace)?);
+    }
     let xsched_pids: Vec<u32> = loop_process.as_ref().map(|(child, supervisor)| vec![child.id(), *supervisor]).unwrap_or_default();
     let settle = (scenario.phase_length / 5).min(Duration::from_millis(500));
     std::thread::sleep(settle);
     let result = play(scenario, guests, started, &xsched_pids, settle);
     let stopped = loop_process.as_mut().map(|(child, _)| stop_xsched(child)).transpose();
+    let observed = observer.map(Observer::stop).transpose();
     steer_all(scenario, guests, &[])?;
     let phases = result?;
     stopped?;
-    Ok(RunRecord { with_xsched: xsched.is_some(), phases, trace: xsched.map(|_| trace) })
+    observed?;
+    Ok(RunRecord { variant: variant.name(), phases, trace })
+}
+
+/// Checks that the scenario's VMs contend for one host CPU, so that host weights can matter:
+/// every thread of every QEMU may run on host CPU 0 only (`Cpus_allowed_list` in its status).
+fn check_sharing(scenario: &Scenario, guests: &[Guest]) -> Result<()> {
+    for name in scenario.guests() {
+        let tasks = PathBuf::from(format!("/proc/{}/task", guest(guests, name).qemu_pid()));
+        for thread in std::fs::read_dir(&tasks).with_context(|| format!("listing {}", tasks.display()))?.flatten() {
+            let Ok(status) = std::fs::read_to_string(thread.path().join("status")) else { continue };
+            let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(str::trim);
+            if allowed != Some("0") {
+                bail!("guest {name}: QEMU thread {} may run on host CPUs {allowed:?}, not only CPU 0: the VMs would not share one CPU", thread.file_name().to_string_lossy());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn play(scenario: &Scenario, guests: &[Guest], started: &Started, xsched_pids: &[u32], settle: Duration) -> Result<Vec<PhaseRecord>> {

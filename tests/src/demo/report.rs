@@ -1,5 +1,6 @@
 //! The demo's results: a summary (JSON, for tests and tools) and a report (Markdown, printed).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -17,6 +18,31 @@ pub struct Targets {
     pub reaction_ms: f64,
 }
 
+/// One variant's results in one scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct VariantSummary {
+    /// Its short name (`without`, `weights-u1-nice19`, ..., `xsched`).
+    pub name: String,
+    /// What it is, short.
+    pub label: String,
+    /// Each guest's host CPU weight during the run, as the weight file held it (`cpu.weight`
+    /// on cgroup v2, `cpu.shares` on v1); empty where the QEMUs stayed in their own cgroups.
+    pub host_weights: BTreeMap<String, u64>,
+    /// The background task's nice level and policy in its guest (`nice 0`, `nice 19`,
+    /// `SCHED_IDLE`).
+    pub background_setting: String,
+    /// Shares per phase.
+    pub phases: Vec<PhaseShares>,
+    /// The background task's share.
+    pub background: BackgroundShare,
+    /// Whether the background task's share met both targets.
+    pub meets_targets: bool,
+    /// The timeline picture's file name (in the output folder).
+    pub picture: String,
+    /// The trace's file name: xsched's own, or the observer's.
+    pub trace: String,
+}
+
 /// One scenario's results.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScenarioSummary {
@@ -28,22 +54,16 @@ pub struct ScenarioSummary {
     pub tasks: Vec<String>,
     /// The guests, in order.
     pub guests: Vec<String>,
-    /// Shares per phase without xsched.
-    pub without: Vec<PhaseShares>,
-    /// Shares per phase with xsched.
-    pub with: Vec<PhaseShares>,
-    /// The background task's share without xsched.
-    pub background_without: BackgroundShare,
-    /// The background task's share with xsched.
-    pub background_with: BackgroundShare,
-    /// Reactions to the phase changes that start or stop the background task.
+    /// The file the host weights are written to (`cpu.weight` or `cpu.shares`).
+    pub weight_file: String,
+    /// Every variant, in the order played: without, the baselines, with xsched.
+    pub variants: Vec<VariantSummary>,
+    /// The names of the variants that met the targets.
+    pub met_by: Vec<String>,
+    /// Reactions to the phase changes that start or stop the background task (with xsched).
     pub reactions: Vec<Reaction>,
     /// How many such changes the scenario has.
     pub expected_reactions: usize,
-    /// The timeline picture's file name (in the output folder).
-    pub picture: String,
-    /// The trace's file name.
-    pub trace: String,
     /// Warning, BUG or oops lines the guests printed during the scenario.
     pub console_problems: Vec<String>,
     /// The host CPU all the scenario's VMs got with xsched, as a percentage of what they got
@@ -54,15 +74,20 @@ pub struct ScenarioSummary {
 }
 
 impl ScenarioSummary {
-    /// Whether the with-xsched shares meet the targets.
-    pub fn shares_meet(&self, targets: &Targets) -> bool {
-        self.background_with.while_foreground_busy < targets.background_busy_max && self.background_with.while_all_idle >= targets.background_idle_min
+    /// The variant called `name`.
+    pub fn variant(&self, name: &str) -> Option<&VariantSummary> {
+        self.variants.iter().find(|v| v.name == name)
     }
 
     /// Whether every expected reaction happened, within the target.
     pub fn reactions_meet(&self, targets: &Targets) -> bool {
         self.reactions.len() == self.expected_reactions && self.reactions.iter().all(|r| r.decision_ms <= targets.reaction_ms)
     }
+}
+
+/// Whether a background share meets the targets.
+pub fn shares_meet(background: &BackgroundShare, targets: &Targets) -> bool {
+    background.while_foreground_busy < targets.background_busy_max && background.while_all_idle >= targets.background_idle_min
 }
 
 /// Everything the demo measured.
@@ -103,50 +128,46 @@ pub fn markdown(summary: &Summary) -> String {
 
 fn scenario(out: &mut String, s: &ScenarioSummary, t: &Targets) {
     let _ = writeln!(out, "## {}: {}\n", s.name, s.title);
-    let _ = writeln!(out, "CPU share per phase, without → with xsched: each task as its guest accounted it (% of its");
-    let _ = writeln!(out, "vCPU, the guest's /proc), each guest's QEMU as the host accounted it (% of a host CPU).");
-    let _ = writeln!(out, "The first part of each phase, while things settle, is left out.\n");
-    let _ = write!(out, "| phase |");
+    let _ = writeln!(out, "CPU share per phase and variant: each task as its guest accounted it (% of its vCPU, the");
+    let _ = writeln!(out, "guest's /proc), each guest's QEMU as the host accounted it (% of a host CPU). The first part");
+    let _ = writeln!(out, "of each phase, while things settle, is left out. `u1:u2 2:1` is the operator's way without");
+    let _ = writeln!(out, "xsched: u1's QEMU in a host cgroup of twice u2's CPU weight ({}), and in its guest the", s.weight_file);
+    let _ = writeln!(out, "background task at nice 19 or SCHED_IDLE.\n");
+    let _ = write!(out, "| phase | variant |");
     for task in &s.tasks {
         let _ = write!(out, " {task} |");
     }
     for guest in &s.guests {
         let _ = write!(out, " host: {guest} |");
     }
-    let _ = writeln!(out, "\n|---|{}", "---|".repeat(s.tasks.len() + s.guests.len()));
-    for (without, with) in s.without.iter().zip(&s.with) {
-        let _ = write!(out, "| {} |", without.label);
-        let cell = |a: Option<&f64>, b: Option<&f64>| format!(" {} → {} |", percent(a), percent(b));
-        for task in &s.tasks {
-            out.push_str(&cell(without.tasks.get(task), with.tasks.get(task)));
+    let _ = writeln!(out, "\n|---|---|{}", "---|".repeat(s.tasks.len() + s.guests.len()));
+    let phases = s.variants.first().map_or(0, |v| v.phases.len());
+    for i in 0..phases {
+        for (n, v) in s.variants.iter().enumerate() {
+            let Some(p) = v.phases.get(i) else { continue };
+            let _ = write!(out, "| {} | {} |", if n == 0 { p.label.as_str() } else { "" }, v.label);
+            for task in &s.tasks {
+                let _ = write!(out, " {} |", percent(p.tasks.get(task)));
+            }
+            for guest in &s.guests {
+                let _ = write!(out, " {} |", percent(p.hosts.get(guest)));
+            }
+            out.push('\n');
         }
-        for guest in &s.guests {
-            out.push_str(&cell(without.hosts.get(guest), with.hosts.get(guest)));
-        }
-        out.push('\n');
     }
     if let (Some(kept), Some(own)) = (s.vm_cpu_kept, s.xsched_cpu) {
         let _ = writeln!(out, "\nThe VMs got {kept:.1} % of the host CPU they got without xsched; xsched itself used {own:.2} % of a host CPU.");
     }
     let bg = s.tasks.last().map_or("background", String::as_str);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "- {bg} while a higher-priority task is busy: {} without, **{} with xsched** (target < {}%: {})",
-        percent(Some(&s.background_without.while_foreground_busy)),
-        percent(Some(&s.background_with.while_foreground_busy)),
-        t.background_busy_max,
-        verdict(s.background_with.while_foreground_busy < t.background_busy_max)
-    );
-    let _ = writeln!(
-        out,
-        "- {bg} while all of them sleep: {} without, **{} with xsched** (target ≥ {}%: {})",
-        percent(Some(&s.background_without.while_all_idle)),
-        percent(Some(&s.background_with.while_all_idle)),
-        t.background_idle_min,
-        verdict(s.background_with.while_all_idle >= t.background_idle_min)
-    );
+    let _ = writeln!(out, "\n| variant | {bg} while a higher-priority task is busy (target < {}%) | {bg} while all of them sleep (target ≥ {}%) | targets |", t.background_busy_max, t.background_idle_min);
+    let _ = writeln!(out, "|---|---|---|---|");
+    for v in &s.variants {
+        let (busy, idle) = (v.background.while_foreground_busy, v.background.while_all_idle);
+        let _ = writeln!(out, "| {} | {} | {} | {} |", v.label, percent(Some(&busy)), percent(Some(&idle)), verdict(v.meets_targets));
+    }
+    let met: Vec<&str> = s.variants.iter().filter(|v| v.meets_targets).map(|v| v.label.as_str()).collect();
+    let _ = writeln!(out, "\n**Targets met by: {}** (of {} variants).\n", if met.is_empty() { "none".to_owned() } else { met.join(", ") }, s.variants.len());
     let _ = writeln!(
         out,
         "- reaction (last period that saw the old state → the period that parked/unparked {bg}; target ≤ {:.0} ms: {}):",
@@ -163,7 +184,10 @@ fn scenario(out: &mut String, s: &ScenarioSummary, t: &Targets) {
     }
     let problems = if s.console_problems.is_empty() { "none".to_owned() } else { s.console_problems.join("; ") };
     let _ = writeln!(out, "- guest console warnings: {problems}");
-    let _ = writeln!(out, "- timeline: {} (from xsched's trace {})\n", s.picture, s.trace);
+    for v in &s.variants {
+        let _ = writeln!(out, "- timeline {}: {} (from the trace {})", v.label, v.picture, v.trace);
+    }
+    out.push('\n');
 }
 
 fn percent(value: Option<&f64>) -> String {

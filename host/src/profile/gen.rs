@@ -39,8 +39,8 @@ const BANNER_PREFIX: &str = "Linux version ";
 /// Fails if the file is not an x86-64 ELF file, has no DWARF, lacks a required symbol, struct or
 /// field, or is a kernel version outside the constants table's range.
 pub fn generate(vmlinux: &Path) -> Result<Profile, ProfileError> {
-    let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).map(|(_, s)| *s);
-    let optional: Vec<&ProfileSpec> = std::iter::once(&spec::OPTIONAL).chain(alternatives).collect();
+    let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).chain(spec::KERNFS_PARENT).map(|(_, s)| *s);
+    let optional: Vec<&ProfileSpec> = [&spec::OPTIONAL, &spec::CLASSES].into_iter().chain(alternatives).collect();
     let profile = generate_with_spec(vmlinux, &spec::REQUIRED, &optional)?;
     profile.validate().map_err(|e| ProfileError::Generate {
         path: vmlinux.to_path_buf(),
@@ -132,8 +132,8 @@ pub fn generate_running(
 /// The profile of `elf` with struct layouts from the BTF `blob`, validated.
 fn from_btf(elf: &Image<'_>, blob: &[u8]) -> Result<Profile, ProfileError> {
     let btf = Btf::parse(blob).map_err(|e| elf.error(format!("malformed BTF: {e}")))?;
-    let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).map(|(_, s)| *s);
-    let optional: Vec<&ProfileSpec> = std::iter::once(&spec::OPTIONAL).chain(alternatives).collect();
+    let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).chain(spec::KERNFS_PARENT).map(|(_, s)| *s);
+    let optional: Vec<&ProfileSpec> = [&spec::OPTIONAL, &spec::CLASSES].into_iter().chain(alternatives).collect();
     let profile = build(elf, &spec::REQUIRED, &optional, |required, optional| {
         btf_layouts::struct_layouts(&btf, required, optional)
             .map_err(|e| elf.error(format!("malformed BTF: {e}")))?

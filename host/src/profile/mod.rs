@@ -182,6 +182,9 @@ impl Profile {
         spec::first_complete(self, spec::PREEMPT_COUNT).map_err(|lacks| ProfileError::Invalid {
             reason: format!("kernel {}: no per-CPU preempt count: {lacks}", self.release),
         })?;
+        spec::first_complete(self, spec::KERNFS_PARENT).map_err(|lacks| ProfileError::Invalid {
+            reason: format!("kernel {}: kernfs nodes have no parent field: {lacks}", self.release),
+        })?;
         Ok(())
     }
 

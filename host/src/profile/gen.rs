@@ -159,7 +159,14 @@ fn build(
     let optional_structs: Vec<(&str, &[&str])> = optional.iter().flat_map(|s| s.structs.iter().copied()).collect();
     let symbols = image.symbol_addresses(required.symbols, &optional_symbols)?;
     let structs = layouts(required.structs, &optional_structs)?;
-    let optional_constants: Vec<&str> = optional.iter().flat_map(|s| s.constants.iter().copied()).collect();
+    // An alternative's constants only where the kernel has its symbols and fields: a flavour
+    // that does not apply contributes nothing (a running 7.x kernel, say, records no TICK_NSEC,
+    // which only 6.12's EEVDF needs).
+    let present = |spec: &&&ProfileSpec| {
+        spec.symbols.iter().all(|s| symbols.contains_key(*s))
+            && spec.structs.iter().all(|(name, fields)| structs.get(*name).is_some_and(|l| fields.iter().all(|f| l.fields.contains_key(*f))))
+    };
+    let optional_constants: Vec<&str> = optional.iter().filter(present).flat_map(|s| s.constants.iter().copied()).collect();
     let mut constants = BTreeMap::new();
     for (name, is_required) in required.constants.iter().map(|c| (*c, true)).chain(optional_constants.iter().map(|c| (*c, false))) {
         match constants::lookup(table, name).map_or_else(|| constants::from_image(image, name), |v| Ok(Some(v)))? {

@@ -175,6 +175,9 @@ pub struct ParkLayout {
     fair_policies: [u32; 2],
     on_rq_queued: u32,
     fair_sched_class: Gva,
+    /// `ext_sched_class` where sched_ext is built in (Linux 6.12 and later, on in Debian's 7.x):
+    /// a task in it belongs to a BPF scheduler and to no fair runqueue.
+    ext_sched_class: Option<Gva>,
     fair: FairClass,
     /// `runqueues` of each possible CPU.
     runqueues: Vec<Gva>,
@@ -268,6 +271,7 @@ impl ParkLayout {
             fair_policies: [k("SCHED_NORMAL")?, k("SCHED_BATCH")?],
             on_rq_queued: k("TASK_ON_RQ_QUEUED")?,
             fair_sched_class: sym("fair_sched_class")?,
+            ext_sched_class: p.symbols.contains_key("ext_sched_class").then(|| sym("ext_sched_class")).transpose()?,
             fair: FairClass::from_profile(p, virt_shift)?,
             runqueues: per_cpu_offsets.iter().map(|o| Gva(o.wrapping_add(runqueues_sym))).collect(),
             per_cpu_offsets,
@@ -320,7 +324,11 @@ fn check_task<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task: &TaskIden
         return Ok(Err(Deferred::Refused("a kernel thread".into())));
     }
     let policy = get_u32(mem, t, l.t_policy)?;
-    if !l.fair_policies.contains(&policy) || Gva(get(mem, t, l.t_sched_class)?) != l.fair_sched_class {
+    let class = Gva(get(mem, t, l.t_sched_class)?);
+    if l.ext_sched_class == Some(class) {
+        return Ok(Err(Deferred::Refused(format!("run by a sched_ext BPF scheduler (its sched_class is ext_sched_class, policy {policy})"))));
+    }
+    if !l.fair_policies.contains(&policy) || class != l.fair_sched_class {
         return Ok(Err(Deferred::Refused(format!("not a SCHED_NORMAL/SCHED_BATCH fair task (policy {policy})"))));
     }
     let cpu = get_u32(mem, t, l.t_cpu)?;

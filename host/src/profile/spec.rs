@@ -233,7 +233,8 @@ pub const OPTIONAL: ProfileSpec = ProfileSpec {
 pub const CLASSES: ProfileSpec = ProfileSpec {
     symbols: &["rt_sched_class", "dl_sched_class", "idle_sched_class", "stop_sched_class", "ext_sched_class"],
     structs: &[],
-    constants: &[],
+    // The policy of a task a BPF scheduler runs in partial mode (uapi since 6.12).
+    constants: &["SCHED_EXT"],
 };
 
 /// Linux's CFS before EEVDF (6.1): the timeline ordered by `vruntime`, placement against

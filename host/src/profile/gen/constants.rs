@@ -86,18 +86,24 @@ const UAPI_SCHED_H: &str = "include/uapi/linux/sched.h";
 const TIF_NEED_RESCHED_6: Constant = Constant { name: "TIF_NEED_RESCHED", value: 3, source: "arch/x86/include/asm/thread_info.h" };
 
 /// The x86-64 constants of Linux 6.1 and 6.12.
-pub const X86_64: &[Constant] = &with::<28, 29>(X86_64_COMMON, TIF_NEED_RESCHED_6);
+pub const X86_64: &[Constant] = &with::<28, 1, 29>(X86_64_COMMON, [TIF_NEED_RESCHED_6]);
 
-/// The x86-64 constants of Linux 7.3: the generic TIF bits moved `TIF_NEED_RESCHED` to 4.
-pub const X86_64_7: &[Constant] =
-    &with::<28, 29>(X86_64_COMMON, Constant { name: "TIF_NEED_RESCHED", value: 4, source: "include/asm-generic/thread_info_tif.h" });
+/// The x86-64 constants of Linux 7.3: the generic TIF bits moved `TIF_NEED_RESCHED` to 4, and
+/// sched_ext (6.12's uapi, built into Debian's 7.x) adds the policy `SCHED_EXT`.
+pub const X86_64_7: &[Constant] = &with::<28, 2, 30>(
+    X86_64_COMMON,
+    [
+        Constant { name: "TIF_NEED_RESCHED", value: 4, source: "include/asm-generic/thread_info_tif.h" },
+        Constant { name: "SCHED_EXT", value: 7, source: UAPI_SCHED_H },
+    ],
+);
 
-/// `common` followed by `last`.
-const fn with<const N: usize, const M: usize>(common: [Constant; N], last: Constant) -> [Constant; M] {
-    let mut out = [last; M];
+/// `common` followed by `extra` (`M` = `N` + `E`).
+const fn with<const N: usize, const E: usize, const M: usize>(common: [Constant; N], extra: [Constant; E]) -> [Constant; M] {
+    let mut out = [extra[0]; M];
     let mut i = 0;
-    while i < N && i < M {
-        out[i] = common[i];
+    while i < M {
+        out[i] = if i < N { common[i] } else { extra[i - N] };
         i += 1;
     }
     out
@@ -353,7 +359,8 @@ mod tests {
             assert!(lookup(X86_64, name).is_some(), "{name} missing from the x86-64 table");
             assert!(lookup(X86_64_7, name).is_some(), "{name} missing from the x86-64 table of 7.x");
         }
-        assert_eq!(X86_64.len(), X86_64_7.len());
+        assert_eq!(X86_64.len() + 1, X86_64_7.len());
+        assert_eq!(lookup(X86_64_7, "SCHED_EXT"), Some(7));
         assert_eq!(X86_64.iter().filter(|c| c.name == "TIF_NEED_RESCHED").count(), 1);
     }
 

@@ -499,6 +499,60 @@ mod tests {
         out
     }
 
+    /// The tables as 7.x writes them: 4-byte labels, the count right before the names,
+    /// PC-relative offsets after the token index, no relative base.
+    fn tables_7(symbols: &[(u8, String, u64)]) -> Vec<u8> {
+        fn pad4(out: &mut Vec<u8>) {
+            while !out.len().is_multiple_of(4) {
+                out.push(0);
+            }
+        }
+        let count = u32::try_from(symbols.len()).expect("few");
+        let mut out = vec![0xa5; 44];
+        out.extend(count.to_le_bytes());
+        let names_start = out.len();
+        let mut markers = Vec::new();
+        for (i, (kind, name, _)) in symbols.iter().enumerate() {
+            if i % 256 == 0 {
+                markers.extend(u32::try_from(out.len() - names_start).expect("small").to_le_bytes());
+            }
+            out.extend(encode(*kind, name));
+        }
+        pad4(&mut out);
+        out.extend(markers);
+        let mut index = Vec::new();
+        let table_start = out.len();
+        for token in token_strings() {
+            index.extend(u16::try_from(out.len() - table_start).expect("small").to_le_bytes());
+            out.extend(token);
+            out.push(0);
+        }
+        pad4(&mut out);
+        out.extend(index);
+        pad4(&mut out);
+        for (_, _, address) in symbols {
+            let entry = BASE + u64::try_from(out.len()).expect("small");
+            let value = i32::try_from(i64::from_le_bytes(address.wrapping_sub(entry).to_le_bytes())).expect("near the entry");
+            out.extend(value.to_le_bytes());
+        }
+        out.extend([0x5a; 24]);
+        out
+    }
+
+    #[test]
+    fn tables_of_7x_decode() {
+        for n in [257, 700] {
+            // (PC-relative entries reach only 2 GiB: the per-CPU symbols get image addresses.)
+            let symbols: Vec<_> = sample(n).into_iter().map(|(k, name, a)| (k, name, if a < BASE - 0x100_0000 { BASE - 0x200_0000 + a } else { a })).collect();
+            let bytes = tables_7(&symbols);
+            let found = super::symbols(Region { base: BASE, bytes: &bytes }).unwrap_or_else(|e| panic!("{n} symbols: {e}"));
+            assert_eq!(found.len(), symbols.len());
+            for (got, (kind, name, address)) in found.iter().zip(&symbols) {
+                assert_eq!((got.kind, got.name.as_str(), got.address), (*kind, name.as_str(), *address));
+            }
+        }
+    }
+
     fn check(new_order: bool, n: u32) {
         let symbols = sample(n);
         let bytes = tables(&symbols, new_order);

@@ -525,7 +525,7 @@ fn tg_cfs_rq<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, tg: Gva, cpu: u3
         let offset = *usize::try_from(cpu).ok().and_then(|c| l.per_cpu_offsets.get(c)).ok_or_else(|| LinuxError::Walk(format!("CPU {cpu} has no per-CPU area")))?;
         return Ok(Gva(base.raw().wrapping_add(offset)));
     }
-    Ok(mem.read_ptr(add(base, l.tg_cfs_rq_stride * u64::from(cpu))?)?)
+    mem.read_ptr(add(base, l.tg_cfs_rq_stride * u64::from(cpu))?)
 }
 
 /// Whether a static key is enabled (`static_key.enabled.counter > 0`).

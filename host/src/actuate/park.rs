@@ -136,6 +136,10 @@ pub struct ParkLayout {
     t_pi_lock: Field,
     t_sched_class: Field,
     t_numa_nid: Option<Field>,
+    /// `task_struct.is_blocked` (7.x): set when the task blocks (`try_to_block_task`), cleared
+    /// by its wakeup (`ttwu_do_wakeup`); a task left marked trips `WARN_ON_ONCE(p->is_blocked)`
+    /// when it next blocks or wakes.
+    t_is_blocked: Option<Field>,
     t_se: u64,
     se_on_rq: Field,
     se_parent: Field,
@@ -239,6 +243,7 @@ impl ParkLayout {
             t_pi_lock: Field::of(p, "task_struct", "pi_lock")?,
             t_sched_class: t("sched_class")?,
             t_numa_nid: optional("task_struct", "numa_preferred_nid"),
+            t_is_blocked: optional("task_struct", "is_blocked"),
             t_se: p.offset("task_struct", "se")?,
             se_on_rq: se("on_rq")?,
             se_parent: se("parent")?,
@@ -458,6 +463,9 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &T
             }
         }
         set(&mut staged, t, l.t_on_rq, u64::from(l.on_rq_queued))?;
+        if let Some(f) = l.t_is_blocked {
+            set(&mut staged, t, f, 0)?;
+        }
         set(&mut staged, t, l.t_state, u64::from(l.running))?;
         resched_curr(&mut staged, l, cpu, rq)?;
         staged.into_writes()

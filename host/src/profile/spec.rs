@@ -219,6 +219,8 @@ pub const OPTIONAL: ProfileSpec = ProfileSpec {
         ("static_key", &["enabled"]),
         // CONFIG_NUMA_BALANCING.
         ("task_struct", &["numa_preferred_nid"]),
+        // 7.x: whether the task blocked (`try_to_block_task`); its wakeup clears it.
+        ("task_struct", &["is_blocked"]),
         // CONFIG_RT_GROUP_SCHED.
         ("sched_rt_entity", &["parent", "rt_rq", "my_q"]),
         // CONFIG_SCHED_CLASS_EXT (built into Debian's 7.x): a task whose `sched_class` is this one

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Benchmark of park and unpark on a lab guest of each pinned kernel (6.1 CFS, 6.12 EEVDF): the
+# Benchmark of park and unpark on a lab guest of each pinned kernel (6.1 CFS, 6.12 EEVDF, 7.3 flat EEVDF): the
 # cost of one park and one unpark (guest paused, checks, writes, resumed) and the work done inside
 # the pause, beside a bare pause/resume of the same guest in the same run.
 # Usage: scripts/bench-park.sh [ROUNDS]

@@ -51,7 +51,10 @@ mkdir -p "$cache"
     fi
 ) 8>"$cache/.venv.lock"
 
-# Every pinned guest kernel (the QEMU lab boots any of them: XSCHED_LAB_KERNEL, --kernel).
-"$here/../tests/lab/fetch-kernel.sh" >/dev/null
+# Every pinned guest kernel the suite runs on (the QEMU lab boots any of them: XSCHED_LAB_KERNEL,
+# --kernel); a preview pin (SUITE=preview) is fetched when a test first asks for it.
+suite_pins=$(grep -L '^SUITE=preview' "$here"/../tests/lab/kernels/*.env)
+# shellcheck disable=SC2086
+"$here/../tests/lab/fetch-kernel.sh" $suite_pins >/dev/null
 # The Xen lab's hypervisor, dom0 kernel and toolstack (tests/xen/README.md).
 "$here/../tests/xen/fetch-xen.sh" >/dev/null

@@ -144,17 +144,24 @@ fn memory_of_a_booted_kernel() -> xsched::memory::ImageMemory {
         let (at, from, len) = (size(p.p_paddr(endian)), size(p.p_offset(endian)), size(p.p_filesz(endian)));
         ram[at..at + len].copy_from_slice(&vmlinux[from..from + len]);
     }
-    let tick_nsec = from_dwarf_symbol("tick_nsec");
-    let at = usize::try_from(tick_nsec - 0xffff_ffff_8000_0000).expect("in the image");
-    ram[at..at + 8].copy_from_slice(&4_000_000u64.to_le_bytes());
+    // (Linux 7.x has no `tick_nsec`, and its profile needs no TICK_NSEC.)
+    if let Some(tick_nsec) = dwarf_symbol("tick_nsec") {
+        let at = usize::try_from(tick_nsec - 0xffff_ffff_8000_0000).expect("in the image");
+        ram[at..at + 8].copy_from_slice(&4_000_000u64.to_le_bytes());
+    }
     xsched::memory::ImageMemory::from_bytes(ram)
+}
+
+/// The address of `name` in the -dbg vmlinux's symbol table, if it has the symbol.
+fn dwarf_symbol(name: &str) -> Option<u64> {
+    let data = std::fs::read(lab_kernel_dir().join("vmlinux")).unwrap_or_else(|e| panic!("vmlinux: {e}"));
+    let elf = object::File::parse(&*data).unwrap_or_else(|e| panic!("vmlinux: {e}"));
+    elf.symbols().find(|s| s.name() == Ok(name)).map(|s| s.address())
 }
 
 /// The address of `name` in the -dbg vmlinux's symbol table.
 fn from_dwarf_symbol(name: &str) -> u64 {
-    let data = std::fs::read(lab_kernel_dir().join("vmlinux")).unwrap_or_else(|e| panic!("vmlinux: {e}"));
-    let elf = object::File::parse(&*data).unwrap_or_else(|e| panic!("vmlinux: {e}"));
-    elf.symbols().find(|s| s.name() == Ok(name)).map(|s| s.address()).unwrap_or_else(|| panic!("no symbol {name}"))
+    dwarf_symbol(name).unwrap_or_else(|| panic!("no symbol {name}"))
 }
 
 #[test]

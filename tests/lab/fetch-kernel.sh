@@ -5,6 +5,12 @@
 #       vmlinuz  config  qemu_fw_cfg.ko   from linux-image-<release>-unsigned
 #       vmlinux                           from linux-image-<release>-dbg (DWARF + BTF)
 #
+# A pin with KERNEL_PACKAGING=split (Debian's 7.x) takes vmlinuz from linux-binary-<release>, config
+# from linux-base-<release> and the module from linux-modules-<release> (all under
+# usr/lib/modules/<release>/). A pin with KERNEL_SUITES (e.g. "trixie trixie-backports") is fetched
+# through a deb822 sources file and package lists of the cache's own (apt/<suites>/ in the cache,
+# refreshed when a package is missing), never through the system's apt configuration.
+#
 # Usage: fetch-kernel.sh [PIN...]   PIN: a pin's name (6.1, 6.12) or the path of an .env file;
 #                                   no PIN: every pin in tests/lab/kernels/.
 #
@@ -47,20 +53,42 @@ env_file() {
     echo "$file"
 }
 
+# private_apt SUITES: sets apt_src to apt-get options that read only the Debian suites SUITES
+# (space-separated) through a sources file and lists under $cache/apt/, creating the file.
+apt_src=""
+private_apt() {
+    dir=$cache/apt/$(echo "$1" | tr ' ' '+')
+    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$1" >"$dir/lab.sources"
+    apt_src="-o Dir::Etc::SourceList=$dir/lab.sources -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$dir/lists -o Dir::Cache=$dir/cache"
+    if [ ! -f "$dir/lists/.updated" ]; then
+        apt_update
+        touch "$dir/lists/.updated"
+    fi
+}
+
+# apt_update: refreshes the package lists apt_src names (the system's when it is empty).
+apt_update() {
+    # shellcheck disable=SC2086
+    apt-get update -q $apt_opts $apt_src >&2
+}
+
 # download PKG=VERSION DIR: apt-get download into the empty directory DIR, refreshing the package
-# lists once (as root) if they are stale. Leaves the one .deb there, whatever apt named it.
+# lists once (as root, or always for a private list) if they are stale. Leaves the one .deb there,
+# whatever apt named it.
 refreshed=no
 download() {
     # shellcheck disable=SC2086
-    if (cd "$2" && apt-get download -q $apt_opts "$1" >&2); then
+    if (cd "$2" && apt-get download -q $apt_opts $apt_src "$1" >&2); then
         return 0
     fi
-    if [ "$refreshed" = no ] && [ "$(id -u)" = 0 ]; then
+    if [ "$refreshed" = no ] && { [ "$(id -u)" = 0 ] || [ -n "$apt_src" ]; }; then
         echo "fetch-kernel: $1 not found; running apt-get update" >&2
         refreshed=yes
-        apt-get update -q >&2
+        apt_update
         # shellcheck disable=SC2086
-        (cd "$2" && apt-get download -q $apt_opts "$1" >&2) && return 0
+        (cd "$2" && apt-get download -q $apt_opts $apt_src "$1" >&2) && return 0
     fi
     echo "fetch-kernel: cannot download $1 (is the version still in the archive? see tests/lab/kernels/)" >&2
     return 1
@@ -76,10 +104,22 @@ the_deb() {
     echo "$1"
 }
 
+# fetch_member PKG MEMBER...: downloads PKG=$KERNEL_VERSION and extracts the members (tar patterns)
+# into the current directory.
+fetch_member() {
+    pkg=$1
+    shift
+    echo "fetch-kernel: downloading $pkg=$KERNEL_VERSION" >&2
+    download "$pkg=$KERNEL_VERSION" pkg
+    deb=$(the_deb pkg)
+    dpkg-deb --fsys-tarfile "$deb" | tar -x --wildcards "$@"
+    rm -f "$deb"
+}
+
 # fetch ENV_FILE: fetches one kernel (run in a subshell: it sources the file, changes directory and
 # sets a trap).
 fetch() {
-    KERNEL_RELEASE= KERNEL_VERSION=
+    KERNEL_RELEASE= KERNEL_VERSION= KERNEL_SUITES= KERNEL_PACKAGING=
     . "$1"
     if [ -z "$KERNEL_RELEASE" ] || [ -z "$KERNEL_VERSION" ]; then
         echo "fetch-kernel: $1 lacks KERNEL_RELEASE or KERNEL_VERSION" >&2
@@ -87,31 +127,49 @@ fetch() {
     fi
     dest=$cache/kernel-${KERNEL_RELEASE}_${KERNEL_VERSION}
     if [ ! -f "$dest/.complete" ]; then
+        if [ -n "$KERNEL_SUITES" ]; then
+            private_apt "$KERNEL_SUITES"
+        fi
         work=$(mktemp -d "$cache/.fetch.XXXXXX")
         trap 'rm -rf "$work"' EXIT INT TERM
         cd "$work"
-        mkdir unsigned dbg out
+        mkdir pkg out
 
-        unsigned=linux-image-${KERNEL_RELEASE}-unsigned
-        echo "fetch-kernel: downloading $unsigned=$KERNEL_VERSION" >&2
-        download "$unsigned=$KERNEL_VERSION" unsigned
-        deb=$(the_deb unsigned)
-        dpkg-deb --fsys-tarfile "$deb" | tar -x --wildcards \
-            "./boot/vmlinuz-$KERNEL_RELEASE" "./boot/config-$KERNEL_RELEASE" \
-            "./lib/modules/$KERNEL_RELEASE/kernel/drivers/firmware/qemu_fw_cfg.ko*"
-        rm -rf unsigned
+        case $KERNEL_PACKAGING in
+            split)
+                prefix=usr/lib/modules/$KERNEL_RELEASE
+                fetch_member "linux-binary-$KERNEL_RELEASE" "./$prefix/vmlinuz"
+                fetch_member "linux-base-$KERNEL_RELEASE" "./$prefix/config"
+                mods=linux-modules-$KERNEL_RELEASE
+                fetch_member "$mods" "./$prefix/kernel/drivers/firmware/qemu_fw_cfg.ko*"
+                mv "$prefix/vmlinuz" out/vmlinuz
+                mv "$prefix/config" out/config
+                ;;
+            '')
+                prefix=lib/modules/$KERNEL_RELEASE
+                mods=linux-image-${KERNEL_RELEASE}-unsigned
+                fetch_member "$mods" "./boot/vmlinuz-$KERNEL_RELEASE" "./boot/config-$KERNEL_RELEASE" \
+                    "./$prefix/kernel/drivers/firmware/qemu_fw_cfg.ko*"
+                mv "boot/vmlinuz-$KERNEL_RELEASE" out/vmlinuz
+                mv "boot/config-$KERNEL_RELEASE" out/config
+                ;;
+            *)
+                echo "fetch-kernel: $1: unknown KERNEL_PACKAGING \"$KERNEL_PACKAGING\" (split or empty)" >&2
+                return 1
+                ;;
+        esac
 
+        # The vmlinux with DWARF: usr/lib/debug/boot/vmlinux-RELEASE up to 6.x; from 7.x that is a
+        # symlink to usr/lib/debug/lib/modules/RELEASE/vmlinux.
         dbg=linux-image-${KERNEL_RELEASE}-dbg
-        echo "fetch-kernel: downloading $dbg=$KERNEL_VERSION (large)" >&2
-        download "$dbg=$KERNEL_VERSION" dbg
-        deb=$(the_deb dbg)
-        dpkg-deb --fsys-tarfile "$deb" | tar -x "./usr/lib/debug/boot/vmlinux-$KERNEL_RELEASE"
-        rm -rf dbg
-
-        mv "boot/vmlinuz-$KERNEL_RELEASE" out/vmlinuz
-        mv "boot/config-$KERNEL_RELEASE" out/config
-        mv "usr/lib/debug/boot/vmlinux-$KERNEL_RELEASE" out/vmlinux
-        ko=lib/modules/$KERNEL_RELEASE/kernel/drivers/firmware/qemu_fw_cfg.ko
+        case $KERNEL_PACKAGING in
+            split) vmlinux=usr/lib/debug/lib/modules/$KERNEL_RELEASE/vmlinux ;;
+            *) vmlinux=usr/lib/debug/boot/vmlinux-$KERNEL_RELEASE ;;
+        esac
+        echo "fetch-kernel: $dbg is large" >&2
+        fetch_member "$dbg" "./$vmlinux"
+        mv "$vmlinux" out/vmlinux
+        ko=$prefix/kernel/drivers/firmware/qemu_fw_cfg.ko
         if [ -f "$ko" ]; then
             mv "$ko" out/qemu_fw_cfg.ko
         elif [ -f "$ko.xz" ]; then
@@ -119,7 +177,7 @@ fetch() {
         elif [ -f "$ko.zst" ]; then
             zstd -qdc "$ko.zst" >out/qemu_fw_cfg.ko
         else
-            echo "fetch-kernel: qemu_fw_cfg.ko not found in $unsigned" >&2
+            echo "fetch-kernel: qemu_fw_cfg.ko not found in $mods" >&2
             return 1
         fi
         printf '%s\n%s\n' "$KERNEL_RELEASE" "$KERNEL_VERSION" >out/.complete

@@ -7,7 +7,8 @@ scheduler keeps incrementally (red-black trees, EEVDF augmented values and sums,
 lists, PSI task counts) from the trees themselves, and reports every mismatch as JSON on stdout.
 
 It shares no code with xsched's own reader on purpose: every rule below is written from the
-kernel source of Linux 6.1 (CFS) and 6.12.117 (EEVDF) and names the function it mirrors. What a
+kernel source of Linux 6.1 (CFS), 6.12.117 (EEVDF) and 7.3.4 (EEVDF over a flat runqueue) and
+names the function it mirrors. What a
 kernel has is decided by its DWARF (which members ``struct cfs_rq`` and ``struct sched_entity``
 have), never by its version string: fields moved within 6.12.y.
 
@@ -24,6 +25,10 @@ group entities, the group of cfs_rq->curr included, on every online CPU whose rq
   eevdf.min_vruntime   every node: min of its vruntime and its children's (min_vruntime_update)
   eevdf.min_slice      only what the kernel keeps: <= the node's slice, == it at a leaf
   eevdf.avg_load eevdf.avg_vruntime   sums over the tree (avg_vruntime_add/sub), exact mod 2^64
+  eevdf.sum_weight eevdf.sum_w_vruntime   7.3: the same over avg_vruntime_weight(h_load.weight)
+  eevdf.max_slice      7.3 (min_slice exact too there): the subtree's largest slice
+  entity.flat          7.3: only task entities in rq->cfs's tree; the group levels (counts,
+                       load, on_rq, depth, parent) are recomputed from the tasks' parent chains
   count.<nr_running|load_weight|idle_nr_running>   flat counts over tree + queued curr
   count.<h_nr_running|h_nr_queued|h_nr_runnable|h_nr_delayed|idle_h_nr_running>
       hierarchical counts recomputed over the tasks below (enqueue_task_fair/dequeue_entities)
@@ -62,6 +67,8 @@ RB_BLACK = 1
 MAX_RB_DEPTH = 128
 # A list longer than this is corrupt or cyclic (more than the guest can have tasks).
 MAX_LIST = 1 << 20
+# The deepest task-group nesting followed up a parent chain (CONFIG_FAIR_GROUP_SCHED).
+MAX_GROUP_DEPTH = 32
 
 
 def u64(x):
@@ -126,8 +133,11 @@ class Kernel:
         self.list_head_type = prog.type("struct list_head")
         has_cfs = self.cfs_rq_type.has_member
         has_se = self.se_type.has_member
-        # EEVDF (6.6+): the tree is ordered by deadline and carries avg_vruntime/avg_load sums.
-        self.eevdf = has_se("deadline") and has_cfs("avg_vruntime")
+        # EEVDF (6.6+): the tree is ordered by deadline and carries avg_vruntime/avg_load sums;
+        # over a flat runqueue (7.3) sum_w_vruntime/sum_weight, weighed by each task's h_load.
+        self.flat = has_cfs("sum_w_vruntime") and has_se("h_load")
+        self.eevdf = has_se("deadline") and (has_cfs("avg_vruntime") or self.flat)
+        self.has_max_slice = has_se("max_slice")
         # entity_key()'s base: zero_vruntime in 6.12.117, cfs_rq->min_vruntime in earlier EEVDF.
         self.key_base = "zero_vruntime" if has_cfs("zero_vruntime") else "min_vruntime"
         self.has_min_slice = has_se("min_slice")
@@ -165,6 +175,7 @@ class Kernel:
         """What the checker decided from DWARF, for the report."""
         return {
             "eevdf": self.eevdf,
+            "flat": self.flat,
             "entity_key_base": self.key_base if self.eevdf else None,
             "min_slice": self.has_min_slice,
             "sched_delayed": self.has_delayed,
@@ -335,6 +346,8 @@ class Entity:
         self.min_vruntime = k.value(se.min_vruntime) if k.eevdf else None
         self.slice = k.value(se.slice) if k.has_min_slice else None
         self.min_slice = k.value(se.min_slice) if k.has_min_slice else None
+        self.max_slice = k.value(se.max_slice) if k.has_max_slice else None
+        self.h_weight = k.value(se.h_load.weight) if k.flat else None
         self.sched_delayed = bool(k.value(se.sched_delayed)) if k.has_delayed else False
         self.task = None
         if not self.my_q:
@@ -370,6 +383,13 @@ class Task:
     def task_has_idle_policy(self):
         """task_has_idle_policy(): SCHED_IDLE (kernel/sched/sched.h)."""
         return self.policy == SCHED_IDLE
+
+
+def avg_vruntime_weight(sum_shift, w):
+    """avg_vruntime_weight() (7.3 fair.c, 64-bit): w >> sum_shift, at least 2, when shifted."""
+    if sum_shift:
+        return max(2, w >> sum_shift)
+    return w
 
 
 def entity_key(cfs_rq_base, se):
@@ -600,7 +620,12 @@ class CpuChecker:
                            cfs_rq=cfs_rq_addr, entity=se.addr, task=who)
         if se.task is None:
             return
+        self.check_task(cfs_rq_addr, se, in_tree)
+
+    def check_task(self, cfs_rq_addr, se, in_tree):
+        """Rules for a queued task entity: its task's on_rq, CPU and state."""
         t = se.task
+        who = se.who()
         # activate_task(): p->on_rq = TASK_ON_RQ_QUEUED once enqueued.
         if t.on_rq != TASK_ON_RQ_QUEUED:
             self.violation("task.on_rq", TASK_ON_RQ_QUEUED, t.on_rq, cfs_rq=cfs_rq_addr, entity=se.addr, task=who)
@@ -655,6 +680,8 @@ class CpuChecker:
         # A link to the root is no child (the root has no parent): rb.duplicate reports it, and
         # the subtree minimum is taken over the real children only.
         root = cfs_rq.tasks_timeline.rb_root.rb_node.value_()
+        if k.flat:
+            return self.check_flat_eevdf(addr, cfs_rq, tree, rbnodes, entities, root)
         for se in tree:
             node = rbnodes[se.run_node]
             left = entities.get(node.left) if node.left in rbnodes and node.left != root else None
@@ -687,6 +714,145 @@ class CpuChecker:
         if u64(found_avg) != u64(want_avg):
             self.violation("eevdf.avg_vruntime", s64(want_avg), s64(found_avg), cfs_rq=addr,
                            detail=f"base {k.key_base} = {base}")
+
+    def check_flat_eevdf(self, addr, cfs_rq, tree, rbnodes, entities, root):
+        """7.3's augmented values and sums. RB_DECLARE_CALLBACKS_MULTI(min_vruntime_cb, ...,
+        min_vruntime_copy, min_vruntime_update): copy and rotate copy all three values, so
+        min_vruntime, min_slice and max_slice are exact at every node. __enqueue_entity() and
+        __dequeue_entity() add and remove avg_vruntime_weight(cfs_rq, se->h_load.weight) and
+        entity_key() times it (sum_w_vruntime_add/sub), relative to zero_vruntime."""
+        k = self.k
+        for se in tree:
+            node = rbnodes[se.run_node]
+            kids = [entities.get(c) for c in (node.right, node.left) if c in rbnodes and c != root]
+            kids = [c for c in kids if c is not None]
+            want_v, _ = min_vruntime_update(se, kids[0] if kids else None, kids[1] if len(kids) > 1 else None)
+            if u64(se.min_vruntime) != u64(want_v):
+                self.violation("eevdf.min_vruntime", want_v, se.min_vruntime, cfs_rq=addr, entity=se.addr,
+                               task=se.who(), detail="min(vruntime, children's min_vruntime)")
+            want_min = min([se.slice] + [c.min_slice for c in kids])
+            if se.min_slice != want_min:
+                self.violation("eevdf.min_slice", want_min, se.min_slice, cfs_rq=addr, entity=se.addr,
+                               task=se.who(), detail="min(slice, children's min_slice)")
+            if k.has_max_slice:
+                want_max = max([se.slice] + [c.max_slice for c in kids])
+                if se.max_slice != want_max:
+                    self.violation("eevdf.max_slice", want_max, se.max_slice, cfs_rq=addr, entity=se.addr,
+                                   task=se.who(), detail="max(slice, children's max_slice)")
+        shift = k.value(cfs_rq.sum_shift)
+        base = k.value(cfs_rq.zero_vruntime)
+        want_weight = sum(avg_vruntime_weight(shift, se.h_weight) for se in tree)
+        want_sum = sum(entity_key(base, se) * avg_vruntime_weight(shift, se.h_weight) for se in tree)
+        found_weight = k.value(cfs_rq.sum_weight)
+        found_sum = k.value(cfs_rq.sum_w_vruntime)
+        if u64(found_weight) != u64(want_weight):
+            self.violation("eevdf.sum_weight", want_weight, found_weight, cfs_rq=addr, detail=f"sum_shift {shift}")
+        if u64(found_sum) != u64(want_sum):
+            self.violation("eevdf.sum_w_vruntime", s64(want_sum), s64(found_sum), cfs_rq=addr,
+                           detail=f"base zero_vruntime = {base}, sum_shift {shift}")
+
+    def check_flat(self, addr):
+        """7.3's flat runqueue rq->cfs at addr: its tree holds every queued task entity (of any
+        group; __enqueue_entity() warns on anything else) and curr is the running task's; group
+        entities are in no tree. enqueue_hierarchy()/dequeue_hierarchy() keep, per cfs_rq on a
+        task's parent chain, nr_queued and load.weight over the entities queued directly on it
+        (account_entity_enqueue()), h_nr_queued/h_nr_runnable/h_nr_idle over the tasks below; a
+        group entity stays queued while anything is queued below it (dequeue_hierarchy():
+        "Don't dequeue parent if it has other entities besides us"), and only task entities are
+        ever delayed (set_delayed() in dequeue_entity()). So every level is recomputed from the
+        queued tasks' parent chains."""
+        k = self.k
+        result = CfsRqResult()
+        self.seen_cfs_rqs.add(addr)
+        cfs_rq = k.cfs_rq_at(addr)
+        summary = {"cfs_rq": hexaddr(addr), "group": "/", "depth": 0}
+        self.summary_trees.append(summary)
+        timeline = cfs_rq.tasks_timeline
+        entities = {}
+
+        def entity(node_addr):
+            if node_addr not in entities:
+                entities[node_addr] = Entity(k, node_addr - self.run_node_offset, self.run_node_offset)
+            return entities[node_addr]
+
+        order, rbnodes = rb_check_tree(
+            k, self.report, self.cpu, addr, k.value(timeline.rb_root.rb_node), k.value(timeline.rb_leftmost),
+            lambda a, b: entity_before(k, entity(a), entity(b)),
+        )
+        tree = [entity(n) for n in order]
+        curr_addr = k.value(cfs_rq.curr)
+        curr = Entity(k, curr_addr, self.run_node_offset) if curr_addr else None
+        if curr is not None and curr.run_node in rbnodes:
+            self.violation("entity.curr_in_tree", "curr out of the tree", "curr in the tree",
+                           cfs_rq=addr, entity=curr_addr, task=curr.who())
+        self.check_eevdf(addr, cfs_rq, tree, rbnodes, entities)
+        queued = [(se, True) for se in tree]
+        if curr is not None and curr.on_rq and curr.run_node not in rbnodes:
+            queued.append((curr, False))
+
+        levels = {addr: {"entities": {}, "h_nr_queued": 0, "h_nr_runnable": 0, "h_nr_idle": 0}}
+        for se, in_tree in queued:
+            if not se.entity_is_task():
+                self.violation("entity.flat", "only task entities queued on rq->cfs", "a group entity",
+                               cfs_rq=addr, entity=se.addr)
+                continue
+            self.check_task(se.cfs_rq, se, in_tree)
+            self.queued_tasks[se.task.addr] = (se.task, se.cfs_rq, se)
+            chain = [se]
+            while chain[-1].parent and len(chain) <= MAX_GROUP_DEPTH:
+                chain.append(Entity(k, chain[-1].parent, self.run_node_offset))
+            idle = 1 if se.task.task_has_idle_policy() else 0
+            for i, e in enumerate(chain):
+                want_depth = len(chain) - 1 - i
+                if e.depth != want_depth:
+                    self.violation("entity.depth", want_depth, e.depth, cfs_rq=e.cfs_rq, entity=e.addr, task=e.who())
+                if e.on_rq != 1:
+                    self.violation("entity.on_rq", 1, e.on_rq, cfs_rq=e.cfs_rq, entity=e.addr, task=e.who(),
+                                   detail="on the parent chain of a queued task")
+                if i + 1 < len(chain) and chain[i + 1].my_q != e.cfs_rq:
+                    self.violation("entity.parent", hexaddr(e.cfs_rq), hexaddr(chain[i + 1].my_q), cfs_rq=e.cfs_rq,
+                                   entity=e.addr, task=e.who(), detail="the parent's my_q is the entity's cfs_rq")
+                if i + 1 == len(chain) and e.cfs_rq != addr:
+                    self.violation("entity.cfs_rq", hexaddr(addr), hexaddr(e.cfs_rq), cfs_rq=addr, entity=e.addr,
+                                   task=e.who(), detail="the top entity is on rq->cfs")
+                lv = levels.setdefault(e.cfs_rq, {"entities": {}, "h_nr_queued": 0, "h_nr_runnable": 0, "h_nr_idle": 0})
+                lv["entities"][e.addr] = e
+                lv["h_nr_queued"] += 1
+                lv["h_nr_runnable"] += 0 if se.sched_delayed else 1
+                lv["h_nr_idle"] += idle
+                if self.cfs_rq_is_idle(k.cfs_rq_at(e.cfs_rq)):
+                    idle = 1
+        for c, lv in levels.items():
+            obj = k.cfs_rq_at(c)
+            if c != addr:
+                self.seen_cfs_rqs.add(c)
+                if k.value(obj.rq) != self.rq_addr:
+                    self.violation("cfs_rq.rq", hexaddr(self.rq_addr), hexaddr(k.value(obj.rq)), cfs_rq=c)
+            nr = len(lv["entities"])
+            found = k.value(getattr(obj, k.nr_field))
+            if found != nr:
+                self.violation(f"count.{k.nr_field}", nr, found, cfs_rq=c,
+                               detail="entities on it of the queued tasks' parent chains")
+            load = sum(e.weight for e in lv["entities"].values())
+            found = k.value(obj.load.weight)
+            if u64(found) != u64(load):
+                self.violation("count.load_weight", load, found, cfs_rq=c, detail="sum of their se->load.weight")
+            for f in k.h_fields + ([k.idle_h_field] if k.idle_h_field else []):
+                found = k.value(getattr(obj, f))
+                if found != lv.get(f, 0):
+                    self.violation(f"count.{f}", lv.get(f, 0), found, cfs_rq=c)
+            if nr > 0 and k.group_sched:
+                if not k.value(obj.on_list):
+                    self.violation("list.leaf_cfs_rq", "on_list 1", "on_list 0", cfs_rq=c)
+                elif c not in self.leaf_list:
+                    self.violation("list.leaf_cfs_rq", "on rq->leaf_cfs_rq_list", "missing", cfs_rq=c)
+        root = levels[addr]
+        result.nr = len(root["entities"])
+        result.h = {f: root[f] for f in k.h_fields if f in root}
+        result.idle_h = root["h_nr_idle"]
+        summary.update(tree_size=len(tree), curr=hexaddr(curr_addr or None), nr=result.nr, h=result.h,
+                       group_levels=len(levels) - 1)
+        return result
 
     def note_inexact_min_slice(self, tree, rbnodes, entities):
         """Notes (not violations) the nodes whose min_slice is not their subtree's minimum slice,
@@ -764,7 +930,7 @@ class CpuChecker:
         else:
             self.leaf_list = set()
         root_addr = self.rq_addr + k.member_offset(k.rq_type, "cfs")
-        root = self.check_cfs_rq(root_addr, None, 0)
+        root = self.check_flat(root_addr) if k.flat else self.check_cfs_rq(root_addr, None, 0)
 
         # rq->cfs_tasks: account_entity_enqueue() adds every queued task entity, dequeue removes
         # it, set_next_entity()/pick_next_task_fair() only move it. Tasks queued under a

@@ -283,7 +283,7 @@ def mut_fault(d):
 
 def eevdf_tree(d, pred, why):
     """The first (cpu, cfs_rq, nodes) with EEVDF fields whose tree satisfies pred."""
-    if not d.cfs_has("avg_vruntime"):
+    if not (d.cfs_has("avg_vruntime") or d.cfs_has("sum_w_vruntime")):
         raise NotApplicable("not an EEVDF kernel")
     return first(((c, q, n) for c, _, q, n in d.cfs_rqs() if pred(n)), why)
 
@@ -311,15 +311,17 @@ def mut_min_slice(d):
 
 
 def mut_avg_load(d):
-    """avg_load one off."""
+    """avg_load (7.3: sum_weight) one off."""
     cpu, cfs_rq, _ = eevdf_tree(d, bool, "no EEVDF tree with a node")
-    return [d.add(cfs_rq.avg_load, 1, f"cpu {cpu} cfs_rq {cfs_rq.address_:#x} avg_load")], ["eevdf.avg_load"]
+    name = "sum_weight" if d.cfs_has("sum_weight") else "avg_load"
+    return [d.add(getattr(cfs_rq, name), 1, f"cpu {cpu} cfs_rq {cfs_rq.address_:#x} {name}")], [f"eevdf.{name}"]
 
 
 def mut_avg_vruntime(d):
-    """avg_vruntime one off."""
+    """avg_vruntime (7.3: sum_w_vruntime) one off."""
     cpu, cfs_rq, _ = eevdf_tree(d, bool, "no EEVDF tree with a node")
-    return [d.add(cfs_rq.avg_vruntime, -1, f"cpu {cpu} cfs_rq {cfs_rq.address_:#x} avg_vruntime")], ["eevdf.avg_vruntime"]
+    name = "sum_w_vruntime" if d.cfs_has("sum_w_vruntime") else "avg_vruntime"
+    return [d.add(getattr(cfs_rq, name), -1, f"cpu {cpu} cfs_rq {cfs_rq.address_:#x} {name}")], [f"eevdf.{name}"]
 
 
 def count_field(d, names):

@@ -1,7 +1,7 @@
 //! The pinned guest kernels and the lab cache that holds them.
 //!
 //! Each file `tests/lab/kernels/NAME.env` pins one kernel (release + Debian version) and is the one
-//! place that names it; NAME (`6.1`, `6.12`) is how a user chooses it. [`KERNEL_ENV`]
+//! place that names it; NAME (`6.1`, `6.12`, `7.3`) is how a user chooses it. [`KERNEL_ENV`]
 //! (`XSCHED_LAB_KERNEL`) chooses the kernel of every guest a process boots, [`DEFAULT_KERNEL`] when
 //! unset; [`GuestSpec::kernel`](crate::GuestSpec::kernel) overrides it for one guest.
 //!
@@ -22,7 +22,7 @@ use crate::LabError;
 
 /// Every `tests/lab/kernels/NAME.env`, compiled in: (NAME, contents), oldest kernel first.
 const PINS: &[(&str, &str)] =
-    &[("6.1", include_str!("../lab/kernels/6.1.env")), ("6.12", include_str!("../lab/kernels/6.12.env"))];
+    &[("6.1", include_str!("../lab/kernels/6.1.env")), ("6.12", include_str!("../lab/kernels/6.12.env")), ("7.3", include_str!("../lab/kernels/7.3.env"))];
 
 /// Environment variable choosing the kernel (a pin's name) of every guest a process boots.
 pub const KERNEL_ENV: &str = "XSCHED_LAB_KERNEL";
@@ -273,6 +273,7 @@ mod tests {
         }
         assert_eq!(KernelPin::named("6.12")?.release, "6.12.117+deb12-cloud-amd64");
         assert_eq!(KernelPin::named("6.1")?.version, "6.1.192-2");
+        assert_eq!(KernelPin::named("7.3")?.version, "7.3.4-1~bpo13+1");
         Ok(())
     }
 
@@ -283,7 +284,7 @@ mod tests {
         assert_eq!(KernelPin::select(Some("6.12"))?.name, "6.12");
         assert_eq!("6.1".parse::<KernelPin>()?, KernelPin::named("6.1")?);
         let err = KernelPin::select(Some("6.2")).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("\"6.2\"") && err.contains("6.1, 6.12"), "{err}");
+        assert!(err.contains("\"6.2\"") && err.contains("6.1, 6.12, 7.3"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         Ok(())
     }

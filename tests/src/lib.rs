@@ -14,7 +14,7 @@
 //! ([`Libvirtd`]) instead.
 //!
 //! Every guest boots one of the pinned kernels (`tests/lab/kernels/NAME.env`): the one
-//! `XSCHED_LAB_KERNEL` names (`6.1`, the default, or `6.12`), or its spec's own
+//! `XSCHED_LAB_KERNEL` names (`6.1`, the default, `6.12` or `7.3`), or its spec's own
 //! ([`GuestSpec::kernel`]); see [`kernel`].
 //!
 //! Nothing outlives the process: see [`cleanup`] for how QEMUs and directories are removed even when

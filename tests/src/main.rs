@@ -24,7 +24,7 @@ enum Cmd {
         /// or phases:BUSY_MS:IDLE_MS. Example: u1:vcpus=2,db=cpu,web=phases:200:300,bkup=cpu@g1
         #[arg(long = "guest", required = true)]
         guests: Vec<String>,
-        /// The kernel of the guests without kernel=: a pin in tests/lab/kernels/ (6.1, 6.12)
+        /// The kernel of the guests without kernel=: a pin in tests/lab/kernels/ (6.1, 6.12, 7.3)
         /// [default: $XSCHED_LAB_KERNEL, else 6.1].
         #[arg(long)]
         kernel: Option<KernelPin>,

@@ -29,6 +29,7 @@
 //! later) when a lock is held or the task is not where it should be. Unpark is planned against a
 //! write overlay and applied only when the whole plan holds, trees checked before and after.
 
+use crate::linux::flavour::Flavour;
 use crate::linux::layout::Field;
 use crate::linux::virt::{KernelMemory, KernelMemoryMut};
 use crate::linux::walk::{add, ListHeadLayout};
@@ -125,6 +126,12 @@ pub enum Refused {
         /// Its `policy`.
         policy: u32,
     },
+    /// Run by a sched_ext BPF scheduler: its `sched_class` is `ext_sched_class`.
+    #[error("run by a sched_ext BPF scheduler (its sched_class is ext_sched_class, policy {policy})")]
+    SchedExt {
+        /// Its `policy`.
+        policy: u32,
+    },
     /// Its `thread_info.cpu` names no CPU of the kernel's.
     #[error("on CPU {cpu}, beyond the kernel's CPUs")]
     NoSuchCpu {
@@ -218,6 +225,10 @@ pub struct ParkLayout {
     t_pi_lock: Field,
     t_sched_class: Field,
     t_numa_nid: Option<Field>,
+    /// `task_struct.is_blocked` (7.x): set when the task blocks (`try_to_block_task`), cleared
+    /// by its wakeup (`ttwu_do_wakeup`); a task left marked trips `WARN_ON_ONCE(p->is_blocked)`
+    /// when it next blocks or wakes.
+    t_is_blocked: Option<Field>,
     t_se: u64,
     se_on_rq: Field,
     se_parent: Field,
@@ -240,6 +251,9 @@ pub struct ParkLayout {
     tg_idle: Field,
     tg_cfs_rq: Field,
     tg_cfs_rq_stride: u64,
+    /// `tg->cfs_rq` is a per-CPU pointer to the runqueues themselves (7.x's `cfs_tg_state`:
+    /// `tg_cfs_rq(tg, cpu)` is `per_cpu_ptr(tg->cfs_rq, cpu)`), not an array of pointers.
+    tg_cfs_rq_per_cpu: bool,
     list: ListHeadLayout,
     psi: Option<PsiLayout>,
     /// The state a parked task has.
@@ -258,6 +272,9 @@ pub struct ParkLayout {
     fair_policies: [u32; 2],
     on_rq_queued: u32,
     fair_sched_class: Gva,
+    /// `ext_sched_class` where sched_ext is built in (Linux 6.12 and later, on in Debian's 7.x):
+    /// a task in it belongs to a BPF scheduler and to no fair runqueue.
+    ext_sched_class: Option<Gva>,
     fair: FairClass,
     /// `runqueues` of each possible CPU.
     runqueues: Vec<Gva>,
@@ -280,8 +297,8 @@ impl ParkLayout {
             let v = p.constant(name)?;
             u32::try_from(v).map_err(|_| LinuxError::Inconsistent { release: p.release.clone(), what: format!("{name} = {v:#x} does not fit 32 bits") })
         };
-        let runqueues_sym = p.symbol("runqueues")?;
-        let preempt_count = preempt_count_location(p)?;
+        let runqueues_sym = p.per_cpu_symbol("runqueues", virt_shift)?;
+        let preempt_count = preempt_count_location(p, virt_shift)?;
         let psi = (|| -> Result<PsiLayout, LinuxError> {
             Ok(PsiLayout {
                 task_psi_flags: t("psi_flags")?,
@@ -315,6 +332,7 @@ impl ParkLayout {
             t_pi_lock: Field::of(p, "task_struct", "pi_lock")?,
             t_sched_class: t("sched_class")?,
             t_numa_nid: optional("task_struct", "numa_preferred_nid"),
+            t_is_blocked: optional("task_struct", "is_blocked"),
             t_se: p.offset("task_struct", "se")?,
             se_on_rq: se("on_rq")?,
             se_parent: se("parent")?,
@@ -338,6 +356,7 @@ impl ParkLayout {
             tg_cfs_rq: tg("cfs_rq")?,
             // `tg->cfs_rq` points to an array of `cfs_rq` pointers, one per CPU.
             tg_cfs_rq_stride: tg("cfs_rq")?.size,
+            tg_cfs_rq_per_cpu: Flavour::of(p)? == Flavour::EevdfFlat,
             list: ListHeadLayout::from_profile(p)?,
             psi,
             parked_state: crate::linux::state::TaskStates::from_profile(p)?.xsched_parked,
@@ -351,6 +370,7 @@ impl ParkLayout {
             fair_policies: [k("SCHED_NORMAL")?, k("SCHED_BATCH")?],
             on_rq_queued: k("TASK_ON_RQ_QUEUED")?,
             fair_sched_class: sym("fair_sched_class")?,
+            ext_sched_class: p.symbols.contains_key("ext_sched_class").then(|| sym("ext_sched_class")).transpose()?,
             fair: FairClass::from_profile(p, virt_shift)?,
             runqueues: per_cpu_offsets.iter().map(|o| Gva(o.wrapping_add(runqueues_sym))).collect(),
             per_cpu_offsets,
@@ -371,12 +391,12 @@ impl ParkLayout {
 /// Where each CPU's preempt count is, as a per-CPU offset, and its field: the per-CPU
 /// `__preempt_count` or the `preempt_count` of the per-CPU `pcpu_hot` (see
 /// `spec::PREEMPT_COUNT`).
-fn preempt_count_location(p: &Profile) -> Result<(u64, Field), LinuxError> {
+fn preempt_count_location(p: &Profile, virt_shift: u64) -> Result<(u64, Field), LinuxError> {
     let location = spec::first_complete(p, spec::PREEMPT_COUNT).map_err(|lacks| LinuxError::Inconsistent { release: p.release.clone(), what: lacks })?;
     let (base, field) = match location {
-        "pcpu_hot" => (p.symbol("pcpu_hot")?, Field::scalar(p, "pcpu_hot", "preempt_count")?),
+        "pcpu_hot" => (p.per_cpu_symbol("pcpu_hot", virt_shift)?, Field::scalar(p, "pcpu_hot", "preempt_count")?),
         // `int __preempt_count`.
-        _ => (p.symbol("__preempt_count")?, Field { offset: 0, size: 4 }),
+        _ => (p.per_cpu_symbol("__preempt_count", virt_shift)?, Field { offset: 0, size: 4 }),
     };
     Ok((base.wrapping_add(field.offset), Field { offset: 0, ..field }))
 }
@@ -403,7 +423,11 @@ fn check_task<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, task: &TaskIden
         return Ok(Err(Deferred::Refused(Refused::KernelThread)));
     }
     let policy = get_u32(mem, t, l.t_policy)?;
-    if !l.fair_policies.contains(&policy) || Gva(get(mem, t, l.t_sched_class)?) != l.fair_sched_class {
+    let class = Gva(get(mem, t, l.t_sched_class)?);
+    if l.ext_sched_class == Some(class) {
+        return Ok(Err(Deferred::Refused(Refused::SchedExt { policy })));
+    }
+    if !l.fair_policies.contains(&policy) || class != l.fair_sched_class {
         return Ok(Err(Deferred::Refused(Refused::NotFair { policy })));
     }
     let cpu = get_u32(mem, t, l.t_cpu)?;
@@ -528,6 +552,9 @@ pub fn unpark<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, task: &T
             }
         }
         set(&mut staged, t, l.t_on_rq, u64::from(l.on_rq_queued))?;
+        if let Some(f) = l.t_is_blocked {
+            set(&mut staged, t, f, 0)?;
+        }
         set(&mut staged, t, l.t_state, u64::from(l.running))?;
         resched_curr(&mut staged, l, cpu, rq)?;
         staged.into_writes()
@@ -579,13 +606,23 @@ fn add_leaf_cfs_rq<K: KernelMemoryMut + ?Sized>(mem: &mut K, l: &ParkLayout, cfs
     if parent_tg == Gva(0) {
         list_add_tail(mem, l.list, node, add(rq, l.rq_leaf_list.offset)?)?;
     } else {
-        let parent = mem.read_ptr(add(Gva(get(mem, parent_tg, l.tg_cfs_rq)?), l.tg_cfs_rq_stride * u64::from(cpu))?)?;
+        let parent = tg_cfs_rq(mem, l, parent_tg, cpu)?;
         if get(mem, parent, l.c_on_list)? == 0 {
             return Err(LinuxError::Walk(format!("cfs_rq {cfs_rq}: parent {parent} is not on the leaf list")));
         }
         list_add_tail(mem, l.list, node, add(parent, l.c_leaf_list.offset)?)?;
     }
     set(mem, cfs_rq, l.c_on_list, 1)
+}
+
+/// `tg_cfs_rq(tg, cpu)`: the task group's runqueue on `cpu`.
+fn tg_cfs_rq<K: KernelMemory + ?Sized>(mem: &K, l: &ParkLayout, tg: Gva, cpu: u32) -> Result<Gva, LinuxError> {
+    let base = Gva(get(mem, tg, l.tg_cfs_rq)?);
+    if l.tg_cfs_rq_per_cpu {
+        let offset = *usize::try_from(cpu).ok().and_then(|c| l.per_cpu_offsets.get(c)).ok_or_else(|| LinuxError::Walk(format!("CPU {cpu} has no per-CPU area")))?;
+        return Ok(Gva(base.raw().wrapping_add(offset)));
+    }
+    mem.read_ptr(add(base, l.tg_cfs_rq_stride * u64::from(cpu))?)
 }
 
 /// Whether a static key is enabled (`static_key.enabled.counter > 0`).

@@ -229,6 +229,17 @@ pub enum Corruption {
         /// Its subtree's smallest vruntime.
         expected: u64,
     },
+    /// An augmented node's `min_slice`/`max_slice` are not its subtree's smallest and largest
+    /// `slice` (where the kernel keeps them exact: 7.3).
+    #[error("{node}: min_slice/max_slice are {}/{:?}, its subtree's {}/{:?}", found.0, found.1, expected.0, expected.1)]
+    Slices {
+        /// The `rb_node`.
+        node: Gva,
+        /// Its `min_slice` and `max_slice`.
+        found: (u64, Option<u64>),
+        /// Its subtree's smallest and largest `slice`.
+        expected: (u64, Option<u64>),
+    },
 }
 
 /// Result of this module.
@@ -844,6 +855,10 @@ impl RbKeyLayout {
 /// `min_vruntime` on a rotation and recomputes the old node's both values; the new node's
 /// `min_slice` is not recomputed there, so the kernel keeps `min_vruntime` exact and `min_slice`
 /// only as exact as that allows. xsched does exactly the same, and checks only `min_vruntime`.
+///
+/// Linux 7.3 keeps `max_slice` too and declares the callbacks with its own copy
+/// (`RB_DECLARE_CALLBACKS_MULTI(.., min_vruntime_copy, min_vruntime_update)`), which copies all
+/// three values on a rotation: there every value is exact, and xsched checks all three.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MinVruntimeAugment {
     /// `sched_entity.vruntime`.
@@ -854,13 +869,17 @@ pub struct MinVruntimeAugment {
     pub slice: u64,
     /// `sched_entity.min_slice`.
     pub min_slice: u64,
+    /// `sched_entity.max_slice` where the kernel keeps it (7.3), with every value copied on a
+    /// rotation.
+    pub max_slice: Option<u64>,
 }
 
 impl MinVruntimeAugment {
-    /// The offsets from an EEVDF kernel's profile.
+    /// The offsets from an EEVDF kernel's profile (`max_slice` when it has one).
     pub fn from_profile(profile: &Profile) -> Result<Self, LinuxError> {
         let se = |f: &str| profile.offset("sched_entity", f);
-        Ok(Self { vruntime: se("vruntime")?, min_vruntime: se("min_vruntime")?, slice: se("slice")?, min_slice: se("min_slice")? })
+        let max_slice = profile.structs.get("sched_entity").and_then(|s| s.fields.get("max_slice")).map(|f| f.offset);
+        Ok(Self { vruntime: se("vruntime")?, min_vruntime: se("min_vruntime")?, slice: se("slice")?, min_slice: se("min_slice")?, max_slice })
     }
 }
 
@@ -900,7 +919,7 @@ impl<'a, K: KernelMemoryMut + ?Sized> GuestRbTree<'a, K> {
         let (root_at, leftmost_at) = (at("tasks_timeline.rb_root.rb_node")?, at("tasks_timeline.rb_leftmost")?);
         let augment = match flavour {
             Flavour::Cfs => None,
-            Flavour::Eevdf => Some(MinVruntimeAugment::from_profile(profile)?),
+            Flavour::Eevdf | Flavour::EevdfFlat => Some(MinVruntimeAugment::from_profile(profile)?),
         };
         Ok(Self::new(mem, RbNodeLayout::from_profile(profile)?, RbKeyLayout::timeline(profile, flavour)?, augment, root_at, leftmost_at))
     }
@@ -927,23 +946,51 @@ impl<'a, K: KernelMemoryMut + ?Sized> GuestRbTree<'a, K> {
         Ok(self.mem.write_u64(at, value)?)
     }
 
-    /// `min_vruntime_update(se, exit)`: recomputes `n`'s `min_vruntime` and `min_slice` from its
-    /// own values and its children's; says whether both came out unchanged.
+    /// `min_vruntime_update(se, exit)`: recomputes `n`'s `min_vruntime`, `min_slice` (and
+    /// `max_slice`) from its own values and its children's; says whether all came out unchanged.
     fn min_vruntime_update(&mut self, a: MinVruntimeAugment, n: Gva) -> Result<bool> {
-        let (old_min_vruntime, old_min_slice) = (self.entry_u64(n, a.min_vruntime)?, self.entry_u64(n, a.min_slice)?);
-        let children = [self.right(n)?, self.left(n)?];
-        let mut min_vruntime = self.entry_u64(n, a.vruntime)?;
-        let mut min_slice = self.entry_u64(n, a.slice)?;
-        for child in children.into_iter().filter(|&c| c != NULL) {
-            let child_min = self.entry_u64(child, a.min_vruntime)?;
+        let old = self.subtree_values(a, n)?;
+        let new = self.computed_values(a, n)?;
+        self.set_entry_u64(n, a.min_vruntime, new.0)?;
+        self.set_entry_u64(n, a.min_slice, new.1)?;
+        if let (Some(at), Some(max)) = (a.max_slice, new.2) {
+            self.set_entry_u64(n, at, max)?;
+        }
+        Ok(new == old)
+    }
+
+    /// `n`'s stored `(min_vruntime, min_slice, max_slice)`.
+    fn subtree_values(&self, a: MinVruntimeAugment, n: Gva) -> Result<(u64, u64, Option<u64>)> {
+        let max = a.max_slice.map(|at| self.entry_u64(n, at)).transpose()?;
+        Ok((self.entry_u64(n, a.min_vruntime)?, self.entry_u64(n, a.min_slice)?, max))
+    }
+
+    /// `n`'s `(min_vruntime, min_slice, max_slice)` as computed from its own values and its
+    /// children's stored ones.
+    fn computed_values(&self, a: MinVruntimeAugment, n: Gva) -> Result<(u64, u64, Option<u64>)> {
+        let slice = self.entry_u64(n, a.slice)?;
+        let (mut min_vruntime, mut min_slice, mut max_slice) = (self.entry_u64(n, a.vruntime)?, slice, a.max_slice.map(|_| slice));
+        for child in [self.right(n)?, self.left(n)?].into_iter().filter(|&c| c != NULL) {
+            let (child_min, child_min_slice, child_max_slice) = self.subtree_values(a, child)?;
             if vruntime_gt(min_vruntime, child_min) {
                 min_vruntime = child_min;
             }
-            min_slice = min_slice.min(self.entry_u64(child, a.min_slice)?);
+            min_slice = min_slice.min(child_min_slice);
+            max_slice = max_slice.zip(child_max_slice).map(|(m, c)| m.max(c));
         }
-        self.set_entry_u64(n, a.min_vruntime, min_vruntime)?;
-        self.set_entry_u64(n, a.min_slice, min_slice)?;
-        Ok(min_vruntime == old_min_vruntime && min_slice == old_min_slice)
+        Ok((min_vruntime, min_slice, max_slice))
+    }
+
+    /// `min_vruntime_copy(new, old)`: `new` takes `old`'s `min_vruntime`, and its `min_slice`
+    /// and `max_slice` where the kernel copies those (see [`MinVruntimeAugment`]).
+    fn copy_values(&mut self, a: MinVruntimeAugment, old: Gva, new: Gva) -> Result<()> {
+        let (min_vruntime, min_slice, max_slice) = self.subtree_values(a, old)?;
+        self.set_entry_u64(new, a.min_vruntime, min_vruntime)?;
+        if let (Some(at), Some(max)) = (a.max_slice, max_slice) {
+            self.set_entry_u64(new, a.min_slice, min_slice)?;
+            self.set_entry_u64(new, at, max)?;
+        }
+        Ok(())
     }
 }
 
@@ -998,33 +1045,30 @@ impl<K: KernelMemoryMut + ?Sized> RbNodes for GuestRbTree<'_, K> {
         }
         Err(corrupt(Corruption::Propagation { limit: MAX_DEPTH }))
     }
-    /// `min_vruntime_cb_copy(old, new)`: only `min_vruntime` (see [`MinVruntimeAugment`]).
+    /// `min_vruntime_cb_copy(old, new)`: see [`MinVruntimeAugment`] for what is copied.
     fn augment_copy(&mut self, old: Gva, new: Gva) -> Result<()> {
         let Some(a) = self.augment else { return Ok(()) };
-        let value = self.entry_u64(old, a.min_vruntime)?;
-        self.set_entry_u64(new, a.min_vruntime, value)
+        self.copy_values(a, old, new)
     }
-    /// `min_vruntime_cb_rotate(old, new)`: `new` takes `old`'s `min_vruntime` (only that: see
+    /// `min_vruntime_cb_rotate(old, new)`: `new` takes `old`'s values (see
     /// [`MinVruntimeAugment`]), `old` is recomputed.
     fn augment_rotate(&mut self, old: Gva, new: Gva) -> Result<()> {
         let Some(a) = self.augment else { return Ok(()) };
-        let value = self.entry_u64(old, a.min_vruntime)?;
-        self.set_entry_u64(new, a.min_vruntime, value)?;
+        self.copy_values(a, old, new)?;
         self.min_vruntime_update(a, old).map(|_| ())
     }
-    /// `min_vruntime` is the smallest `vruntime` of the subtree (`vruntime_gt` order).
+    /// `min_vruntime` is the smallest `vruntime` of the subtree (`vruntime_gt` order); where the
+    /// kernel keeps them exact (7.3), `min_slice` and `max_slice` are the subtree's smallest and
+    /// largest `slice`.
     fn augment_verify(&self, n: Gva) -> Result<()> {
         let Some(a) = self.augment else { return Ok(()) };
-        let mut expected = self.entry_u64(n, a.vruntime)?;
-        for child in [self.right(n)?, self.left(n)?].into_iter().filter(|&c| c != NULL) {
-            let child_min = self.entry_u64(child, a.min_vruntime)?;
-            if vruntime_gt(expected, child_min) {
-                expected = child_min;
-            }
+        let expected = self.computed_values(a, n)?;
+        let found = self.subtree_values(a, n)?;
+        if found.0 != expected.0 {
+            return Err(corrupt(Corruption::MinVruntime { node: n, found: found.0, expected: expected.0 }));
         }
-        let found = self.entry_u64(n, a.min_vruntime)?;
-        if found != expected {
-            return Err(corrupt(Corruption::MinVruntime { node: n, found, expected }));
+        if a.max_slice.is_some() && (found.1, found.2) != (expected.1, expected.2) {
+            return Err(corrupt(Corruption::Slices { node: n, found: (found.1, found.2), expected: (expected.1, expected.2) }));
         }
         Ok(())
     }

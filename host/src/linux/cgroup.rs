@@ -38,7 +38,8 @@ impl CgroupLayout {
             dfl_cgrp: Field::scalar(p, "css_set", "dfl_cgrp")?,
             kn: Field::scalar(p, "cgroup", "kn")?,
             kn_name: Field::scalar(p, "kernfs_node", "name")?,
-            kn_parent: Field::scalar(p, "kernfs_node", "parent")?,
+            // `__parent` from Linux 6.15 on (see `spec::KERNFS_PARENT`).
+            kn_parent: Field::scalar(p, "kernfs_node", "parent").or_else(|_| Field::scalar(p, "kernfs_node", "__parent"))?,
         })
     }
 }

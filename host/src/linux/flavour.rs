@@ -1,5 +1,5 @@
-//! Which fair scheduler a guest kernel runs: CFS (Linux 6.1) or EEVDF (6.6 and later), decided
-//! by what its profile holds (`profile::spec::FLAVOURS`), never by its version string.
+//! Which fair scheduler a guest kernel runs: CFS (Linux 6.1), EEVDF (6.6 and later, as 6.12 has it)
+//! or EEVDF over a flat runqueue (7.3), decided by what its profile holds (`profile::spec::FLAVOURS`), never by its version string.
 //!
 //! The read side needs only the names of the fields that differ; the write side keeps one
 //! module per flavour for the runqueue arithmetic (`actuate::fair`).
@@ -15,6 +15,9 @@ pub enum Flavour {
     Cfs,
     /// EEVDF as in Linux 6.12: the timeline ordered by `deadline`, augmented, lag placement.
     Eevdf,
+    /// EEVDF over a flat runqueue as in Linux 7.3: every task in its CPU's root timeline, weighed
+    /// by its hierarchical weight `h_load`; group entities hold weights and counts only.
+    EevdfFlat,
 }
 
 impl Flavour {
@@ -23,7 +26,18 @@ impl Flavour {
         match profile.flavour()? {
             "cfs" => Ok(Self::Cfs),
             "eevdf" => Ok(Self::Eevdf),
+            "eevdf-flat" => Ok(Self::EevdfFlat),
             other => Err(LinuxError::Inconsistent { release: profile.release.clone(), what: format!("no reader for the {other} flavour") }),
+        }
+    }
+
+    /// The `cfs_rq` field counting the entities queued directly on it: `nr_running` up to 6.12,
+    /// `nr_queued` in 7.3 (mainline 6.14 renamed it, "sched/fair: Rename cfs_rq.nr_running into
+    /// nr_queued").
+    pub fn nr_queued(self) -> &'static str {
+        match self {
+            Self::Cfs | Self::Eevdf => "nr_running",
+            Self::EevdfFlat => "nr_queued",
         }
     }
 
@@ -32,16 +46,16 @@ impl Flavour {
     pub fn h_nr_queued(self) -> &'static str {
         match self {
             Self::Cfs => "h_nr_running",
-            Self::Eevdf => "h_nr_queued",
+            Self::Eevdf | Self::EevdfFlat => "h_nr_queued",
         }
     }
 
     /// The `cfs_rq` field that vruntimes are measured against: `min_vruntime` in CFS,
-    /// `zero_vruntime` (the base of `avg_vruntime`) in EEVDF.
+    /// `zero_vruntime` (the base of the weighted sums) in EEVDF.
     pub fn vruntime_base(self) -> &'static str {
         match self {
             Self::Cfs => "min_vruntime",
-            Self::Eevdf => "zero_vruntime",
+            Self::Eevdf | Self::EevdfFlat => "zero_vruntime",
         }
     }
 
@@ -50,7 +64,7 @@ impl Flavour {
     pub fn timeline_key(self) -> &'static str {
         match self {
             Self::Cfs => "vruntime",
-            Self::Eevdf => "deadline",
+            Self::Eevdf | Self::EevdfFlat => "deadline",
         }
     }
 }
@@ -60,6 +74,7 @@ impl std::fmt::Display for Flavour {
         f.write_str(match self {
             Self::Cfs => "CFS",
             Self::Eevdf => "EEVDF",
+            Self::EevdfFlat => "EEVDF (flat)",
         })
     }
 }

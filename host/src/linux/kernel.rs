@@ -87,7 +87,7 @@ impl Kernel {
             release: self.location.release.clone(),
             what: format!("CPU {cpu} is beyond nr_cpu_ids ({})", self.location.nr_cpu_ids),
         })?;
-        Ok(Gva(offset.wrapping_add(self.profile.symbol(name)?)))
+        Ok(Gva(offset.wrapping_add(self.profile.per_cpu_symbol(name, self.location.virt_shift)?)))
     }
 
     /// Translates a kernel-virtual address to a guest-physical one.

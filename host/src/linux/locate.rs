@@ -323,7 +323,7 @@ fn locate_at(mem: &dyn GuestMemory, profile: &Profile, profile_index: usize, ban
 
 /// Checks that every online CPU's `struct rq` (per-CPU `runqueues`) records its own CPU number.
 fn check_runqueues(mem: &dyn GuestMemory, profile: &Profile, location: &KernelLocation) -> Result<(), LinuxError> {
-    let runqueues = profile.symbol("runqueues")?;
+    let runqueues = profile.per_cpu_symbol("runqueues", location.virt_shift)?;
     let cpu_field = profile.offset("rq", "cpu")?;
     for &cpu in &location.online_cpus {
         let offset = usize::try_from(cpu).ok().and_then(|c| location.per_cpu_offsets.get(c)).copied().unwrap_or_default();

@@ -92,7 +92,7 @@ impl RqLayout {
         let c = |f: &str| Field::scalar(p, "cfs_rq", f);
         let flavour = Flavour::of(p)?;
         let cfs_rq = CfsRqLayout {
-            nr_running: c("nr_running")?,
+            nr_running: c(flavour.nr_queued())?,
             h_nr_queued: c(flavour.h_nr_queued())?,
             load_weight: c("load.weight")?,
             vruntime_base: c(flavour.vruntime_base())?,

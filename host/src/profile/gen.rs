@@ -39,8 +39,8 @@ const BANNER_PREFIX: &str = "Linux version ";
 /// Fails if the file is not an x86-64 ELF file, has no DWARF, lacks a required symbol, struct or
 /// field, or is a kernel version outside the constants table's range.
 pub fn generate(vmlinux: &Path) -> Result<Profile, ProfileError> {
-    let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).map(|(_, s)| *s);
-    let optional: Vec<&ProfileSpec> = std::iter::once(&spec::OPTIONAL).chain(alternatives).collect();
+    let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).chain(spec::KERNFS_PARENT).map(|(_, s)| *s);
+    let optional: Vec<&ProfileSpec> = [&spec::OPTIONAL, &spec::CLASSES].into_iter().chain(alternatives).collect();
     let profile = generate_with_spec(vmlinux, &spec::REQUIRED, &optional)?;
     profile.validate().map_err(|e| ProfileError::Generate {
         path: vmlinux.to_path_buf(),
@@ -132,8 +132,8 @@ pub fn generate_running(
 /// The profile of `elf` with struct layouts from the BTF `blob`, validated.
 fn from_btf(elf: &Image<'_>, blob: &[u8]) -> Result<Profile, ProfileError> {
     let btf = Btf::parse(blob).map_err(|e| elf.error(format!("malformed BTF: {e}")))?;
-    let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).map(|(_, s)| *s);
-    let optional: Vec<&ProfileSpec> = std::iter::once(&spec::OPTIONAL).chain(alternatives).collect();
+    let alternatives = spec::FLAVOURS.iter().chain(spec::PREEMPT_COUNT).chain(spec::KERNFS_PARENT).map(|(_, s)| *s);
+    let optional: Vec<&ProfileSpec> = [&spec::OPTIONAL, &spec::CLASSES].into_iter().chain(alternatives).collect();
     let profile = build(elf, &spec::REQUIRED, &optional, |required, optional| {
         btf_layouts::struct_layouts(&btf, required, optional)
             .map_err(|e| elf.error(format!("malformed BTF: {e}")))?
@@ -159,7 +159,14 @@ fn build(
     let optional_structs: Vec<(&str, &[&str])> = optional.iter().flat_map(|s| s.structs.iter().copied()).collect();
     let symbols = image.symbol_addresses(required.symbols, &optional_symbols)?;
     let structs = layouts(required.structs, &optional_structs)?;
-    let optional_constants: Vec<&str> = optional.iter().flat_map(|s| s.constants.iter().copied()).collect();
+    // An alternative's constants only where the kernel has its symbols and fields: a flavour
+    // that does not apply contributes nothing (a running 7.x kernel, say, records no TICK_NSEC,
+    // which only 6.12's EEVDF needs).
+    let present = |spec: &&&ProfileSpec| {
+        spec.symbols.iter().all(|s| symbols.contains_key(*s))
+            && spec.structs.iter().all(|(name, fields)| structs.get(*name).is_some_and(|l| fields.iter().all(|f| l.fields.contains_key(*f))))
+    };
+    let optional_constants: Vec<&str> = optional.iter().filter(present).flat_map(|s| s.constants.iter().copied()).collect();
     let mut constants = BTreeMap::new();
     for (name, is_required) in required.constants.iter().map(|c| (*c, true)).chain(optional_constants.iter().map(|c| (*c, false))) {
         match constants::lookup(table, name).map_or_else(|| constants::from_image(image, name), |v| Ok(Some(v)))? {

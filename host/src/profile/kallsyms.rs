@@ -1,6 +1,7 @@
 //! Kernel symbols from the kernel's own kallsyms tables, found by their structure.
 //!
-//! `scripts/kallsyms.c` writes these tables into `.rodata` (each label 8-byte aligned):
+//! `scripts/kallsyms.c` writes these tables into `.rodata` (each label 8-byte aligned up to 6.x,
+//! 4-byte aligned in 7.x; see [`Layout`]):
 //! - `kallsyms_num_syms` (`u32`), directly followed by `kallsyms_names`: per symbol, its length in
 //!   tokens (one byte, or two with the top bit of the first set, since 6.1's "kallsyms: support
 //!   big kernel symbols", commit 73bbb94466fd) and its token bytes; the first expanded character
@@ -37,8 +38,24 @@ const MARKERS_WINDOW: usize = 4 * MAX_SYMBOLS as usize + 64;
 const SEARCH_BUDGET: usize = 1 << 22;
 /// How far past the digit tokens the token index may start.
 const TOKEN_INDEX_WINDOW: usize = 64 << 10;
-/// The alignment of every table (`ALGN`, `.balign 8` on 64-bit).
-const ALIGN: u64 = 8;
+/// How one generation of `scripts/kallsyms.c` lays the tables out.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// The alignment of every label.
+    align: u64,
+    /// How far before `kallsyms_names` its count (`kallsyms_num_syms`) sits: 8 with 8-byte
+    /// labels (a zero word between), 4 with 4-byte ones.
+    count_gap: usize,
+    /// Each `kallsyms_offsets` entry is PC-relative (`.long _text - . + offset`: the address is
+    /// the entry's own plus its value) and there is no `kallsyms_relative_base`.
+    pc_relative: bool,
+}
+
+/// Up to 6.x: every label `.balign 8` (`ALGN` on 64-bit), offsets from `kallsyms_relative_base`.
+const LAYOUT_6: Layout = Layout { align: 8, count_gap: 8, pc_relative: false };
+/// 7.x (as Debian's 7.3 has it): every label `.balign 4`, PC-relative offsets after the token
+/// index, no relative base.
+const LAYOUT_7: Layout = Layout { align: 4, count_gap: 4, pc_relative: true };
 
 /// Why no kallsyms tables were found or decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -109,17 +126,17 @@ impl Region<'_> {
         self.base.wrapping_add(u64::try_from(offset).unwrap_or(u64::MAX))
     }
 
-    fn aligned(&self, offset: usize) -> bool {
-        self.address(offset).is_multiple_of(ALIGN)
+    fn aligned(&self, offset: usize, l: Layout) -> bool {
+        self.address(offset).is_multiple_of(l.align)
     }
 
-    /// The first aligned offset at or after `offset`.
-    fn align_up(&self, offset: usize) -> Option<usize> {
-        let misalign = usize::try_from(self.address(offset) % ALIGN).ok()?;
+    /// The first offset aligned as `l` aligns labels at or after `offset`.
+    fn align_up(&self, offset: usize, l: Layout) -> Option<usize> {
+        let misalign = usize::try_from(self.address(offset) % l.align).ok()?;
         if misalign == 0 {
             Some(offset)
         } else {
-            offset.checked_add(usize::try_from(ALIGN).ok()? - misalign)
+            offset.checked_add(usize::try_from(l.align).ok()? - misalign)
         }
     }
 }
@@ -134,23 +151,37 @@ struct Tokens<'a> {
 
 /// Every symbol of the kallsyms tables in `region`, in address order.
 pub fn symbols(region: Region<'_>) -> Result<Vec<Symbol>, KallsymsError> {
-    let tokens = token_table(region).ok_or(KallsymsError::NoTokenTable { len: region.bytes.len() })?;
+    let mut first_error = None;
+    for layout in [LAYOUT_6, LAYOUT_7] {
+        match symbols_in(region, layout) {
+            Ok(symbols) => return Ok(symbols),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(KallsymsError::NoTokenTable { len: region.bytes.len() }))
+}
+
+/// The symbols of tables laid out as `l` lays them out.
+fn symbols_in(region: Region<'_>, l: Layout) -> Result<Vec<Symbol>, KallsymsError> {
+    let tokens = token_table(region, l).ok_or(KallsymsError::NoTokenTable { len: region.bytes.len() })?;
     let (names, count, markers) =
-        names_before(region, &tokens).ok_or(KallsymsError::NoNames { table: region.address(tokens.table) })?;
+        names_before(region, &tokens, l).ok_or(KallsymsError::NoNames { table: region.address(tokens.table) })?;
     let decoded = decode_names(region, &tokens, names, count, markers)
         .ok_or(KallsymsError::NoNames { table: region.address(tokens.table) })?;
-    let addresses = offsets(region, &tokens, names, count)
+    let addresses = offsets(region, &tokens, names, count, l)
         .ok_or(KallsymsError::NoOffsets { names: region.address(names), count })?;
     Ok(decoded.into_iter().zip(addresses).map(|((kind, name), address)| Symbol { name, kind, address }).collect())
 }
 
 /// Finds the token table by its digit tokens, and its index right after it.
-fn token_table(region: Region<'_>) -> Option<Tokens<'_>> {
+fn token_table(region: Region<'_>, l: Layout) -> Option<Tokens<'_>> {
     let digits = b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009\x00";
     for at in memchr::memmem::find_iter(region.bytes, digits) {
         let end = at.saturating_add(TOKEN_INDEX_WINDOW).min(region.bytes.len());
-        for index in (at + digits.len()..end).filter(|o| region.aligned(*o)) {
-            if let Some(tokens) = tokens_at(region, at, index) {
+        for index in (at + digits.len()..end).filter(|o| region.aligned(*o, l)) {
+            if let Some(tokens) = tokens_at(region, at, index, l) {
                 return Some(tokens);
             }
         }
@@ -159,7 +190,7 @@ fn token_table(region: Region<'_>) -> Option<Tokens<'_>> {
 }
 
 /// The token table and index if `index` holds a token index whose digit entries point at `digits`.
-fn tokens_at(region: Region<'_>, digits: usize, index: usize) -> Option<Tokens<'_>> {
+fn tokens_at(region: Region<'_>, digits: usize, index: usize, l: Layout) -> Option<Tokens<'_>> {
     let entry = |i: usize| region.u16_at(index + 2 * i).map(usize::from);
     if entry(0)? != 0 {
         return None;
@@ -184,16 +215,16 @@ fn tokens_at(region: Region<'_>, digits: usize, index: usize) -> Option<Tokens<'
     }
     // The index follows the table, after at most the alignment padding.
     let table_end = table + previous_end;
-    (region.align_up(table_end)? == index).then_some(Tokens { tokens, table, index })
+    (region.align_up(table_end, l)? == index).then_some(Tokens { tokens, table, index })
 }
 
 /// `kallsyms_names`, the symbol count and `kallsyms_markers`, searched back from the token table.
-fn names_before(region: Region<'_>, tokens: &Tokens<'_>) -> Option<(usize, u32, usize)> {
+fn names_before(region: Region<'_>, tokens: &Tokens<'_>, l: Layout) -> Option<(usize, u32, usize)> {
     let lowest = tokens.table.saturating_sub(MARKERS_WINDOW);
     let mut end = tokens.table - tokens.table % 4;
     let mut budget = SEARCH_BUDGET;
     while end > lowest && budget > 0 {
-        if let Some(found) = markers_ending_at(region, tokens, end, &mut budget) {
+        if let Some(found) = markers_ending_at(region, tokens, end, &mut budget, l) {
             return Some(found);
         }
         end -= 4;
@@ -206,7 +237,7 @@ fn names_before(region: Region<'_>, tokens: &Tokens<'_>) -> Option<(usize, u32, 
 ///
 /// At least two markers are required (more than 256 symbols: every kernel has tens of thousands),
 /// since a lone zero word would fit anywhere.
-fn markers_ending_at(region: Region<'_>, tokens: &Tokens<'_>, end: usize, budget: &mut usize) -> Option<(usize, u32, usize)> {
+fn markers_ending_at(region: Region<'_>, tokens: &Tokens<'_>, end: usize, budget: &mut usize, l: Layout) -> Option<(usize, u32, usize)> {
     // Walk back over strictly decreasing markers down to the first, 0.
     let mut start = end.checked_sub(4)?;
     let last = region.u32_at(start)?;
@@ -228,7 +259,7 @@ fn markers_ending_at(region: Region<'_>, tokens: &Tokens<'_>, end: usize, budget
     }
     let markers = start;
     let count_markers = u32::try_from((end - markers) / 4).ok()?;
-    if !region.aligned(markers) {
+    if !region.aligned(markers, l) {
         return None;
     }
     // The names end at the markers (after alignment padding) and begin after the count, which
@@ -237,21 +268,22 @@ fn markers_ending_at(region: Region<'_>, tokens: &Tokens<'_>, end: usize, budget
     let last_block = usize::try_from(last).ok()?;
     let highest = markers.checked_sub(last_block)?;
     let lowest = highest.saturating_sub(256 * (MAX_NAME + 2));
-    let mut names = highest - highest % 8;
+    let step = usize::try_from(l.align).ok()?;
+    let mut names = highest - highest % step;
     while names >= lowest.max(8) && *budget > 0 {
         *budget -= 1;
-        if region.aligned(names) && region.u32_at(names - 4) == Some(0) {
-            if let Some(count) = region.u32_at(names - 8) {
+        if region.aligned(names, l) && (l.count_gap == 4 || region.u32_at(names - 4) == Some(0)) {
+            if let Some(count) = region.u32_at(names - l.count_gap) {
                 let fits = count > 0 && count <= MAX_SYMBOLS && count.div_ceil(256) == count_markers;
                 if fits && names_end(region, tokens, names + last_block, count - 256 * (count_markers - 1))
-                    .and_then(|e| region.align_up(e))
+                    .and_then(|e| region.align_up(e, l))
                     == Some(markers)
                 {
                     return Some((names, count, markers));
                 }
             }
         }
-        names = names.checked_sub(8)?;
+        names = names.checked_sub(step)?;
     }
     None
 }
@@ -315,13 +347,30 @@ fn decode_names(region: Region<'_>, tokens: &Tokens<'_>, names: usize, count: u3
 }
 
 /// The symbol addresses, from `kallsyms_offsets` and `kallsyms_relative_base` before the count
-/// (through 6.3) or after the token index (6.4 on).
-fn offsets(region: Region<'_>, tokens: &Tokens<'_>, names: usize, count: u32) -> Option<Vec<u64>> {
+/// (through 6.3) or after the token index (6.4 on); in 7.x PC-relative offsets after the token
+/// index.
+fn offsets(region: Region<'_>, tokens: &Tokens<'_>, names: usize, count: u32, l: Layout) -> Option<Vec<u64>> {
+    if l.pc_relative {
+        return region.align_up(tokens.index + 512, l).and_then(|o| pc_relative_addresses(region, o, count));
+    }
     let table_len = 4 * usize::try_from(count).ok()?;
     let padded = table_len.checked_add(7)? / 8 * 8;
     let before = names.checked_sub(16).and_then(|base| Some((base.checked_sub(padded)?, base)));
-    let after = region.align_up(tokens.index + 512).and_then(|o| Some((o, region.align_up(o.checked_add(table_len)?)?)));
+    let after = region.align_up(tokens.index + 512, l).and_then(|o| Some((o, region.align_up(o.checked_add(table_len)?, l)?)));
     [before, after].into_iter().flatten().find_map(|(offsets, base)| addresses(region, offsets, base, count))
+}
+
+/// The addresses if the PC-relative offsets at `offsets` (each entry's address plus its signed
+/// value) decode to ascending addresses.
+fn pc_relative_addresses(region: Region<'_>, offsets: usize, count: u32) -> Option<Vec<u64>> {
+    let decoded: Vec<u64> = (0..usize::try_from(count).ok()?)
+        .map(|i| {
+            let at = offsets.checked_add(4 * i)?;
+            let value = i32::from_le_bytes(region.u32_at(at)?.to_le_bytes());
+            region.address(at).checked_add_signed(i64::from(value))
+        })
+        .collect::<Option<_>>()?;
+    decoded.windows(2).all(|w| w[0] <= w[1]).then_some(decoded)
 }
 
 /// The addresses if the offsets at `offsets` and the base at `base` decode to ascending addresses.
@@ -448,6 +497,60 @@ mod tests {
         }
         out.extend([0x5a; 24]);
         out
+    }
+
+    /// The tables as 7.x writes them: 4-byte labels, the count right before the names,
+    /// PC-relative offsets after the token index, no relative base.
+    fn tables_7(symbols: &[(u8, String, u64)]) -> Vec<u8> {
+        fn pad4(out: &mut Vec<u8>) {
+            while !out.len().is_multiple_of(4) {
+                out.push(0);
+            }
+        }
+        let count = u32::try_from(symbols.len()).expect("few");
+        let mut out = vec![0xa5; 44];
+        out.extend(count.to_le_bytes());
+        let names_start = out.len();
+        let mut markers = Vec::new();
+        for (i, (kind, name, _)) in symbols.iter().enumerate() {
+            if i % 256 == 0 {
+                markers.extend(u32::try_from(out.len() - names_start).expect("small").to_le_bytes());
+            }
+            out.extend(encode(*kind, name));
+        }
+        pad4(&mut out);
+        out.extend(markers);
+        let mut index = Vec::new();
+        let table_start = out.len();
+        for token in token_strings() {
+            index.extend(u16::try_from(out.len() - table_start).expect("small").to_le_bytes());
+            out.extend(token);
+            out.push(0);
+        }
+        pad4(&mut out);
+        out.extend(index);
+        pad4(&mut out);
+        for (_, _, address) in symbols {
+            let entry = BASE + u64::try_from(out.len()).expect("small");
+            let value = i32::try_from(i64::from_le_bytes(address.wrapping_sub(entry).to_le_bytes())).expect("near the entry");
+            out.extend(value.to_le_bytes());
+        }
+        out.extend([0x5a; 24]);
+        out
+    }
+
+    #[test]
+    fn tables_of_7x_decode() {
+        for n in [257, 700] {
+            // (PC-relative entries reach only 2 GiB: the per-CPU symbols get image addresses.)
+            let symbols: Vec<_> = sample(n).into_iter().map(|(k, name, a)| (k, name, if a < BASE - 0x100_0000 { BASE - 0x200_0000 + a } else { a })).collect();
+            let bytes = tables_7(&symbols);
+            let found = super::symbols(Region { base: BASE, bytes: &bytes }).unwrap_or_else(|e| panic!("{n} symbols: {e}"));
+            assert_eq!(found.len(), symbols.len());
+            for (got, (kind, name, address)) in found.iter().zip(&symbols) {
+                assert_eq!((got.kind, got.name.as_str(), got.address), (*kind, name.as_str(), *address));
+            }
+        }
     }
 
     fn check(new_order: bool, n: u32) {

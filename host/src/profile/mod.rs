@@ -117,6 +117,16 @@ impl Profile {
             .ok_or_else(|| ProfileError::MissingSymbol { release: self.release.clone(), name: name.into() })
     }
 
+    /// What to add to a CPU's `__per_cpu_offset` for the address of per-CPU symbol `name` in
+    /// its area, with `virt_shift` the kernel's virtual KASLR shift. Up to 6.x x86-64 links the
+    /// per-CPU section at 0 (zero-based: the symbol is an offset); 7.x links it inside the image
+    /// like any data (the symbol is an image address, moved by KASLR like the rest).
+    pub fn per_cpu_symbol(&self, name: &str, virt_shift: u64) -> Result<u64, ProfileError> {
+        let sym = self.symbol(name)?;
+        let image = self.constant("START_KERNEL_MAP").is_ok_and(|base| sym >= base);
+        Ok(if image { sym.wrapping_add(virt_shift) } else { sym })
+    }
+
     /// The layout of `struct name`.
     pub fn struct_layout(&self, name: &str) -> Result<&StructLayout, ProfileError> {
         self.structs
@@ -181,6 +191,9 @@ impl Profile {
         self.flavour()?;
         spec::first_complete(self, spec::PREEMPT_COUNT).map_err(|lacks| ProfileError::Invalid {
             reason: format!("kernel {}: no per-CPU preempt count: {lacks}", self.release),
+        })?;
+        spec::first_complete(self, spec::KERNFS_PARENT).map_err(|lacks| ProfileError::Invalid {
+            reason: format!("kernel {}: kernfs nodes have no parent field: {lacks}", self.release),
         })?;
         Ok(())
     }

@@ -107,9 +107,6 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
                 "load",
                 "load.weight",
                 "load.inv_weight",
-                "nr_running",
-                "idle_nr_running",
-                "idle_h_nr_running",
                 "tasks_timeline",
                 "tasks_timeline.rb_root.rb_node",
                 "tasks_timeline.rb_leftmost",
@@ -144,12 +141,12 @@ pub const REQUIRED: ProfileSpec = ProfileSpec {
         ),
         ("rt_rq", &["active", "rt_nr_running", "rr_nr_running", "rt_queued"]),
         ("rt_prio_array", &["bitmap", "queue"]),
-        ("task_group", &["css", "se", "cfs_rq", "shares", "parent", "siblings", "children", "idle"]),
+        ("task_group", &["css", "cfs_rq", "shares", "parent", "siblings", "children", "idle"]),
         ("cgroup_subsys_state", &["cgroup", "parent", "id"]),
         // Since Linux 5.5 a cgroup's ID is its kernfs node's (`cgroup_id()` returns `cgrp->kn->id`,
         // commit 743210386c03, "cgroup: use cgrp->kn->id as the cgroup ID"): struct cgroup has no `id`.
         ("cgroup", &["kn", "level"]),
-        ("kernfs_node", &["name", "parent", "id"]),
+        ("kernfs_node", &["name", "id"]),
         ("css_set", &["dfl_cgrp", "subsys"]),
         ("signal_struct", &["thread_head", "nr_threads"]),
         ("cred", &["uid", "euid"]),
@@ -205,6 +202,9 @@ pub const OPTIONAL: ProfileSpec = ProfileSpec {
         "nr_threads",
     ],
     structs: &[
+        // A group's per-CPU entities: `task_group.se` up to 6.x; 7.x keeps each beside its
+        // runqueue (`struct cfs_tg_state`, reached through `tg_se()`), so there is none.
+        ("task_group", &["se"]),
         // CONFIG_SCHED_AUTOGROUP.
         ("autogroup", &["id", "tg"]),
         ("task_group", &["autogroup"]),
@@ -219,17 +219,31 @@ pub const OPTIONAL: ProfileSpec = ProfileSpec {
         ("static_key", &["enabled"]),
         // CONFIG_NUMA_BALANCING.
         ("task_struct", &["numa_preferred_nid"]),
+        // 7.x: whether the task blocked (`try_to_block_task`); its wakeup clears it.
+        ("task_struct", &["is_blocked"]),
         // CONFIG_RT_GROUP_SCHED.
         ("sched_rt_entity", &["parent", "rt_rq", "my_q"]),
+        // CONFIG_SCHED_CLASS_EXT (built into Debian's 7.x): a task whose `sched_class` is this one
+        // belongs to a BPF scheduler and to no fair runqueue.
+        ("rq", &["scx"]),
     ],
     constants: &[],
+};
+
+/// Symbols naming the scheduling classes a task's `sched_class` may point to besides
+/// `fair_sched_class` (each where the kernel has it), so a reader can say which class a task is in.
+pub const CLASSES: ProfileSpec = ProfileSpec {
+    symbols: &["rt_sched_class", "dl_sched_class", "idle_sched_class", "stop_sched_class", "ext_sched_class"],
+    structs: &[],
+    // The policy of a task a BPF scheduler runs in partial mode (uapi since 6.12).
+    constants: &["SCHED_EXT"],
 };
 
 /// Linux's CFS before EEVDF (6.1): the timeline ordered by `vruntime`, placement against
 /// `min_vruntime` with `sysctl_sched_latency`, one hierarchical count.
 pub const CFS: ProfileSpec = ProfileSpec {
     symbols: &["sysctl_sched_latency"],
-    structs: &[("cfs_rq", &["h_nr_running", "min_vruntime"])],
+    structs: &[("cfs_rq", &["nr_running", "idle_nr_running", "idle_h_nr_running", "h_nr_running", "min_vruntime"])],
     constants: &[],
 };
 
@@ -245,7 +259,20 @@ pub const CFS: ProfileSpec = ProfileSpec {
 pub const EEVDF: ProfileSpec = ProfileSpec {
     symbols: &["sysctl_sched_base_slice", "sysctl_sched_features"],
     structs: &[
-        ("cfs_rq", &["h_nr_queued", "h_nr_runnable", "h_nr_delayed", "avg_vruntime", "avg_load", "zero_vruntime"]),
+        (
+            "cfs_rq",
+            &[
+                "nr_running",
+                "idle_nr_running",
+                "idle_h_nr_running",
+                "h_nr_queued",
+                "h_nr_runnable",
+                "h_nr_delayed",
+                "avg_vruntime",
+                "avg_load",
+                "zero_vruntime",
+            ],
+        ),
         (
             "sched_entity",
             &["deadline", "min_vruntime", "min_slice", "vlag", "slice", "sched_delayed", "rel_deadline", "custom_slice"],
@@ -254,8 +281,58 @@ pub const EEVDF: ProfileSpec = ProfileSpec {
     constants: &["SCHED_FEAT_PLACE_LAG", "SCHED_FEAT_PLACE_REL_DEADLINE", "SCHED_FEAT_DELAY_ZERO", "TICK_NSEC"],
 };
 
+/// EEVDF over a flat runqueue (the layout of Debian's 7.3): every task's entity sits in its CPU's
+/// root timeline, weighed by its hierarchical weight `h_load` (the group shares above it folded
+/// in, `__calc_prop_weight`); group entities only carry weights and counts. The sums are
+/// `sum_w_vruntime`/`sum_weight`, each weight shifted right by `sum_shift` (at least 2, see
+/// `avg_vruntime_weight`), the augmented tree keeps `max_slice` too, the root runqueue's running
+/// task is `h_curr`, and the counts are `nr_queued` and `h_nr_idle`.
+pub const EEVDF_FLAT: ProfileSpec = ProfileSpec {
+    symbols: &["sysctl_sched_base_slice", "sysctl_sched_features"],
+    structs: &[
+        (
+            "cfs_rq",
+            &[
+                "nr_queued",
+                "h_nr_queued",
+                "h_nr_runnable",
+                "h_nr_idle",
+                "sum_w_vruntime",
+                "sum_weight",
+                "sum_shift",
+                "zero_vruntime",
+                "h_curr",
+            ],
+        ),
+        (
+            "sched_entity",
+            &[
+                "h_load",
+                "h_load.weight",
+                "h_load.inv_weight",
+                "deadline",
+                "min_vruntime",
+                "min_slice",
+                "max_slice",
+                "vlag",
+                "vprot",
+                "slice",
+                "sched_delayed",
+                "rel_deadline",
+                "custom_slice",
+            ],
+        ),
+    ],
+    constants: &[
+        "SCHED_FEAT_PLACE_LAG",
+        "SCHED_FEAT_PLACE_REL_DEADLINE",
+        "SCHED_FEAT_PARANOID_AVG",
+        "MIN_SHARES",
+    ],
+};
+
 /// The scheduler flavours xsched can read and steer, by name: a profile must hold all of one.
-pub const FLAVOURS: &[(&str, &ProfileSpec)] = &[("cfs", &CFS), ("eevdf", &EEVDF)];
+pub const FLAVOURS: &[(&str, &ProfileSpec)] = &[("cfs", &CFS), ("eevdf", &EEVDF), ("eevdf-flat", &EEVDF_FLAT)];
 
 /// Where x86's per-CPU preempt count lives: a profile must hold all of one of these.
 ///
@@ -264,6 +341,14 @@ pub const FLAVOURS: &[(&str, &ProfileSpec)] = &[("cfs", &CFS), ("eevdf", &EEVDF)
 pub const PREEMPT_COUNT: &[(&str, &ProfileSpec)] = &[
     ("__preempt_count", &ProfileSpec { symbols: &["__preempt_count"], structs: &[], constants: &[] }),
     ("pcpu_hot", &ProfileSpec { symbols: &["pcpu_hot"], structs: &[("pcpu_hot", &["preempt_count"])], constants: &[] }),
+];
+
+/// Where a kernfs node names its parent: a profile must hold one of these. Linux 6.15 made it
+/// RCU-protected and renamed it (commit 633488947ef6, "kernfs: Use RCU to access
+/// kernfs_node::parent"); `linux::cgroup` takes whichever the profile holds.
+pub const KERNFS_PARENT: &[(&str, &ProfileSpec)] = &[
+    ("parent", &ProfileSpec { symbols: &[], structs: &[("kernfs_node", &["parent"])], constants: &[] }),
+    ("__parent", &ProfileSpec { symbols: &[], structs: &[("kernfs_node", &["__parent"])], constants: &[] }),
 ];
 
 impl ProfileSpec {

@@ -50,6 +50,9 @@ pub enum Policy {
     Idle,
     /// `SCHED_DEADLINE` ("DLN").
     Deadline,
+    /// `SCHED_EXT` ("EXT"): run by a sched_ext BPF scheduler (Linux 6.12 and later), never by
+    /// the fair class, so never parked.
+    Ext,
     /// A value this xsched does not know.
     Other(u32),
 }
@@ -64,6 +67,7 @@ impl Policy {
             Self::Batch => "B",
             Self::Idle => "IDL",
             Self::Deadline => "DLN",
+            Self::Ext => "EXT",
             Self::Other(_) => "?",
         }
     }
@@ -300,6 +304,7 @@ impl Decoding {
             ("SCHED_BATCH", Policy::Batch),
             ("SCHED_IDLE", Policy::Idle),
             ("SCHED_DEADLINE", Policy::Deadline),
+            ("SCHED_EXT", Policy::Ext),
         ];
         let fixed_point = profile.constant("SCHED_FIXEDPOINT_SHIFT").unwrap_or(10).min(32);
         let nice_0_load = profile.constant("NICE_0_LOAD").unwrap_or(1 << fixed_point);

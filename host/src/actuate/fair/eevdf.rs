@@ -27,12 +27,8 @@ use crate::profile::Profile;
 
 use super::super::fields::{bump, get, set};
 use super::super::rbtree::{MinVruntimeAugment, RbNodes};
+use super::fixed::{self, LoadWeight};
 use super::{FairLayout, Level};
-
-/// `WMULT_SHIFT` (kernel/sched/fair.c): the fixed-point shift of inverse weights.
-const WMULT_SHIFT: u32 = 32;
-/// `WMULT_CONST`: `~0U`.
-const WMULT_CONST: u64 = 0xffff_ffff;
 
 /// What EEVDF's enqueue needs beyond [`FairLayout`].
 #[derive(Clone, Debug)]
@@ -350,48 +346,13 @@ impl Eevdf {
 
     /// `scale_load_down`: the weight without its fixed-point bits, at least 2 when not zero.
     fn scale_load_down(&self, weight: u64) -> i64 {
-        let down = if weight == 0 { 0 } else { (weight >> self.fixedpoint_shift).max(2) };
-        i64::try_from(down).unwrap_or(i64::MAX)
+        i64::try_from(fixed::scale_load_down(weight, self.fixedpoint_shift)).unwrap_or(i64::MAX)
     }
 
     /// `calc_delta_fair(delta, se)`: `delta` scaled by NICE_0_LOAD / the entity's weight.
     fn calc_delta_fair<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, delta: u64, se: Gva) -> Result<u64, LinuxError> {
         let c = &self.common;
-        if get(mem, se, c.se_weight)? == c.nice_0_load {
-            return Ok(delta);
-        }
-        self.calc_delta(mem, delta, c.nice_0_load, se)
-    }
-
-    /// `__calc_delta(delta_exec, weight, &se->load)`: `delta_exec * weight / lw.weight` in the
-    /// kernel's 32-bit fixed point, computing (and storing) the cached inverse weight first, as
-    /// `__update_inv_weight` does.
-    fn calc_delta<K: KernelMemoryMut + ?Sized>(&self, mem: &mut K, delta_exec: u64, weight: u64, se: Gva) -> Result<u64, LinuxError> {
-        let c = &self.common;
-        let mut inv_weight = get(mem, se, c.se_inv_weight)?;
-        if inv_weight == 0 {
-            let w = self.scale_load_down(get(mem, se, c.se_weight)?) as u64;
-            inv_weight = if w >= WMULT_CONST { 1 } else { WMULT_CONST.checked_div(w).unwrap_or(WMULT_CONST) };
-            set(mem, se, c.se_inv_weight, inv_weight)?;
-        }
-        let mut fact = self.scale_load_down(weight) as u64;
-        let mut shift = WMULT_SHIFT;
-        let fact_hi = fact >> 32;
-        if fact_hi != 0 {
-            let fs = u64::BITS - fact_hi.leading_zeros();
-            shift -= fs.min(shift);
-            fact >>= fs;
-        }
-        fact = (fact & WMULT_CONST) * (inv_weight & WMULT_CONST);
-        let fact_hi = fact >> 32;
-        if fact_hi != 0 {
-            let fs = u64::BITS - fact_hi.leading_zeros();
-            shift -= fs.min(shift);
-            fact >>= fs;
-        }
-        // mul_u64_u32_shr
-        let product = u128::from(delta_exec) * u128::from(fact & WMULT_CONST);
-        Ok(u64::try_from(product >> shift).unwrap_or(u64::MAX))
+        fixed::calc_delta_fair(mem, delta, se, LoadWeight { weight: c.se_weight, inv_weight: c.se_inv_weight }, c.nice_0_load, self.fixedpoint_shift)
     }
 }
 

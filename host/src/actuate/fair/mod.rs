@@ -4,11 +4,14 @@
 //! identity, the state change, leaf list, PSI, `rq.nr_running`, resched, the staged overlay)
 //! calls one operation here, [`FairClass::enqueue_task`], and never asks which flavour it runs.
 //! Each flavour module mirrors its kernel's `enqueue_task_fair` and names the kernel it follows:
-//! [`cfs`] (Linux 6.1) and [`eevdf`] (Linux 6.12). A new kernel whose fair class moved is a new
-//! module, an arm of [`FairClass`] and a [`Flavour`].
+//! [`cfs`] (Linux 6.1), [`eevdf`] (Linux 6.12) and [`flat`] (Linux 7.3); [`fixed`] holds the
+//! fixed-point weight arithmetic the EEVDF flavours share. A new kernel whose fair class moved is
+//! a new module, an arm of [`FairClass`] and a [`Flavour`].
 
 pub mod cfs;
 pub mod eevdf;
+pub mod fixed;
+pub mod flat;
 
 use crate::linux::flavour::Flavour;
 use crate::linux::layout::Field;
@@ -80,7 +83,7 @@ impl FairLayout {
             se_runnable_weight: se("runnable_weight")?,
             c_weight: c("load.weight")?,
             c_inv_weight: c("load.inv_weight")?,
-            c_nr_running: c("nr_running")?,
+            c_nr_running: c(flavour.nr_queued())?,
             c_on_list: c("on_list")?,
             c_curr: c("curr")?,
             c_root: p.offset("cfs_rq", "tasks_timeline.rb_root.rb_node")?,
@@ -166,6 +169,8 @@ pub enum FairClass {
     Cfs(cfs::Cfs),
     /// EEVDF (Linux 6.12).
     Eevdf(eevdf::Eevdf),
+    /// EEVDF over a flat runqueue (Linux 7.3).
+    Flat(flat::Flat),
 }
 
 impl FairClass {
@@ -176,6 +181,7 @@ impl FairClass {
         Ok(match flavour {
             Flavour::Cfs => Self::Cfs(cfs::Cfs::from_profile(p, virt_shift, common)?),
             Flavour::Eevdf => Self::Eevdf(eevdf::Eevdf::from_profile(p, virt_shift, common)?),
+            Flavour::EevdfFlat => Self::Flat(flat::Flat::from_profile(p, virt_shift, common)?),
         })
     }
 
@@ -184,6 +190,7 @@ impl FairClass {
         match self {
             Self::Cfs(_) => Flavour::Cfs,
             Self::Eevdf(_) => Flavour::Eevdf,
+            Self::Flat(_) => Flavour::EevdfFlat,
         }
     }
 
@@ -193,6 +200,7 @@ impl FairClass {
         match self {
             Self::Cfs(_) => Ok(None),
             Self::Eevdf(e) => e.not_now(mem, levels),
+            Self::Flat(f) => f.not_now(mem, levels),
         }
     }
 
@@ -204,6 +212,7 @@ impl FairClass {
         match self {
             Self::Cfs(c) => c.enqueue_task(mem, rq, cfs_tasks, levels),
             Self::Eevdf(e) => e.enqueue_task(mem, cfs_tasks, levels),
+            Self::Flat(f) => f.enqueue_task(mem, cfs_tasks, levels),
         }
     }
 }

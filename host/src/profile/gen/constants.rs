@@ -1,8 +1,9 @@
 //! Kernel constants that are `#define`s, so absent from DWARF: a per-architecture table.
 //!
-//! Every value below was read from the Linux 6.1 and 6.12 sources (Debian's `linux-source-6.1`,
-//! 6.1.192, and `linux-source-6.12`, 6.12.117) at the file named beside it. The table is valid
-//! for the kernel versions in [`X86_64_VERSIONS`] only; [`super::generate`] refuses any other
+//! Every value below was read from the Linux 6.1, 6.12 and 7.3 sources (Debian's `linux-source-6.1`,
+//! 6.1.192, `linux-source-6.12`, 6.12.117, and `linux-source-7.3`, 7.3.4) at the file named beside
+//! it. [`X86_64`] is valid for 6.1 and 6.12, [`X86_64_7`] for 7.3 (they differ in
+//! `TIF_NEED_RESCHED` only); each table is valid for its kernel versions in [`X86_64_VERSIONS`] only; [`super::generate`] refuses any other
 //! release rather than emit constants nobody checked. Constants the image records itself (the
 //! scheduler features' bit numbers) come from the image ([`from_image`]).
 //!
@@ -17,6 +18,8 @@
 //!   rewrite (commit f5d39b020809); the bits in this table kept their values.
 //! - Linux 6.6 replaced CFS with EEVDF: the constants here survive; the runqueue layout is a
 //!   scheduler flavour of its own (see `spec::FLAVOURS`).
+//! - x86 took the generic TIF bits (`include/asm-generic/thread_info_tif.h`, "x86: Use generic
+//!   TIF bits", in 6.18): `TIF_NEED_RESCHED` moved from 3 to 4 (7.3 has it so).
 //!
 //! Where the vmlinux itself can confirm a value, [`check_image`] does so at generation time:
 //! the kernel's own `task_state_array` (the `/proc/PID/stat` state letters, one per state bit),
@@ -67,16 +70,47 @@ impl std::fmt::Display for KernelVersion {
     }
 }
 
-/// The kernel versions whose x86-64 constants [`X86_64`] holds: only those checked against their
-/// source (Debian's `linux-source-6.1`, 6.1.192, and `linux-source-6.12`, 6.12.117: every value
-/// below is the same in both).
-pub const X86_64_VERSIONS: &[KernelVersion] = &[KernelVersion { major: 6, minor: 1 }, KernelVersion { major: 6, minor: 12 }];
+/// The kernel versions xsched's x86-64 constants were checked against, each with its table:
+/// [`X86_64`] for 6.1 and 6.12 (Debian's `linux-source-6.1`, 6.1.192, and `linux-source-6.12`,
+/// 6.12.117: every value is the same in both), [`X86_64_7`] for 7.3 (`linux-source-7.3`, 7.3.4).
+pub const X86_64_VERSIONS: &[(KernelVersion, &[Constant])] = &[
+    (KernelVersion { major: 6, minor: 1 }, X86_64),
+    (KernelVersion { major: 6, minor: 12 }, X86_64),
+    (KernelVersion { major: 7, minor: 3 }, X86_64_7),
+];
 
 const SCHED_H: &str = "include/linux/sched.h";
 const UAPI_SCHED_H: &str = "include/uapi/linux/sched.h";
 
-/// The x86-64 constants, valid for the versions in [`X86_64_VERSIONS`].
-pub const X86_64: &[Constant] = &[
+/// `TIF_NEED_RESCHED` up to 6.17 (arch/x86/include/asm/thread_info.h).
+const TIF_NEED_RESCHED_6: Constant = Constant { name: "TIF_NEED_RESCHED", value: 3, source: "arch/x86/include/asm/thread_info.h" };
+
+/// The x86-64 constants of Linux 6.1 and 6.12.
+pub const X86_64: &[Constant] = &with::<28, 1, 29>(X86_64_COMMON, [TIF_NEED_RESCHED_6]);
+
+/// The x86-64 constants of Linux 7.3: the generic TIF bits moved `TIF_NEED_RESCHED` to 4, and
+/// sched_ext (6.12's uapi, built into Debian's 7.x) adds the policy `SCHED_EXT`.
+pub const X86_64_7: &[Constant] = &with::<28, 2, 30>(
+    X86_64_COMMON,
+    [
+        Constant { name: "TIF_NEED_RESCHED", value: 4, source: "include/asm-generic/thread_info_tif.h" },
+        Constant { name: "SCHED_EXT", value: 7, source: UAPI_SCHED_H },
+    ],
+);
+
+/// `common` followed by `extra` (`M` = `N` + `E`).
+const fn with<const N: usize, const E: usize, const M: usize>(common: [Constant; N], extra: [Constant; E]) -> [Constant; M] {
+    let mut out = [extra[0]; M];
+    let mut i = 0;
+    while i < M {
+        out[i] = if i < N { common[i] } else { extra[i - N] };
+        i += 1;
+    }
+    out
+}
+
+/// The x86-64 constants every checked version shares (each defined the same in 6.1, 6.12 and 7.3).
+const X86_64_COMMON: [Constant; 28] = [
     // Task states: `task_struct::__state` bits, and `exit_state` for EXIT_*.
     Constant { name: "TASK_RUNNING", value: 0x0, source: SCHED_H },
     Constant { name: "TASK_INTERRUPTIBLE", value: 0x1, source: SCHED_H },
@@ -91,8 +125,6 @@ pub const X86_64: &[Constant] = &[
     Constant { name: "TASK_WAKING", value: 0x200, source: SCHED_H },
     Constant { name: "TASK_NOLOAD", value: 0x400, source: SCHED_H },
     Constant { name: "TASK_NEW", value: 0x800, source: SCHED_H },
-    // Bit number in `thread_info::flags`.
-    Constant { name: "TIF_NEED_RESCHED", value: 3, source: "arch/x86/include/asm/thread_info.h" },
     // The bit of the per-CPU `__preempt_count` that is clear while a reschedule is pending.
     Constant { name: "PREEMPT_NEED_RESCHED", value: 0x8000_0000, source: "arch/x86/include/asm/preempt.h" },
     // Bit in `task_struct::flags`.
@@ -117,6 +149,8 @@ pub const X86_64: &[Constant] = &[
     Constant { name: "PSI_NR_RUNNING", value: 2, source: "include/linux/psi_types.h" },
     // `__START_KERNEL_map`: the base of the kernel image mapping.
     Constant { name: "START_KERNEL_MAP", value: 0xffff_ffff_8000_0000, source: "arch/x86/include/asm/page_64_types.h" },
+    // The smallest group share and hierarchical weight (`__calc_prop_weight` clamps to it).
+    Constant { name: "MIN_SHARES", value: 2, source: "kernel/sched/sched.h" },
 ];
 
 /// The value of `name` in `table`.
@@ -131,16 +165,16 @@ pub fn table_for(arch: &str, release: &str) -> Result<&'static [Constant], Strin
     }
     let version = KernelVersion::from_release(release)
         .ok_or_else(|| format!("cannot read a kernel version from release {release:?}"))?;
-    if !X86_64_VERSIONS.contains(&version) {
-        let checked: Vec<String> = X86_64_VERSIONS.iter().map(ToString::to_string).collect();
+    let Some((_, table)) = X86_64_VERSIONS.iter().find(|(v, _)| *v == version) else {
+        let checked: Vec<String> = X86_64_VERSIONS.iter().map(|(v, _)| v.to_string()).collect();
         return Err(format!(
             "kernel {release} (version {version}) is not among the versions xsched's x86-64 constants table was \
              checked against (Linux {}); its TASK_*/TIF_*/PF_* values are unverified for this version: check them \
              against its source and extend the table in host/src/profile/gen/constants.rs",
             checked.join(", ")
         ));
-    }
-    Ok(X86_64)
+    };
+    Ok(table)
 }
 
 /// The prefix of constants that are bit numbers of scheduler features (`SCHED_FEAT_PLACE_LAG`):
@@ -323,13 +357,28 @@ mod tests {
     fn the_table_covers_every_required_constant() {
         for name in crate::profile::spec::REQUIRED.constants {
             assert!(lookup(X86_64, name).is_some(), "{name} missing from the x86-64 table");
+            assert!(lookup(X86_64_7, name).is_some(), "{name} missing from the x86-64 table of 7.x");
         }
+        assert_eq!(X86_64.len() + 1, X86_64_7.len());
+        assert_eq!(lookup(X86_64_7, "SCHED_EXT"), Some(7));
+        assert_eq!(X86_64.iter().filter(|c| c.name == "TIF_NEED_RESCHED").count(), 1);
+    }
+
+    #[test]
+    fn the_generic_tif_bits_moved_need_resched_in_7x() -> Result<(), String> {
+        assert_eq!(lookup(table_for("x86_64", "6.12.117+deb12-cloud-amd64")?, "TIF_NEED_RESCHED"), Some(3));
+        assert_eq!(lookup(table_for("x86_64", "7.3.4+deb13-cloud-amd64")?, "TIF_NEED_RESCHED"), Some(4));
+        for c in X86_64.iter().filter(|c| c.name != "TIF_NEED_RESCHED") {
+            assert_eq!(lookup(X86_64_7, c.name), Some(c.value), "{}", c.name);
+        }
+        Ok(())
     }
 
     #[test]
     fn releases_outside_the_checked_versions_are_refused() {
         assert!(table_for("x86_64", "6.1.0-56-cloud-amd64").is_ok());
         assert!(table_for("x86_64", "6.12.117+deb12-cloud-amd64").is_ok());
+        assert!(table_for("x86_64", "7.3.4+deb13-cloud-amd64").is_ok());
         let err = table_for("x86_64", "6.8.0-45-generic").expect_err("6.8 was not checked");
         assert!(err.contains("not among") && err.contains("6.1, 6.12"), "{err}");
         assert!(table_for("x86_64", "5.10.0-30-amd64").is_err());

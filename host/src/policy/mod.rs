@@ -11,6 +11,9 @@
 //! [`ranking_of`] convert the host's [`TaskTable`](crate::table::TaskTable) to the plugin's
 //! [`Snapshot`](xsched_plugin_api::Snapshot) and its decisions back to
 //! [`Ranked`] task keys; [`Ranker`] is what the loop asks of a policy.
+//! [`PolicyInstance::rank_table`] keeps the snapshot from one period to the next, rewrites only
+//! the tasks that changed when it can, and hands the plugin a hint (interface 1.1: the runnable
+//! tasks, and which changed; kept by `hint.rs`), so that a policy too can cost what changed.
 //!
 //! A panic inside a plugin never unwinds into the host: the plugin side of the interface
 //! (`xsched_plugin_api::export_policy!`) catches it and returns an error, which

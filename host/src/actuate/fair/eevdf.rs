@@ -359,11 +359,8 @@ impl Eevdf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actuate::fair::test_image::{entity, memory, put, BASE};
     use crate::linux::flavour::Flavour;
-    use crate::linux::virt::DirectMapped;
-    use crate::memory::ImageMemory;
-
-    const BASE: Gva = Gva(0xffff_8880_0000_0000);
     /// The runqueue sits at physical 0, entities from 0x1000 on, 0x200 apart.
     const CFS_RQ: Gva = BASE;
 
@@ -372,18 +369,6 @@ mod tests {
         let p = Profile::load(&path).expect("6.12 profile");
         let common = FairLayout::from_profile(&p, Flavour::Eevdf).expect("layout");
         (Eevdf::from_profile(&p, 0, common).expect("eevdf"), p)
-    }
-
-    fn entity(i: u64) -> Gva {
-        Gva(BASE.raw() + 0x1000 + 0x200 * i)
-    }
-
-    fn memory() -> DirectMapped<ImageMemory> {
-        DirectMapped::new(ImageMemory::zeroed(0x1000 + 0x200 * 8), BASE)
-    }
-
-    fn put(mem: &mut DirectMapped<ImageMemory>, base: Gva, f: Field, value: u64) {
-        set(mem, base, f, value).expect("write");
     }
 
     /// `__calc_delta` computes and caches the inverse weight the kernel tabulates in

@@ -336,11 +336,8 @@ impl Flat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actuate::fair::test_image::{entity, memory, put, BASE};
     use crate::linux::flavour::Flavour;
-    use crate::linux::virt::DirectMapped;
-    use crate::memory::ImageMemory;
-
-    const BASE: Gva = Gva(0xffff_8880_0000_0000);
     /// The root runqueue sits at physical 0, a group runqueue at 0x800, entities from 0x1000
     /// on, 0x200 apart.
     const ROOT: Gva = BASE;
@@ -351,18 +348,6 @@ mod tests {
         let p = Profile::load(&path).expect("7.3 profile");
         let common = FairLayout::from_profile(&p, Flavour::EevdfFlat).expect("layout");
         Flat::from_profile(&p, 0, common).expect("flat")
-    }
-
-    fn entity(i: u64) -> Gva {
-        Gva(BASE.raw() + 0x1000 + 0x200 * i)
-    }
-
-    fn memory() -> DirectMapped<ImageMemory> {
-        DirectMapped::new(ImageMemory::zeroed(0x1000 + 0x200 * 8), BASE)
-    }
-
-    fn put(mem: &mut DirectMapped<ImageMemory>, base: Gva, f: Field, value: u64) {
-        set(mem, base, f, value).expect("write");
     }
 
     const NONE: Features = Features { place_lag: true, place_rel_deadline: true, paranoid_avg: false };

@@ -12,6 +12,8 @@ pub mod cfs;
 pub mod eevdf;
 pub mod fixed;
 pub mod flat;
+#[cfg(test)]
+mod test_image;
 
 use crate::linux::flavour::Flavour;
 use crate::linux::layout::Field;
